@@ -1,0 +1,1 @@
+"""The AWS side: DynamoDB repositories. Clients are injected, with lazy defaults."""

@@ -1,0 +1,156 @@
+"""Contacts and identities in DynamoDB, through PynamoDB models.
+
+Race safety lives here: identity claims are conditional puts, contact writes are
+conditional on `version`, and a merge is one transaction that saves the survivor and fences
+the loser (marks it merged) so that any writer still holding the loser fails and re-reads.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pynamodb.attributes import JSONAttribute, UnicodeAttribute, VersionAttribute
+from pynamodb.connection import Connection
+from pynamodb.exceptions import (
+    DoesNotExist,
+    PutError,
+    TransactWriteError,
+    UpdateError,
+)
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.domain.contact import Contact
+from chalicelib.services.ports import ConcurrentUpdate, ContactRepository
+
+
+def _conditional_failure(exc: Exception) -> bool:
+    code = getattr(exc, "cause_response_code", None)
+    if code == "ConditionalCheckFailedException":
+        return True
+    reasons = getattr(exc, "cancellation_reasons", None) or []
+    return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)
+
+
+@lru_cache(maxsize=None)
+def contact_model(table_name: str, host: str | None = None, region: str | None = None) -> type[Model]:
+    class ContactItem(Model):
+        class Meta:
+            pass
+
+        id = UnicodeAttribute(hash_key=True)
+        version = VersionAttribute()
+        merged_into = UnicodeAttribute(null=True)
+        doc = JSONAttribute(null=True)
+
+    ContactItem.Meta.table_name = table_name
+    ContactItem.Meta.host = host
+    if region:
+        ContactItem.Meta.region = region
+    return ContactItem
+
+
+@lru_cache(maxsize=None)
+def identity_model(table_name: str, host: str | None = None, region: str | None = None) -> type[Model]:
+    class IdentityItem(Model):
+        class Meta:
+            pass
+
+        identifier = UnicodeAttribute(hash_key=True)
+        contact_id = UnicodeAttribute()
+
+    IdentityItem.Meta.table_name = table_name
+    IdentityItem.Meta.host = host
+    if region:
+        IdentityItem.Meta.region = region
+    return IdentityItem
+
+
+class DynamoDBContactRepository(ContactRepository):
+    def __init__(self, contacts_table: str, identities_table: str, host: str | None = None,
+                 region: str | None = None):
+        self.Contact = contact_model(contacts_table, host, region)
+        self.Identity = identity_model(identities_table, host, region)
+        self._connection = Connection(host=host, region=region) if region else Connection(host=host)
+
+    # -- identities --------------------------------------------------------------------
+
+    def lookup(self, identifiers: list[str], consistent: bool = False) -> dict[str, str]:
+        if not identifiers:
+            return {}
+        return {
+            item.identifier: item.contact_id
+            for item in self.Identity.batch_get(list(dict.fromkeys(identifiers)), consistent_read=consistent)
+        }
+
+    def claim(self, identifier: str, contact_id: str) -> str:
+        try:
+            self.Identity(identifier, contact_id=contact_id).save(
+                condition=self.Identity.identifier.does_not_exist()
+            )
+            return contact_id
+        except PutError as exc:
+            if not _conditional_failure(exc):
+                raise
+        try:
+            return self.Identity.get(identifier, consistent_read=True).contact_id
+        except DoesNotExist:
+            raise ConcurrentUpdate(f"{identifier} vanished while being claimed") from None
+
+    def repoint(self, identifier: str, from_id: str, to_id: str) -> bool:
+        try:
+            self.Identity(identifier).update(
+                actions=[self.Identity.contact_id.set(to_id)],
+                condition=self.Identity.contact_id == from_id,
+            )
+            return True
+        except UpdateError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+
+    # -- contacts ----------------------------------------------------------------------
+
+    def _to_domain(self, item) -> Contact:
+        return Contact.from_document(item.id, item.doc or {}, item.version, item.merged_into)
+
+    def _to_item(self, contact: Contact):
+        item = self.Contact(contact.id, merged_into=contact.merged_into, doc=contact.to_document())
+        if contact.version is not None:
+            item.version = contact.version
+        return item
+
+    def get(self, contact_id: str, consistent: bool = False) -> Contact | None:
+        try:
+            return self._to_domain(self.Contact.get(contact_id, consistent_read=consistent))
+        except DoesNotExist:
+            return None
+
+    def create(self, contact: Contact) -> None:
+        contact.version = None
+        self.save(contact)
+
+    def save(self, contact: Contact) -> None:
+        item = self._to_item(contact)
+        try:
+            item.save()  # VersionAttribute adds the condition and increments
+        except PutError as exc:
+            if _conditional_failure(exc):
+                raise ConcurrentUpdate(f"contact {contact.id} changed meanwhile") from None
+            raise
+        contact.version = item.version
+
+    def merge(self, survivor: Contact, loser: Contact) -> None:
+        survivor_item = self._to_item(survivor)
+        loser_item = self._to_item(loser)
+        loser_item.merged_into = survivor.id
+        try:
+            with TransactWrite(connection=self._connection) as transaction:
+                transaction.save(survivor_item)
+                transaction.save(loser_item)
+        except TransactWriteError as exc:
+            if _conditional_failure(exc):
+                raise ConcurrentUpdate(f"contact {survivor.id} or {loser.id} changed during the merge") from None
+            raise
+        survivor.version = survivor_item.version
+        loser.version = loser_item.version
+        loser.merged_into = survivor.id

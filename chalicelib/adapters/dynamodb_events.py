@@ -1,0 +1,123 @@
+"""The events table: append with batched writes, read a contact's timeline back.
+
+Plain boto3 here rather than PynamoDB: the request path needs BatchWriteItem with
+ReturnConsumedCapacity and nothing else, and one compact JSON attribute per event keeps a
+typical browser event under 1 KB (one write request unit).
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import random
+import time
+from typing import Callable
+
+import boto3
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.services.ports import AppendResult, EventStore, StoredEvent
+
+BATCH_WRITE_MAX = 25
+MAX_RETRIES = 8
+
+
+class EventStoreUnavailable(Exception):
+    """DynamoDB kept throttling the write: the client should retry (503)."""
+
+
+def item_size(item: dict) -> int:
+    """DynamoDB's item size: attribute names plus values (strings and numbers as sent)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode("utf-8"))
+        if isinstance(value, str):
+            size += len(value.encode("utf-8"))
+        elif isinstance(value, (int, float)):
+            size += len(str(value)) // 2 + 1
+        else:
+            size += len(json.dumps(value).encode("utf-8"))
+    return size
+
+
+def write_units(item: dict) -> int:
+    return max(1, -(-item_size(item) // 1024))
+
+
+class DynamoDBEventStore(EventStore):
+    def __init__(self, table_name: str, client=None, sleep: Callable[[float], None] = time.sleep):
+        self.table_name = table_name
+        self._client = client
+        self._table = None
+        self.sleep = sleep
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = boto3.resource("dynamodb", endpoint_url=self.client.meta.endpoint_url,
+                                         region_name=self.client.meta.region_name).Table(self.table_name)
+        return self._table
+
+    @staticmethod
+    def to_item(event: StoredEvent) -> dict:
+        return {
+            "pk": event.partition,
+            "sk": event.sort,
+            "b": json.dumps(event.body, separators=(",", ":"), ensure_ascii=False),
+            "ttl": event.ttl,
+        }
+
+    def append(self, events: list[StoredEvent]) -> AppendResult:
+        units = 0.0
+        for start in range(0, len(events), BATCH_WRITE_MAX):
+            chunk = events[start:start + BATCH_WRITE_MAX]
+            requests = [
+                {"PutRequest": {"Item": {
+                    "pk": {"S": item["pk"]}, "sk": {"S": item["sk"]},
+                    "b": {"S": item["b"]}, "ttl": {"N": str(item["ttl"])},
+                }}}
+                for item in map(self.to_item, chunk)
+            ]
+            units += self._write(requests)
+        return AppendResult(written=len(events), capacity_units=units)
+
+    def _write(self, requests: list[dict]) -> float:
+        units = 0.0
+        pending = {self.table_name: requests}
+        for attempt in range(MAX_RETRIES):
+            response = self.client.batch_write_item(RequestItems=pending, ReturnConsumedCapacity="TOTAL")
+            units += sum(c.get("CapacityUnits", 0.0) for c in response.get("ConsumedCapacity", []))
+            pending = response.get("UnprocessedItems") or {}
+            if not pending:
+                return units
+            self.sleep(min(1.0, 0.025 * 2**attempt) * (0.5 + random.random() / 2))
+        raise EventStoreUnavailable(f"{sum(len(v) for v in pending.values())} events not written after retries")
+
+    def timeline(self, partitions: list[str], limit: int, before: str | None) -> tuple[list[dict], str | None]:
+        streams = []
+        for pk in partitions:
+            condition = Key("pk").eq(pk)
+            if before:
+                condition = condition & Key("sk").lt(before)
+            response = self.table.query(
+                KeyConditionExpression=condition, ScanIndexForward=False, Limit=limit + 1
+            )
+            streams.append([(item["sk"], item["b"]) for item in response.get("Items", [])])
+        merged = heapq.merge(*streams, key=lambda pair: pair[0], reverse=True)
+        events: list[dict] = []
+        last_sk = None
+        seen: set[str] = set()
+        for sk, body in merged:
+            if sk in seen:
+                continue
+            seen.add(sk)
+            if len(events) == limit:
+                return events, last_sk
+            events.append(json.loads(body))
+            last_sk = sk
+        return events, None

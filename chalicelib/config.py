@@ -1,0 +1,83 @@
+"""The one place that reads the environment.
+
+Everything configurable about Mercurio is an environment variable, set per stage in
+`.chalice/config.json` on AWS and by the local runner on one machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from chalicelib.domain.sources import Source, SourceConfigError, parse_sources
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(name: str, default: int) -> int:
+    value = _env(name)
+    try:
+        return int(value) if value is not None else default
+    except ValueError as exc:
+        raise SourceConfigError(f"{name}={value!r} is not an integer") from exc
+
+
+def stage() -> str:
+    return _env("MERCURIO_STAGE", "dev") or "dev"
+
+
+def events_stream_arn() -> str:
+    """Read at import time by the stream handler's decorator (Chalice needs a literal)."""
+    return _env(
+        "MERCURIO_EVENTS_STREAM_ARN",
+        f"arn:aws:dynamodb:us-east-1:000000000000:table/mercurio-{stage()}-events/stream/not-deployed",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    events_table: str
+    contacts_table: str
+    identities_table: str
+    sources: tuple[Source, ...]
+    admin_token: str | None
+    admin_token_parameter: str | None
+    event_ttl_days: int
+    ip_truncate: bool
+    counter_days: int
+    max_nesting_depth: int = 12
+    extra: dict = field(default_factory=dict)
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    st = stage()
+    sources_json = _env("MERCURIO_SOURCES")
+    write_key = _env("MERCURIO_WRITE_KEY")
+    raw_sources: list = json.loads(sources_json) if sources_json else []
+    if write_key:
+        raw_sources.append({"name": "default", "write_key": write_key, "origins": ["*"]})
+    return Settings(
+        stage=st,
+        events_table=_env("MERCURIO_EVENTS_TABLE", f"mercurio-{st}-events"),
+        contacts_table=_env("MERCURIO_CONTACTS_TABLE", f"mercurio-{st}-contacts"),
+        identities_table=_env("MERCURIO_IDENTITIES_TABLE", f"mercurio-{st}-identities"),
+        sources=parse_sources(raw_sources),
+        admin_token=_env("MERCURIO_ADMIN_TOKEN"),
+        admin_token_parameter=_env("MERCURIO_ADMIN_TOKEN_PARAMETER"),
+        event_ttl_days=_int("MERCURIO_EVENT_TTL_DAYS", 395),
+        ip_truncate=_bool("MERCURIO_IP_TRUNCATE", False),
+        counter_days=_int("MERCURIO_COUNTER_DAYS", 90),
+    )

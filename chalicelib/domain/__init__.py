@@ -1,0 +1,1 @@
+"""Pure domain: no AWS, no Chalice. Everything here is testable with plain objects."""

@@ -1,0 +1,273 @@
+"""The contact: one profile per person (the golden record), and how events change it.
+
+Pure functions over a plain dataclass: applying an event, merging two contacts that turn
+out to be one person, and choosing which one survives a merge.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from chalicelib.domain.identity import (
+    InvalidIdentifier,
+    kind_of,
+    make_identifier,
+    normalise_email,
+    normalise_phone,
+    region_from_locale,
+)
+
+RECENT_IDS = 64  # processed messageIds kept per contact: makes stream redelivery harmless
+PAGE_VIEWED = "Page Viewed"
+SCREEN_VIEWED = "Screen Viewed"
+IMPORT_LIBRARY = "mercurio-import"
+_MOBILE = re.compile(r"Mobi|Android|iPhone|iPad", re.I)
+
+
+@dataclass
+class Contact:
+    id: str
+    created_at: str
+    traits: dict = field(default_factory=dict)
+    trait_ts: dict = field(default_factory=dict)
+    identifiers: list = field(default_factory=list)
+    first_seen: str | None = None
+    last_seen: str | None = None
+    counters: dict = field(default_factory=dict)
+    last_context: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
+    recent: list = field(default_factory=list)
+    merged_from: list = field(default_factory=list)
+    merged_into: str | None = None
+    version: int | None = None
+
+    def has(self, identifier: str) -> bool:
+        return identifier in self.identifiers
+
+    def add_identifier(self, identifier: str) -> None:
+        if identifier not in self.identifiers:
+            self.identifiers.append(identifier)
+            self.identifiers.sort()
+
+    def user_ids(self) -> set[str]:
+        return {i for i in self.identifiers if kind_of(i) == "user"}
+
+    def to_document(self) -> dict:
+        """Everything but the key, version and merge pointer (stored as their own attributes)."""
+        return {
+            "created_at": self.created_at,
+            "traits": self.traits,
+            "trait_ts": self.trait_ts,
+            "identifiers": self.identifiers,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "counters": self.counters,
+            "last_context": self.last_context,
+            "groups": self.groups,
+            "recent": self.recent,
+            "merged_from": self.merged_from,
+        }
+
+    @classmethod
+    def from_document(cls, contact_id: str, doc: dict, version: int | None, merged_into: str | None) -> "Contact":
+        known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc and k not in ("id", "version", "merged_into")}
+        known.setdefault("created_at", "")
+        return cls(id=contact_id, version=version, merged_into=merged_into, **known)
+
+
+def identity_traits(traits: dict, locale: object = None) -> tuple[dict, list[str], list[str]]:
+    """Normalise email and phone traits; return (traits, identifiers, problems)."""
+    out = dict(traits)
+    identifiers: list[str] = []
+    problems: list[str] = []
+    if traits.get("email") not in (None, ""):
+        try:
+            out["email"] = normalise_email(traits["email"])
+            identifiers.append(f"email:{out['email']}")
+        except InvalidIdentifier as exc:
+            problems.append(f"traits.email {exc}")
+    if traits.get("phone") not in (None, ""):
+        try:
+            out["phone"] = normalise_phone(traits["phone"], region_from_locale(locale))
+            identifiers.append(f"phone:{out['phone']}")
+        except InvalidIdentifier as exc:
+            problems.append(f"traits.phone {exc}")
+    return out, identifiers, problems
+
+
+def event_identifiers(event: dict) -> list[str]:
+    """Every identifier an event names, the event's own partition identifier first."""
+    ids: list[str] = []
+    if event.get("userId") is not None:
+        ids.append(f"user:{event['userId']}")
+    if event.get("anonymousId") is not None:
+        ids.append(f"anon:{event['anonymousId']}")
+    if event.get("partition"):
+        ids.insert(0, event["partition"])
+    if event["type"] == "identify":
+        _, found, _ = identity_traits(event.get("traits") or {}, (event.get("context") or {}).get("locale"))
+        ids.extend(found)
+    seen: set[str] = set()
+    return [i for i in ids if not (i in seen or seen.add(i))]
+
+
+def alias_candidates(event: dict) -> list[str]:
+    """alias.previousId may be an earlier userId or the anonymous id (analytics.js' default)."""
+    prev = event.get("previousId")
+    if prev is None:
+        return []
+    return [make_identifier("user", prev), make_identifier("anon", prev)]
+
+
+def counter_name(event: dict) -> str | None:
+    if event["type"] == "track":
+        return event["event"]
+    if event["type"] == "page":
+        return PAGE_VIEWED
+    if event["type"] == "screen":
+        return SCREEN_VIEWED
+    return None
+
+
+def is_activity(event: dict) -> bool:
+    """Imported CRM rows describe a person; they are not something the person did."""
+    library = ((event.get("context") or {}).get("library") or {}).get("name")
+    return library != IMPORT_LIBRARY
+
+
+def _device(context: dict) -> str | None:
+    device = context.get("device")
+    if isinstance(device, dict) and isinstance(device.get("type"), str):
+        return device["type"]
+    ua = context.get("userAgent")
+    if isinstance(ua, str) and ua:
+        return "mobile" if _MOBILE.search(ua) else "desktop"
+    return None
+
+
+def _summarise_context(context: dict, timestamp: str) -> dict:
+    summary: dict = {"at": timestamp}
+    for key in ("locale", "timezone", "ip", "userAgent", "clickId"):
+        if isinstance(context.get(key), str):
+            summary[key] = context[key]
+    device = _device(context)
+    if device:
+        summary["device"] = device
+    if isinstance(context.get("campaign"), dict) and context["campaign"]:
+        summary["campaign"] = context["campaign"]
+    page = context.get("page")
+    if isinstance(page, dict) and isinstance(page.get("url"), str):
+        summary["page_url"] = page["url"]
+    return summary
+
+
+def _bump_counter(counters: dict, name: str, timestamp: str, keep_days: int) -> None:
+    entry = counters.setdefault(name, {"total": 0, "first": timestamp, "last": timestamp, "days": {}})
+    entry["total"] += 1
+    entry["first"] = min(entry["first"], timestamp)
+    entry["last"] = max(entry["last"], timestamp)
+    day = timestamp[:10]
+    entry["days"][day] = entry["days"].get(day, 0) + 1
+    _prune_days(entry, keep_days)
+
+
+def _prune_days(entry: dict, keep_days: int) -> None:
+    if not entry["days"]:
+        return
+    newest = date.fromisoformat(max(entry["days"]))
+    cutoff = (newest - timedelta(days=keep_days)).isoformat()
+    for day in [d for d in entry["days"] if d < cutoff]:
+        del entry["days"][day]
+
+
+def set_traits(contact: Contact, traits: dict, timestamp: str) -> None:
+    """Latest write wins, per trait: an older event never overwrites a newer value."""
+    for key, value in traits.items():
+        if key not in contact.trait_ts or timestamp >= contact.trait_ts[key]:
+            contact.traits[key] = value
+            contact.trait_ts[key] = timestamp
+
+
+def apply_event(contact: Contact, event: dict, keep_days: int = 90) -> bool:
+    """Fold one event into the contact. Returns False when it was already applied."""
+    message_id = event["messageId"]
+    if message_id in contact.recent:
+        return False
+    ts = event["timestamp"]
+    context = event.get("context") or {}
+    if event["type"] == "identify":
+        traits, _, _ = identity_traits(event.get("traits") or {}, context.get("locale"))
+        set_traits(contact, traits, ts)
+    elif event["type"] == "group":
+        contact.groups[event["groupId"]] = {"traits": event.get("traits") or {}, "at": ts}
+    name = counter_name(event)
+    if name:
+        _bump_counter(contact.counters, name, ts, keep_days)
+    if is_activity(event):
+        contact.first_seen = min(contact.first_seen or ts, ts)
+        contact.last_seen = max(contact.last_seen or ts, ts)
+        if ts >= contact.last_context.get("at", ""):
+            contact.last_context = _summarise_context(context, ts)
+    contact.recent = (contact.recent + [message_id])[-RECENT_IDS:]
+    return True
+
+
+def choose_survivor(contacts: list[Contact]) -> Contact:
+    """The oldest profile survives, so ids that other systems hold stay valid."""
+    return min(contacts, key=lambda c: (c.created_at or "~", c.id))
+
+
+def can_merge(contacts: list[Contact]) -> bool:
+    """Two different userIds are two people (a shared device is not one person)."""
+    users: set[str] = set()
+    for c in contacts:
+        users |= c.user_ids()
+    return len(users) <= 1
+
+
+def merge_contacts(survivor: Contact, loser: Contact) -> Contact:
+    """Combine the loser into the survivor: traits by latest write, counters summed."""
+    for key, value in loser.traits.items():
+        ts = loser.trait_ts.get(key, "")
+        if key not in survivor.trait_ts or ts > survivor.trait_ts[key]:
+            survivor.traits[key] = value
+            survivor.trait_ts[key] = ts
+    for identifier in loser.identifiers:
+        survivor.add_identifier(identifier)
+    for name, theirs in loser.counters.items():
+        ours = survivor.counters.get(name)
+        if ours is None:
+            survivor.counters[name] = {**theirs, "days": dict(theirs["days"])}
+            continue
+        ours["total"] += theirs["total"]
+        ours["first"] = min(ours["first"], theirs["first"])
+        ours["last"] = max(ours["last"], theirs["last"])
+        for day, n in theirs["days"].items():
+            ours["days"][day] = ours["days"].get(day, 0) + n
+    firsts = [t for t in (survivor.first_seen, loser.first_seen) if t]
+    lasts = [t for t in (survivor.last_seen, loser.last_seen) if t]
+    survivor.first_seen = min(firsts) if firsts else None
+    survivor.last_seen = max(lasts) if lasts else None
+    if loser.last_context.get("at", "") > survivor.last_context.get("at", ""):
+        survivor.last_context = loser.last_context
+    for group_id, g in loser.groups.items():
+        if group_id not in survivor.groups or g["at"] > survivor.groups[group_id]["at"]:
+            survivor.groups[group_id] = g
+    survivor.recent = (survivor.recent + [m for m in loser.recent if m not in survivor.recent])[-RECENT_IDS:]
+    survivor.merged_from = sorted(set(survivor.merged_from) | {loser.id} | set(loser.merged_from))
+    if loser.created_at and (not survivor.created_at or loser.created_at < survivor.created_at):
+        survivor.created_at = loser.created_at
+    return survivor
+
+
+def counters_view(counters: dict, today: date, windows: tuple[int, ...] = (1, 7, 30, 90)) -> dict:
+    """Counters as an API shows them: total plus sliding-window counts."""
+    view = {}
+    for name, entry in counters.items():
+        item = {"total": entry["total"], "first": entry["first"], "last": entry["last"]}
+        for w in windows:
+            start = (today - timedelta(days=w - 1)).isoformat()
+            item[f"last_{w}d"] = sum(n for d, n in entry["days"].items() if d >= start)
+        view[name] = item
+    return view

@@ -1,0 +1,94 @@
+"""Admin reads of the single customer view: a contact by any identifier, and its timeline."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from chalicelib.domain.contact import Contact, counters_view
+from chalicelib.domain.identity import kind_of, parse_identifier
+from chalicelib.services.ports import Clock, ContactRepository, EventStore
+
+MAX_PAGE = 200
+EVENT_PARTITION_KINDS = ("user", "anon", "email", "phone")
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def contact_view(contact: Contact, clock: Clock) -> dict:
+    return {
+        "id": contact.id,
+        "traits": contact.traits,
+        "identifiers": contact.identifiers,
+        "first_seen": contact.first_seen,
+        "last_seen": contact.last_seen,
+        "created_at": contact.created_at,
+        "counters": counters_view(contact.counters, clock.now().date()),
+        "last_context": contact.last_context,
+        "groups": contact.groups,
+        "merged_from": contact.merged_from,
+    }
+
+
+class ContactQueries:
+    def __init__(self, repo: ContactRepository, events: EventStore, clock: Clock):
+        self.repo = repo
+        self.events = events
+        self.clock = clock
+
+    def _resolve(self, contact_id: str) -> Contact:
+        seen = set()
+        contact = self.repo.get(contact_id, consistent=True)
+        while contact is not None and contact.merged_into and contact.id not in seen:
+            seen.add(contact.id)
+            contact = self.repo.get(contact.merged_into, consistent=True)
+        if contact is None:
+            raise NotFound(f"no contact {contact_id}")
+        return contact
+
+    def by_identifier(self, identifier: str | None) -> dict:
+        if not identifier:
+            raise BadQuery("identifier is required, e.g. ?identifier=email:ada@example.com")
+        try:
+            normalised = parse_identifier(identifier)
+        except ValueError as exc:
+            raise BadQuery(f"identifier {identifier!r}: {exc}") from None
+        owner = self.repo.lookup([normalised], consistent=True).get(normalised)
+        if owner is None:
+            raise NotFound(f"no contact is known by {normalised}")
+        return contact_view(self._resolve(owner), self.clock)
+
+    def by_id(self, contact_id: str) -> dict:
+        return contact_view(self._resolve(contact_id), self.clock)
+
+    def timeline(self, contact_id: str, limit: str | None = None, cursor: str | None = None) -> dict:
+        try:
+            size = int(limit) if limit is not None else 50
+        except ValueError:
+            raise BadQuery(f"limit {limit!r} is not a whole number") from None
+        if not 1 <= size <= MAX_PAGE:
+            raise BadQuery(f"limit must be between 1 and {MAX_PAGE}")
+        before = None
+        if cursor:
+            try:
+                before = base64.urlsafe_b64decode(cursor.encode() + b"==").decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise BadQuery("cursor is not one this API returned") from None
+        contact = self._resolve(contact_id)
+        partitions = [i for i in contact.identifiers if kind_of(i) in EVENT_PARTITION_KINDS]
+        events, next_sk = self.events.timeline(partitions, size, before)
+        page: dict = {"contact_id": contact.id, "events": [timeline_entry(e) for e in events]}
+        if next_sk:
+            page["next_cursor"] = base64.urlsafe_b64encode(next_sk.encode()).decode().rstrip("=")
+        return page
+
+
+def timeline_entry(event: dict) -> dict:
+    keep = ("type", "event", "name", "messageId", "timestamp", "receivedAt", "userId", "anonymousId",
+            "properties", "traits", "groupId", "previousId", "context")
+    return {k: event[k] for k in keep if k in event}

@@ -1,0 +1,184 @@
+"""Contact import from a CRM export: CSV + column mapping → identify events.
+
+Rows become `identify` events appended to the event store, so imported contacts go through
+the same identity resolution and merge as live traffic. Each row's messageId and timestamp
+are derived from its content and the import's as-of date, so uploading the same file again
+stores nothing new; a row that did change updates the traits it carries.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from datetime import datetime, time, timezone
+
+from chalicelib.domain.contact import IMPORT_LIBRARY
+from chalicelib.domain.events import event_key, iso, parse_timestamp, retention_ttl
+from chalicelib.domain.identity import InvalidIdentifier, make_identifier, normalise_email, normalise_phone
+from chalicelib.services.ports import Clock, EventStore, StoredEvent
+
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+MAX_ROWS = 50_000
+TARGETS = ("userId", "email", "phone", "timestamp", "ignore")
+_AUTO = {
+    "email": "email", "e-mail": "email", "email address": "email", "mail": "email",
+    "phone": "phone", "mobile": "phone", "phone number": "phone", "telephone": "phone",
+    "user id": "userId", "userid": "userId", "user_id": "userId", "customer id": "userId",
+    "external id": "userId", "id": "userId",
+    "updated at": "timestamp", "updated_at": "timestamp", "last modified": "timestamp",
+}
+
+
+class ImportRejected(ValueError):
+    """The upload as a whole is unusable; nothing was written."""
+
+
+def snake(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_") or "field"
+
+
+def auto_mapping(columns: list[str]) -> dict[str, str]:
+    return {c: _AUTO.get(c.strip().lower(), f"traits.{snake(c)}") for c in columns}
+
+
+def _check_mapping(mapping: object, columns: list[str]) -> dict[str, str]:
+    if not isinstance(mapping, dict):
+        raise ImportRejected("mapping must be an object of column name -> target")
+    problems = []
+    for column, target in mapping.items():
+        if column not in columns:
+            problems.append(f"mapping names column {column!r}, which the CSV header does not have "
+                            f"(columns: {', '.join(columns)})")
+        elif not isinstance(target, str) or not (target in TARGETS or (
+                target.startswith("traits.") and len(target) > len("traits."))):
+            problems.append(f"mapping[{column!r}]: {target!r} is not a target "
+                            f"(use {', '.join(TARGETS)} or traits.<name>)")
+    if problems:
+        raise ImportRejected("; ".join(problems))
+    targets = list(mapping.values())
+    for unique in ("userId", "email", "phone", "timestamp"):
+        if targets.count(unique) > 1:
+            raise ImportRejected(f"mapping sends more than one column to {unique}")
+    if not any(t in ("userId", "email", "phone") for t in targets):
+        raise ImportRejected("mapping needs a column mapped to userId, email or phone to identify people")
+    return mapping
+
+
+class ContactImporter:
+    def __init__(self, store: EventStore, clock: Clock, ttl_days: int = 395):
+        self.store = store
+        self.clock = clock
+        self.ttl_days = ttl_days
+
+    def run(self, request: object) -> dict:
+        if not isinstance(request, dict):
+            raise ImportRejected("body must be a JSON object with csv and (optionally) mapping")
+        text = request.get("csv")
+        if not isinstance(text, str) or not text.strip():
+            raise ImportRejected("csv is required: the CSV file's text, header row first")
+        if len(text.encode("utf-8")) > MAX_IMPORT_BYTES:
+            raise ImportRejected(f"csv is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB; split the file")
+        region = request.get("default_region")
+        if region is not None and (not isinstance(region, str) or not re.fullmatch(r"[A-Za-z]{2}", region)):
+            raise ImportRejected("default_region must be a two-letter country code such as FR or US")
+        now = self.clock.now()
+        as_of = now.date()
+        if request.get("as_of") is not None:
+            try:
+                as_of = parse_timestamp(request["as_of"]).date()
+            except ValueError as exc:
+                raise ImportRejected(f"as_of {exc}") from None
+        default_ts = datetime.combine(as_of, time(0, 0), tzinfo=timezone.utc)
+        source = request.get("source") or "import"
+        if not isinstance(source, str) or len(source) > 100:
+            raise ImportRejected("source must be a short string naming the system the file comes from")
+
+        reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error) as exc:
+            raise ImportRejected(f"line 1: cannot read the header row ({exc})") from None
+        header = [h.strip() for h in header]
+        if len(set(header)) != len(header) or any(not h for h in header):
+            raise ImportRejected("line 1: the header has empty or repeated column names")
+        mapping = _check_mapping(request.get("mapping") or auto_mapping(header), header)
+
+        report: dict = {"rows": 0, "accepted": 0, "rejected": 0, "errors": [], "mapping": mapping}
+        events: dict[tuple[str, str], StoredEvent] = {}
+        ttl = retention_ttl(now, self.ttl_days)
+        try:
+            for row in reader:
+                line = reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue
+                report["rows"] += 1
+                if report["rows"] > MAX_ROWS:
+                    raise ImportRejected(f"more than {MAX_ROWS} rows; split the file")
+                if len(row) != len(header):
+                    report["rejected"] += 1
+                    report["errors"].append({"line": line, "field": None, "error":
+                                             f"has {len(row)} cells, the header has {len(header)}"})
+                    continue
+                event, errors = self._row_event(dict(zip(header, row)), mapping, region, default_ts, source, line)
+                if errors:
+                    report["rejected"] += 1
+                    report["errors"].extend(errors)
+                    continue
+                pk, sk = event_key(event)
+                stored = StoredEvent(partition=pk, sort=sk, body=event, ttl=ttl)
+                events[(stored.partition, stored.sort)] = stored
+                report["accepted"] += 1
+        except csv.Error as exc:
+            raise ImportRejected(f"line {reader.line_num}: the CSV is malformed ({exc}); nothing was imported") from None
+        if events:
+            self.store.append(list(events.values()))
+        return report
+
+    def _row_event(self, row: dict, mapping: dict, region, default_ts: datetime, source: str, line: int):
+        errors: list[dict] = []
+        traits: dict = {}
+        user_id = None
+        timestamp = default_ts
+        for column, target in mapping.items():
+            value = row.get(column, "").strip()
+            if target == "ignore" or value == "":
+                continue
+            try:
+                if target == "userId":
+                    user_id = make_identifier("user", value).partition(":")[2]
+                elif target == "email":
+                    traits["email"] = normalise_email(value)
+                elif target == "phone":
+                    traits["phone"] = normalise_phone(value, region)
+                elif target == "timestamp":
+                    timestamp = parse_timestamp(value)
+                else:
+                    traits[target[len("traits."):]] = value
+            except (InvalidIdentifier, ValueError) as exc:
+                errors.append({"line": line, "field": column, "error": f"{target} {exc}"})
+        if not errors and user_id is None and "email" not in traits and "phone" not in traits:
+            errors.append({"line": line, "field": None, "error": "no userId, email or phone: cannot identify the person"})
+        if errors:
+            return None, errors
+        content = json.dumps({"u": user_id, "t": traits, "s": source}, sort_keys=True, ensure_ascii=False)
+        message_id = "import-" + hashlib.sha256(content.encode("utf-8")).hexdigest()[:32]
+        ts = iso(timestamp)
+        event = {
+            "type": "identify",
+            "messageId": message_id,
+            "timestamp": ts,
+            "originalTimestamp": ts,
+            "receivedAt": iso(self.clock.now()),
+            "traits": traits,
+            "context": {"library": {"name": IMPORT_LIBRARY, "version": "1"}, "import": {"source": source}},
+            "source": source,
+        }
+        if user_id is not None:
+            event["userId"] = user_id
+        elif "email" in traits:
+            event["partition"] = f"email:{traits['email']}"
+        else:
+            event["partition"] = f"phone:{traits['phone']}"
+        return event, []

@@ -1,0 +1,194 @@
+"""Process events: resolve who an event belongs to, merge profiles, and update the contact.
+
+Driven by the event store's stream (at-least-once, in order per partition). Safe to run
+twice on the same event (the contact remembers recently applied messageIds) and safe to run
+concurrently on events of the same person (every write is conditional; a lost race re-reads
+and tries again).
+"""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from chalicelib.domain.contact import (
+    Contact,
+    alias_candidates,
+    apply_event,
+    can_merge,
+    choose_survivor,
+    event_identifiers,
+    merge_contacts,
+)
+from chalicelib.domain.events import iso
+from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
+
+MAX_ATTEMPTS = 8
+MAX_POINTER_HOPS = 8
+
+
+class ProcessingConflict(Exception):
+    """Still losing races after MAX_ATTEMPTS: let the stream retry the record later."""
+
+
+@dataclass
+class Outcome:
+    contact_id: str
+    applied: bool
+    created: bool = False
+    merged: list[str] = field(default_factory=list)
+    attempts: int = 1
+
+
+@dataclass
+class BatchCache:
+    """What one invocation already knows; dropped on any conflict."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+    contacts: dict[str, Contact] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        self.owners.clear()
+        self.contacts.clear()
+
+
+class EventProcessor:
+    def __init__(
+        self,
+        repo: ContactRepository,
+        clock: Clock,
+        counter_days: int = 90,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.repo = repo
+        self.clock = clock
+        self.counter_days = counter_days
+        self.new_id = new_id
+        self.sleep = sleep
+
+    def process(self, event: dict, cache: BatchCache | None = None) -> Outcome:
+        cache = cache if cache is not None else BatchCache()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            consistent = attempt > 1
+            try:
+                outcome = self._process_once(event, cache, consistent)
+                outcome.attempts = attempt
+                return outcome
+            except ConcurrentUpdate:
+                cache.forget()
+                self.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+        raise ProcessingConflict(f"event {event.get('messageId')} lost {MAX_ATTEMPTS} races in a row")
+
+    # -- one attempt -------------------------------------------------------------------
+
+    def _process_once(self, event: dict, cache: BatchCache, consistent: bool) -> Outcome:
+        identifiers = event_identifiers(event)
+        optional = alias_candidates(event) if event["type"] == "alias" else []
+        owners = self._lookup(identifiers + optional, cache, consistent)
+        if optional and not any(i in owners for i in optional):
+            identifiers.append(optional[1])  # an unknown previousId is taken as the anonymous id
+        linked = [i for i in identifiers + optional if i in owners or i in identifiers]
+
+        contacts = self._load_owners({i: owners[i] for i in linked if i in owners}, cache, consistent)
+        primary = identifiers[0]
+        created = False
+        if not contacts:
+            contact = self._create_for(primary, cache)
+            created = True
+            contacts = {contact.id: contact}
+
+        merged: list[str] = []
+        if len(contacts) > 1 and (event["type"] == "alias" or can_merge(list(contacts.values()))):
+            contact = self._merge(list(contacts.values()), cache)
+            merged = [c for c in contacts if c != contact.id]
+        elif len(contacts) > 1:
+            # Conflicting userIds: keep the people apart and attach the event to the owner
+            # of the identifier the event itself is stored under.
+            owner_id = owners.get(primary)
+            contact = contacts[owner_id] if owner_id in contacts else choose_survivor(list(contacts.values()))
+            linked = [i for i in linked if owners.get(i) in (None, contact.id)]
+        else:
+            contact = next(iter(contacts.values()))
+
+        for identifier in linked:
+            if not contact.has(identifier) and owners.get(identifier) in (None, contact.id):
+                owner = self.repo.claim(identifier, contact.id)
+                if owner != contact.id:
+                    raise ConcurrentUpdate(f"{identifier} was claimed by {owner} meanwhile")
+                cache.owners[identifier] = contact.id
+                contact.add_identifier(identifier)
+
+        applied = apply_event(contact, event, self.counter_days)
+        if applied or created or contact.version is None:
+            self.repo.save(contact)
+        cache.contacts[contact.id] = contact
+        return Outcome(contact_id=contact.id, applied=applied, created=created, merged=merged)
+
+    def _lookup(self, identifiers: list[str], cache: BatchCache, consistent: bool) -> dict[str, str]:
+        owners = {i: cache.owners[i] for i in identifiers if i in cache.owners}
+        missing = [i for i in identifiers if i not in owners]
+        if missing:
+            found = self.repo.lookup(missing, consistent=consistent)
+            cache.owners.update(found)
+            owners.update(found)
+        return owners
+
+    def _load_owners(self, owners: dict[str, str], cache: BatchCache, consistent: bool) -> dict[str, Contact]:
+        """Load each owning contact, following merge pointers and healing stale identifiers."""
+        contacts: dict[str, Contact] = {}
+        for identifier, contact_id in owners.items():
+            contact = self._follow(contact_id, cache, consistent)
+            if contact.id != contact_id:
+                self.repo.repoint(identifier, contact_id, contact.id)
+                cache.owners[identifier] = contact.id
+            contacts[contact.id] = contact
+        return contacts
+
+    def _follow(self, contact_id: str, cache: BatchCache, consistent: bool) -> Contact:
+        current = contact_id
+        for _ in range(MAX_POINTER_HOPS):
+            contact = cache.contacts.get(current) or self.repo.get(current, consistent=consistent)
+            if contact is None:
+                # The identifier was claimed but the profile not written yet (a concurrent
+                # creator, or one that crashed in between): write it now, conditionally.
+                contact = Contact(id=current, created_at=iso(self.clock.now()))
+                self.repo.create(contact)
+            cache.contacts[contact.id] = contact
+            if not contact.merged_into:
+                return contact
+            current = contact.merged_into
+        raise ConcurrentUpdate(f"merge chain from {contact_id} is longer than {MAX_POINTER_HOPS}")
+
+    def _create_for(self, identifier: str, cache: BatchCache) -> Contact:
+        contact = Contact(id=self.new_id(), created_at=iso(self.clock.now()))
+        owner = self.repo.claim(identifier, contact.id)
+        if owner != contact.id:
+            raise ConcurrentUpdate(f"{identifier} was claimed by {owner} meanwhile")
+        contact.add_identifier(identifier)
+        self.repo.create(contact)
+        cache.owners[identifier] = contact.id
+        return contact
+
+    def _merge(self, contacts: list[Contact], cache: BatchCache) -> Contact:
+        survivor = choose_survivor(contacts)
+        for loser in sorted((c for c in contacts if c.id != survivor.id), key=lambda c: c.id):
+            merge_contacts(survivor, loser)
+            self.repo.merge(survivor, loser)  # atomic: survivor saved, loser fenced
+            for identifier in loser.identifiers:
+                self.repo.repoint(identifier, loser.id, survivor.id)
+                cache.owners[identifier] = survivor.id
+            cache.contacts.pop(loser.id, None)
+        cache.contacts[survivor.id] = survivor
+        return survivor
+
+
+def now_iso(clock: Clock) -> str:
+    return iso(clock.now())
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,54 @@
+"""The events-table stream → EventProcessor, with Powertools' partial batch failure reporting.
+
+Only INSERT records are processed: an SDK retry rewrites the same key (a MODIFY), so a
+resent event is never processed twice.
+"""
+from __future__ import annotations
+
+import json
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
+    DynamoDBRecord,
+    DynamoDBRecordEventName,
+)
+
+from chalicelib.services.process_events import BatchCache, EventProcessor
+
+
+def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None) -> dict:
+    cache = BatchCache()
+    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0}
+
+    def record_handler(record: DynamoDBRecord) -> None:
+        if record.event_name != DynamoDBRecordEventName.INSERT:
+            counts["skipped"] += 1
+            return
+        body = record.dynamodb.new_image.get("b")
+        if not isinstance(body, str):
+            counts["skipped"] += 1
+            return
+        tracking_event = json.loads(body)
+        outcome = processor.process(tracking_event, cache)
+        counts["processed"] += 1
+        counts["created"] += int(outcome.created)
+        counts["merged"] += len(outcome.merged)
+        if outcome.merged and logger is not None:
+            logger.info("contacts merged", extra={"survivor": outcome.contact_id, "merged": outcome.merged,
+                                                  "messageId": tracking_event.get("messageId")})
+
+    batch = BatchProcessor(event_type=EventType.DynamoDBStreams)
+    response = process_partial_response(event=event, record_handler=record_handler, processor=batch,
+                                        context=context)
+    failed = len(response.get("batchItemFailures", []))
+    if metrics is not None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=counts["processed"])
+        metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=failed)
+        metrics.add_metric(name="ContactsCreated", unit=MetricUnit.Count, value=counts["created"])
+        metrics.add_metric(name="ContactsMerged", unit=MetricUnit.Count, value=counts["merged"])
+    if logger is not None:
+        logger.info("stream batch processed", extra={**counts, "failed": failed,
+                                                     "records": len(event.get("Records", []))})
+    return response

@@ -1,0 +1,263 @@
+/*! mercurio.js 1.0.0 | Mercurio website tracking | Segment-compatible: page, track, identify, alias */
+(function (w, d) {
+  'use strict';
+  var stub = w.mercurio;
+  if (stub && stub.loaded) return;
+  var VERSION = '1.0.0', ANON = 'mercurio_anon', USER = 'mercurio_user', QUEUE = 'mercurio_queue',
+    MCID = 'mercurio_mcid', CAMPAIGN = 'mercurio_campaign', BATCH_SIZE = 20, FLUSH_MS = 1000,
+    MAX_TRIES = 10, MAX_BACKOFF_MS = 30000, YEAR_S = 31536000;
+
+  var el = d.currentScript || d.querySelector('script[data-write-key][src*="/v1/mercurio.js"]');
+  var attr = function (n) { return el && el.getAttribute(n); };
+  var src = (el && el.src) || '', at = src.indexOf('/v1/mercurio.js');
+  var api = (attr('data-api') || (at > 0 ? src.slice(0, at) : '')).replace(/\/$/, '');
+  var writeKey = attr('data-write-key');
+  var autoPage = attr('data-auto-page') !== 'false';
+  var consented = !/^(pending|denied|false)$/.test(attr('data-consent') || '');
+  var warn = function (m) { if (w.console) console.warn('[mercurio] ' + m); };
+
+  var queue = [], inflight = null, timer = null, sending = false, pageSent = false;
+  var anonId = null, userId = null, campaign = null, clickId = null;
+
+  // ---- storage: every write goes through here and happens only with consent ----
+  function store(kind) { try { return w[kind]; } catch (e) { return null; } }
+  function get(kind, k) { var s = store(kind); try { return s && s.getItem(k); } catch (e) { return null; } }
+  function put(kind, k, v) {
+    var s = store(kind);
+    if (!consented || !s) return;
+    try { v == null ? s.removeItem(k) : s.setItem(k, v); } catch (e) { /* full or blocked */ }
+  }
+  function drop(kind, k) { var s = store(kind); try { if (s) s.removeItem(k); } catch (e) { /* blocked */ } }
+  function readCookie(k) {
+    var m = d.cookie.match(new RegExp('(?:^|; )' + k + '=([^;]*)'));
+    return m ? decodeURIComponent(m[1]) : null;
+  }
+  function writeCookie(k, v, maxAge) {
+    d.cookie = k + '=' + encodeURIComponent(v) + '; Max-Age=' + maxAge + '; Path=/; SameSite=Lax' +
+      (location.protocol === 'https:' ? '; Secure' : '');
+  }
+
+  function uuid() {
+    var c = w.crypto;
+    if (c && c.randomUUID) return c.randomUUID();
+    var b = new Uint8Array(16);
+    if (c && c.getRandomValues) c.getRandomValues(b);
+    else for (var i = 0; i < 16; i++) b[i] = Math.random() * 256;
+    b[6] = (b[6] & 15) | 64; b[8] = (b[8] & 63) | 128;
+    var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  }
+
+  function anonymousId() {
+    if (!consented) return null;
+    if (!anonId) {
+      var c = readCookie(ANON);
+      anonId = c && /^[\w-]{1,64}$/.test(c) ? c : uuid();
+    }
+    writeCookie(ANON, anonId, YEAR_S); // sliding one-year expiry
+    return anonId;
+  }
+
+  // Campaign (utm_*) and email click id (mcid) of the landing URL, kept for the session.
+  function readLanding() {
+    var q = new URLSearchParams(location.search), c = {}, any = false;
+    ['name:campaign', 'source', 'medium', 'term', 'content'].forEach(function (f) {
+      var p = f.split(':'), v = q.get('utm_' + (p[1] || p[0]));
+      if (v) { c[p[0]] = v; any = true; }
+    });
+    if (any) campaign = c;
+    if (q.get('mcid')) clickId = q.get('mcid');
+  }
+  function keepSession() {
+    if (campaign) put('sessionStorage', CAMPAIGN, JSON.stringify(campaign));
+    if (clickId) put('sessionStorage', MCID, clickId);
+  }
+  function loadState() {
+    userId = get('localStorage', USER);
+    try { campaign = JSON.parse(get('sessionStorage', CAMPAIGN)) || null; } catch (e) { campaign = null; }
+    clickId = get('sessionStorage', MCID);
+    readLanding();
+    keepSession();
+    anonymousId();
+    var saved = get('localStorage', QUEUE);
+    drop('localStorage', QUEUE);
+    if (saved) {
+      try {
+        var seen = {};
+        queue.concat(inflight ? inflight.events : []).forEach(function (e) { seen[e.messageId] = 1; });
+        JSON.parse(saved).forEach(function (e) {
+          if (e && e.messageId && !seen[e.messageId]) { seen[e.messageId] = 1; queue.push(e); }
+        });
+      } catch (e) { /* corrupt: ignore */ }
+    }
+  }
+
+  function pageInfo() {
+    var url = location.href.split('#')[0];
+    return { path: location.pathname, url: url, referrer: d.referrer, title: d.title, search: location.search };
+  }
+  function copy(o) {
+    if (o == null || typeof o !== 'object') return {};
+    try { return JSON.parse(JSON.stringify(o)); } catch (e) { warn('properties are not serialisable'); return {}; }
+  }
+
+  function enqueue(type, fields) {
+    if (!consented) return; // no consent: the call is dropped, nothing is stored or sent
+    if (!writeKey || !api) return warn('no write key or API address: the event is not sent');
+    var ctx = {
+      library: { name: 'mercurio.js', version: VERSION },
+      page: pageInfo(),
+      userAgent: navigator.userAgent,
+      locale: navigator.language,
+      screen: { width: w.screen ? screen.width : 0, height: w.screen ? screen.height : 0 }
+    };
+    try { ctx.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { /* old browser */ }
+    if (campaign) ctx.campaign = campaign;
+    if (clickId) ctx.clickId = clickId;
+    var e = { type: type, messageId: uuid(), timestamp: new Date().toISOString(), anonymousId: anonymousId() };
+    if (userId) e.userId = userId;
+    for (var k in fields) e[k] = fields[k];
+    e.context = ctx;
+    queue.push(e);
+    if (queue.length >= BATCH_SIZE) flush();
+    else if (!timer) timer = setTimeout(flush, FLUSH_MS);
+  }
+
+  // ---- delivery: one request at a time; back-off and retry on network errors, 429 and 5xx ----
+  function body(events) {
+    return JSON.stringify({ writeKey: writeKey, sentAt: new Date().toISOString(), batch: events });
+  }
+  function flush() {
+    clearTimeout(timer); timer = null;
+    if (sending || !consented) return;
+    if (!inflight) {
+      if (!queue.length) return;
+      inflight = { events: queue.splice(0, BATCH_SIZE), tries: 0 };
+    }
+    var batch = inflight, b = body(batch.events);
+    sending = true;
+    fetch(api + '/v1/batch', { // text/plain: a CORS simple request, no preflight
+      method: 'POST', body: b, keepalive: b.length < 60000, credentials: 'omit',
+      headers: { 'Content-Type': 'text/plain' }
+    }).then(function (r) { return r.status; }, function () { return 0; }).then(function (status) {
+      sending = false;
+      if (inflight !== batch) return; // dropped meanwhile (consent withdrawn, sent by beacon)
+      if (status && status < 400) return done();
+      if (status >= 400 && status < 500 && status !== 429) {
+        warn('the server refused ' + batch.events.length + ' event(s) (HTTP ' + status + ')');
+        return done();
+      }
+      if (++batch.tries >= MAX_TRIES) {
+        warn('giving up on ' + batch.events.length + ' event(s) after ' + MAX_TRIES + ' attempts');
+        return done();
+      }
+      var wait = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, batch.tries - 1));
+      timer = setTimeout(flush, wait * (0.75 + Math.random() / 2)); // +/- 25% jitter
+    });
+  }
+  function done() {
+    inflight = null;
+    if (queue.length) flush();
+  }
+
+  // Leaving the page: hand what is waiting to sendBeacon, which outlives the page. A request
+  // still in flight (fetch keepalive), a batch waiting for a retry and anything the beacon
+  // refuses are also kept in localStorage for the next page; the server de-duplicates by messageId.
+  function onHide() {
+    if (!consented) return;
+    clearTimeout(timer); timer = null;
+    var keep = inflight ? inflight.events.slice() : [];
+    var rest = (inflight && !sending ? inflight.events : []).concat(queue);
+    if (!sending) inflight = null;
+    queue = [];
+    while (rest.length) {
+      var chunk = rest.splice(0, BATCH_SIZE), ok = false;
+      try { ok = navigator.sendBeacon(api + '/v1/batch', new Blob([body(chunk)], { type: 'text/plain' })); } catch (e) { /* ok=false */ }
+      if (!ok) { keep = keep.concat(chunk); queue = queue.concat(chunk); }
+    }
+    if (keep.length) {
+      var prev = [];
+      try { prev = JSON.parse(get('localStorage', QUEUE)) || []; } catch (e) { /* corrupt */ }
+      put('localStorage', QUEUE, JSON.stringify(prev.concat(keep).slice(-200)));
+    }
+  }
+  function onShow() { // back from the bfcache or from another tab: take back what was parked
+    if (consented) { loadState(); if (queue.length || inflight) flush(); }
+  }
+
+  function maybeAutoPage() {
+    if (autoPage && consented && !pageSent) { pageSent = true; api_.page(); }
+  }
+
+  var api_ = {
+    loaded: true,
+    VERSION: VERSION,
+    page: function (name, properties) {
+      if (name && typeof name === 'object') { properties = name; name = null; }
+      var props = pageInfo(), extra = copy(properties);
+      for (var k in extra) props[k] = extra[k];
+      if (name) props.name = String(name);
+      var f = { properties: props };
+      if (name) f.name = String(name);
+      enqueue('page', f);
+    },
+    track: function (event, properties) {
+      if (typeof event !== 'string' || !event.trim()) return warn('track needs an event name');
+      enqueue('track', { event: event, properties: copy(properties) });
+    },
+    identify: function (id, traits) {
+      if (id && typeof id === 'object') { traits = id; id = null; }
+      if (id != null && id !== '' && consented) {
+        userId = String(id);
+        put('localStorage', USER, userId);
+      }
+      enqueue('identify', { traits: copy(traits) });
+    },
+    alias: function (id, previousId) {
+      if (id == null || id === '') return warn('alias needs a userId');
+      enqueue('alias', { userId: String(id), previousId: String(previousId || userId || anonymousId()) });
+    },
+    reset: function () {
+      anonId = userId = clickId = campaign = null;
+      drop('localStorage', USER);
+      drop('sessionStorage', MCID);
+      drop('sessionStorage', CAMPAIGN);
+      writeCookie(ANON, '', 0);
+      if (consented) anonymousId();
+    },
+    consent: function (granted) {
+      if (granted && !consented) {
+        consented = true;
+        loadState();
+        maybeAutoPage();
+      } else if (!granted) {
+        consented = false;
+        clearTimeout(timer); timer = null;
+        queue = []; inflight = null;
+        api_.reset();
+        drop('localStorage', QUEUE);
+      }
+    },
+    anonymousId: anonymousId,
+    ready: function (cb) { try { cb(api_); } catch (e) { warn('ready callback failed: ' + e); } }
+  };
+
+  if (!writeKey) warn('the script tag has no data-write-key');
+  readLanding();
+  if (consented) loadState();
+  var calls = Array.isArray(stub) ? stub.slice() : [];
+  if (stub) for (var m in api_) stub[m] = api_[m]; // references kept to the stub keep working
+  w.mercurio = api_;
+  // Replay the calls made before the script arrived. Unless the page manages consent in the
+  // queue, the automatic page view comes first (like analytics.js).
+  if (!calls.some(function (c) { return c[0] === 'consent'; })) maybeAutoPage();
+  calls.forEach(function (c) {
+    if (api_[c[0]]) api_[c[0]].apply(api_, c.slice(1));
+  });
+  maybeAutoPage();
+  if (queue.length) flush();
+
+  w.addEventListener('pagehide', onHide);
+  w.addEventListener('pageshow', function (e) { if (e.persisted) onShow(); });
+  d.addEventListener('visibilitychange', function () { d.visibilityState === 'hidden' ? onHide() : onShow(); });
+})(window, document);

@@ -1,0 +1,109 @@
+// Demo shop behaviour: a cart kept in the shop's own localStorage, a consent banner, and the
+// Mercurio calls a real shop would make. The embed in <head> defines window.mercurio before this
+// file runs; calls made before mercurio.js has loaded are queued and replayed.
+(function () {
+  'use strict';
+  var CART = 'demo_cart', CONSENT = 'demo_consent';
+
+  function $(sel) { return document.querySelector(sel); }
+  function randomId(prefix) { return prefix + '_' + Math.random().toString(36).slice(2, 10); }
+  function money(n) { return '€' + Number(n).toFixed(2); }
+
+  function cart() {
+    try { var c = JSON.parse(localStorage.getItem(CART)); if (c && c.id) return c; } catch (e) { /* reset below */ }
+    return { id: randomId('cart'), items: [] };
+  }
+  function saveCart(c) { localStorage.setItem(CART, JSON.stringify(c)); showCartCount(); }
+  function showCartCount() {
+    var n = cart().items.reduce(function (s, i) { return s + i.quantity; }, 0);
+    var el = $('#cart-count');
+    if (el) el.textContent = n;
+  }
+
+  // ---- consent: the shop remembers the visitor's choice and tells Mercurio on every page ----
+  function showAnonymousId() {
+    var el = $('#anon-id');
+    if (!el) return;
+    window.mercurio.ready(function (m) {
+      el.textContent = m.anonymousId() || 'none yet: tracking waits for your consent';
+    });
+  }
+  function setConsent(granted) {
+    localStorage.setItem(CONSENT, granted ? 'granted' : 'denied');
+    window.mercurio.consent(granted);
+    $('#consent-banner').hidden = true;
+    showAnonymousId();
+  }
+  var choice = localStorage.getItem(CONSENT);
+  if (choice === 'granted') window.mercurio.consent(true);
+
+  document.addEventListener('DOMContentLoaded', function () {
+    showCartCount();
+    showAnonymousId();
+    var banner = $('#consent-banner');
+    if (banner) {
+      banner.hidden = choice === 'granted' || choice === 'denied';
+      $('#accept-consent').addEventListener('click', function () { setConsent(true); });
+      $('#decline-consent').addEventListener('click', function () { setConsent(false); });
+      $('#privacy-settings').addEventListener('click', function (e) { e.preventDefault(); banner.hidden = false; });
+    }
+
+    // Product page: "Add to cart".
+    document.querySelectorAll('.add-to-cart').forEach(function (button) {
+      button.addEventListener('click', function () {
+        var c = cart(), p = {
+          product_id: button.dataset.id,
+          name: button.dataset.name,
+          price: Number(button.dataset.price),
+          category: button.dataset.category
+        };
+        var line = c.items.filter(function (i) { return i.product_id === p.product_id; })[0];
+        if (line) line.quantity += 1; else c.items.push(Object.assign({ quantity: 1 }, p));
+        saveCart(c);
+        window.mercurio.track('Product Added', Object.assign({ cart_id: c.id }, p));
+        button.textContent = 'Added ✓';
+      });
+    });
+
+    // Cart page: list and "Buy".
+    var list = $('#cart-items');
+    if (list) {
+      var c = cart(), total = c.items.reduce(function (s, i) { return s + i.price * i.quantity; }, 0);
+      list.innerHTML = c.items.length ? '' : '<li>Your cart is empty.</li>';
+      c.items.forEach(function (i) {
+        var li = document.createElement('li');
+        li.textContent = i.quantity + ' × ' + i.name + ' — ' + money(i.price * i.quantity);
+        list.appendChild(li);
+      });
+      $('#cart-total').textContent = money(total);
+      $('#buy').disabled = !c.items.length;
+      $('#buy').addEventListener('click', function () {
+        var order = randomId('order');
+        window.mercurio.track('Order Completed', {
+          order_id: order,
+          cart_id: c.id,
+          revenue: Math.round(total * 100) / 100,
+          currency: 'EUR',
+          products: c.items
+        });
+        localStorage.removeItem(CART);
+        showCartCount();
+        list.innerHTML = '';
+        $('#buy').disabled = true;
+        $('#order-confirmation').textContent = 'Thank you! Your order ' + order + ' is confirmed.';
+      });
+    }
+
+    // Signup page: a newsletter signup identifies the visitor by email (no account, so no userId).
+    var form = $('#signup-form');
+    if (form) {
+      form.addEventListener('submit', function (e) {
+        e.preventDefault();
+        var email = form.email.value.trim(), firstName = form.first_name.value.trim();
+        window.mercurio.identify(null, { email: email, first_name: firstName });
+        form.hidden = true;
+        $('#signup-thanks').textContent = 'Welcome, ' + (firstName || email) + '! Check your inbox.';
+      });
+    }
+  });
+})();

@@ -1,0 +1,102 @@
+"""Create the resources of infrastructure/template.yaml in any AWS endpoint (the emulator).
+
+The same CloudFormation file is deployed on AWS, so the local tables, streams and TTLs are
+the ones production has.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import boto3
+import yaml
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "infrastructure" / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict:
+    return yaml.load(path.read_text(), Loader=_CfnLoader)
+
+
+def _resolve(value, params: dict):
+    if isinstance(value, dict):
+        if "Fn::Sub" in value:
+            text = value["Fn::Sub"]
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(params[m.group(1)]), text)
+        if "Ref" in value:
+            return params[value["Ref"]]
+        return {k: _resolve(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, params) for v in value]
+    return value
+
+
+def table_names(stage: str, template: dict | None = None) -> dict[str, str]:
+    """Logical id → physical table name for a stage."""
+    template = template or load_template()
+    params = {"Stage": stage, "AWS::Region": "us-east-1", "AWS::AccountId": "000000000000"}
+    return {
+        logical: _resolve(res["Properties"]["TableName"], params)
+        for logical, res in template["Resources"].items()
+        if res["Type"] == "AWS::DynamoDB::Table"
+    }
+
+
+def provision(stage: str, endpoint_url: str | None = None, region: str = "us-east-1") -> dict:
+    """Create every resource the template declares; return {logical id: physical name or ARN}."""
+    template = load_template()
+    params = {"Stage": stage, "AWS::Region": region, "AWS::AccountId": "000000000000"}
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region)
+    created: dict[str, str] = {}
+    for logical, resource in template["Resources"].items():
+        props = _resolve(resource.get("Properties", {}), params)
+        kind = resource["Type"]
+        if kind == "AWS::DynamoDB::Table":
+            args = {k: props[k] for k in ("TableName", "AttributeDefinitions", "KeySchema", "BillingMode",
+                                          "GlobalSecondaryIndexes", "LocalSecondaryIndexes") if k in props}
+            if "StreamSpecification" in props:
+                args["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+            try:
+                description = ddb.create_table(**args)["TableDescription"]
+            except ddb.exceptions.ResourceInUseException:
+                description = ddb.describe_table(TableName=props["TableName"])["Table"]
+            ddb.get_waiter("table_exists").wait(TableName=props["TableName"])
+            ttl = props.get("TimeToLiveSpecification")
+            if ttl and ttl.get("Enabled"):
+                ddb.update_time_to_live(TableName=props["TableName"], TimeToLiveSpecification=ttl)
+            created[logical] = props["TableName"]
+            if description.get("LatestStreamArn"):
+                created[f"{logical}.StreamArn"] = description["LatestStreamArn"]
+        elif kind == "AWS::S3::Bucket":
+            s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+            s3.create_bucket(Bucket=props["BucketName"])
+            created[logical] = props["BucketName"]
+        elif kind == "AWS::SQS::Queue":
+            sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
+            created[logical] = sqs.create_queue(QueueName=props["QueueName"])["QueueUrl"]
+        elif kind == "AWS::SNS::Topic":
+            sns = boto3.client("sns", endpoint_url=endpoint_url, region_name=region)
+            created[logical] = sns.create_topic(Name=props["TopicName"])["TopicArn"]
+        else:
+            raise ValueError(f"the local stack cannot create {logical} ({kind}); teach local/provision.py")
+    return created
