@@ -35,6 +35,11 @@ def observe_http(event, get_response):
         logger.info("request", extra={"method": event.method, "path": event.path, "status": response.status_code})
         return response
     finally:
+        _flush_metrics()
+
+
+def _flush_metrics() -> None:
+    if metrics.metric_set:
         metrics.flush_metrics()
 
 
@@ -185,4 +190,4 @@ def process_events(event):
     try:
         return handle_stream(event.to_dict(), event.context, bootstrap.event_processor(), logger, metrics)
     finally:
-        metrics.flush_metrics()
+        _flush_metrics()

@@ -1,0 +1,223 @@
+"""`make run`: the whole of Mercurio on one machine, on the embedded AWS emulator.
+
+1. starts moto in server mode on loopback (its own process: the embedded AWS);
+2. creates every resource of infrastructure/template.yaml in it (the file deployed on AWS);
+3. bridges the events table's DynamoDB stream to the app's `process_events` handler, the
+   way Lambda's event source mapping does (partial batch failures honoured);
+4. serves the Chalice app's HTTP API and a small demo shop that embeds the snippet.
+
+Stops everything it started on Ctrl-C or SIGTERM. Never shipped to Lambda.
+"""
+from __future__ import annotations
+
+import argparse
+import http.server
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = Path(__file__).resolve().parent / "demo"
+DEFAULT_WRITE_KEY = "mercurio-dev-write-key"
+STAGE = "local"
+log = logging.getLogger("mercurio.local")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except Exception:  # not up yet
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class Emulator:
+    """moto's server in its own process, bound to loopback only."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until_up(f"{self.url}/moto-api/")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def demo_shop_handler(api_url: str, write_key: str):
+    class DemoShop(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(DEMO), **kwargs)
+
+        def send_head(self):
+            path = Path(self.translate_path(self.path))
+            if path.is_dir():
+                path = path / "index.html"
+            if path.suffix == ".html" and path.is_file():
+                body = (path.read_text(encoding="utf-8")
+                        .replace("__MERCURIO_API__", api_url)
+                        .replace("__MERCURIO_WRITE_KEY__", write_key)).encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                import io
+                return io.BytesIO(body)
+            return super().send_head()
+
+        def log_message(self, *args):
+            pass
+
+    return DemoShop
+
+
+def configure_environment(emulator_url: str, write_key: str, admin_token: str) -> None:
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": emulator_url, "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        "MERCURIO_STAGE": STAGE, "MERCURIO_WRITE_KEY": write_key, "MERCURIO_ADMIN_TOKEN": admin_token,
+        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+    })
+
+
+class LocalStack:
+    def __init__(self, host: str, port: int, shop_port: int, emulator_port: int, write_key: str,
+                 admin_token: str):
+        self.host, self.port, self.shop_port = host, port, shop_port
+        self.write_key, self.admin_token = write_key, admin_token
+        self.emulator = Emulator(emulator_port)
+        self.api_url = f"http://{host}:{port}"
+        self.shop_url = f"http://{host}:{shop_port}"
+        self.bridge = None
+        self.api_server = None
+        self.shop_server = None
+
+    def start(self) -> None:
+        self.emulator.start()
+        configure_environment(self.emulator.url, self.write_key, self.admin_token)
+        sys.path.insert(0, str(ROOT))
+        from local.provision import provision
+
+        created = provision(STAGE, endpoint_url=self.emulator.url)
+        os.environ["MERCURIO_EVENTS_STREAM_ARN"] = created["EventsTable.StreamArn"]
+
+        import app as mercurio
+        from chalice.config import Config
+        from chalice.local import LambdaContext, LocalDevServer
+
+        from local.stream_bridge import StreamBridge
+
+        def invoke_process_events(event: dict) -> dict:
+            context = LambdaContext("process_events", memory_size=512, max_runtime_ms=60_000)
+            return mercurio.process_events(event, context)
+
+        self.bridge = StreamBridge(created["EventsTable.StreamArn"], invoke_process_events,
+                                   endpoint_url=self.emulator.url)
+        self.bridge.start()
+
+        self.shop_server = http.server.ThreadingHTTPServer((self.host, self.shop_port),
+                                                           demo_shop_handler(self.api_url, self.write_key))
+        threading.Thread(target=self.shop_server.serve_forever, name="demo-shop", daemon=True).start()
+
+        config = Config.create(chalice_stage="dev", app_name="mercurio", project_dir=str(ROOT))
+        self.api_server = LocalDevServer(mercurio.app, config, self.host, self.port)
+        threading.Thread(target=self.api_server.server.serve_forever, name="api", daemon=True).start()
+        wait_until_up(f"{self.api_url}/health")
+
+    def stop(self) -> None:
+        for server in (self.api_server, self.shop_server):
+            if server is not None:
+                (server.shutdown if hasattr(server, "shutdown") else server.server.shutdown)()
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.emulator.stop()
+
+    def banner(self) -> str:
+        return "\n".join([
+            "",
+            "Mercurio is running on the embedded AWS emulator.",
+            f"  API            {self.api_url}        (health: {self.api_url}/health)",
+            f"  Demo shop      {self.shop_url}",
+            f"  Snippet        {self.api_url}/v1/mercurio.js",
+            f"  Emulator       {self.emulator.url}   (moto; state is in memory and ends with this process)",
+            f"  Write key      {self.write_key}",
+            f"  Admin token    {self.admin_token}",
+            "",
+            "Try it:",
+            f"  curl -u {self.write_key}: -H 'Content-Type: application/json' \\",
+            f"       -d '{{\"anonymousId\":\"visitor-1\",\"event\":\"Product Viewed\"}}' {self.api_url}/v1/track",
+            f"  curl -H 'Authorization: Bearer {self.admin_token}' \\",
+            f"       '{self.api_url}/v1/admin/contacts?identifier=anon:visitor-1'",
+            "",
+            "Ctrl-C stops everything.",
+            "",
+        ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run Mercurio locally on the embedded AWS emulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--shop-port", type=int, default=None, help="demo shop port (default: API port + 1)")
+    parser.add_argument("--emulator-port", type=int, default=None, help="moto port (default: a free one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    stack = LocalStack(
+        host=args.host, port=args.port,
+        shop_port=args.shop_port or args.port + 1,
+        emulator_port=args.emulator_port or free_port(),
+        write_key=os.environ.get("MERCURIO_WRITE_KEY") or DEFAULT_WRITE_KEY,
+        admin_token=os.environ.get("MERCURIO_ADMIN_TOKEN") or secrets.token_urlsafe(24),
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        print(stack.banner(), flush=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        print("Stopping Mercurio…", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""End-to-end fixtures.
+
+`local_stack`: the real local system (`python -m local.run`) in a subprocess on free
+loopback ports — moto server, the stream bridge, the HTTP API and the demo shop.
+`app_client`: the Chalice app in-process through `chalice.test.Client`, on moto, with a
+`drain()` that runs the stream handler over what the events stream holds.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITE_KEY = "e2e-write-key-0001"
+ADMIN_TOKEN = "e2e-admin-token-0001"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    api_url: str
+    shop_url: str
+    write_key: str
+    admin_token: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def admin_get(self, path: str):
+        import json
+
+        request = urllib.request.Request(self.api_url + path,
+                                         headers={"Authorization": f"Bearer {self.admin_token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_for_contact(self, identifier: str, predicate=lambda c: True, timeout: float = 15.0) -> dict:
+        from urllib.parse import quote
+
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            status, body = self.admin_get(f"/v1/admin/contacts?identifier={quote(identifier)}")
+            last = (status, body)
+            if status == 200 and predicate(body):
+                return body
+            time.sleep(0.2)
+        raise AssertionError(f"contact {identifier} not as expected within {timeout}s; last answer {last}")
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    port, shop_port = _free_port(), _free_port()
+    log_path = tmp_path_factory.mktemp("local-stack") / "run.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"MERCURIO_WRITE_KEY": WRITE_KEY, "MERCURIO_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.run", "--port", str(port), "--shop-port", str(shop_port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    stack = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}", WRITE_KEY, ADMIN_TOKEN,
+                  process, log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(stack.api_url + "/health", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"local stack did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+    yield stack
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+class AppClient:
+    """chalice.test.Client plus the stream bridge, so tests see processing happen."""
+
+    def __init__(self, client, stream_arn: str):
+        from local.stream_bridge import StreamBridge
+
+        self.client = client
+        self.http = client.http
+        self.bridge = StreamBridge(stream_arn, lambda event: client.lambda_.invoke("process_events", event).payload)
+
+    def drain(self) -> int:
+        return self.bridge.drain(timeout=30)
+
+    def post(self, path: str, body, key: str = "test-write-key-1", headers: dict | None = None):
+        import base64
+        import json
+
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        all_headers = {"Content-Type": "application/json"}
+        if key is not None:
+            all_headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        all_headers.update(headers or {})
+        return self.http.post(path, headers=all_headers, body=data)
+
+    def admin(self, path: str, token: str = "test-admin-token-1"):
+        import json
+
+        response = self.http.get(path, headers={"Authorization": f"Bearer {token}"})
+        return response.status_code, (json.loads(response.body) if response.body else None)
+
+
+@pytest.fixture
+def app_client(app_env):
+    from chalice.test import Client
+
+    import app as mercurio
+
+    with Client(mercurio.app) as client:
+        yield AppClient(client, app_env["EventsTable.StreamArn"])
