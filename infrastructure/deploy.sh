@@ -47,7 +47,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,/^set /{/^#/p;}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 # --- tools -----------------------------------------------------------------------------
@@ -255,8 +255,9 @@ wait_for_mapping() {
 configure_stream_mapping() {
   local stream_arn="$1" dlq_arn="$2" function_name uuids uuid response_types
   function_name="${APP_NAME}-${STAGE}-process_events"
-  uuids="$(aws lambda list-event-source-mappings --function-name "${function_name}" \
-    --event-source-arn "${stream_arn}" --query 'EventSourceMappings[].UUID' --output text)"
+  uuids="$(aws lambda list-event-source-mappings --event-source-arn "${stream_arn}" \
+    --query "EventSourceMappings[?ends_with(FunctionArn, ':function:${function_name}')].UUID" \
+    --output text)"
   [[ -n "${uuids}" && "${uuids}" != "None" ]] ||
     die "no event source mapping from ${stream_arn} to ${function_name}"
 
@@ -276,10 +277,19 @@ configure_stream_mapping() {
   done
 }
 
+finish() {
+  local url="$1" token
+  if [[ "${PRINT_ADMIN_TOKEN:-0}" == "1" ]]; then
+    token="$(print_admin_token)"
+    printf 'Admin token: %s\n' "${token}"
+  fi
+  printf 'API URL: %s\n' "${url}"
+}
+
 # --- commands --------------------------------------------------------------------------
 
 deploy_two_stacks() {
-  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn
+  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn url
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -308,14 +318,12 @@ deploy_two_stacks() {
 
   configure_stream_mapping "${stream_arn}" "${dlq_arn}"
 
-  if [[ "${PRINT_ADMIN_TOKEN:-0}" == "1" ]]; then
-    printf 'Admin token: %s\n' "$(print_admin_token)"
-  fi
-  printf 'API URL: %s\n' "$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
+  url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
+  finish "${url}"
 }
 
 deploy_single_stack() {
-  local stack="${APP_NAME}-${STAGE}" out_dir="${REPO_ROOT}/out/${STAGE}"
+  local stack="${APP_NAME}-${STAGE}" out_dir="${REPO_ROOT}/out/${STAGE}" url
   preflight
   check_sources
   [[ -n "${ARTIFACT_BUCKET:-}" ]] || die "single-stack needs ARTIFACT_BUCKET (an S3 bucket in ${AWS_REGION})"
@@ -346,10 +354,8 @@ deploy_single_stack() {
     --tags "project=${APP_NAME}" "stage=${STAGE}" \
     --no-fail-on-empty-changeset
 
-  if [[ "${PRINT_ADMIN_TOKEN:-0}" == "1" ]]; then
-    printf 'Admin token: %s\n' "$(print_admin_token)"
-  fi
-  printf 'API URL: %s\n' "$(stack_output "${stack}" EndpointURL)"
+  url="$(stack_output "${stack}" EndpointURL)"
+  finish "${url}"
 }
 
 teardown() {
@@ -374,10 +380,12 @@ teardown() {
     fi
   done
 
+  local parameter
+  parameter="$(config_env MERCURIO_ADMIN_TOKEN_PARAMETER)"
   cat >&2 <<EOF
 Done. Kept (DeletionPolicy Retain / not managed by CloudFormation):
-  DynamoDB tables mercurio-${STAGE}-events, mercurio-${STAGE}-contacts, mercurio-${STAGE}-identities
-  SSM parameter $(config_env MERCURIO_ADMIN_TOKEN_PARAMETER)
+  DynamoDB tables ${APP_NAME}-${STAGE}-events, ${APP_NAME}-${STAGE}-contacts, ${APP_NAME}-${STAGE}-identities
+  SSM parameter ${parameter}
 Deleting them destroys the data for good; see docs/DEPLOY.md, Tearing down.
 EOF
 }

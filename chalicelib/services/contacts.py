@@ -75,10 +75,13 @@ class ContactQueries:
             raise BadQuery(f"limit must be between 1 and {MAX_PAGE}")
         before = None
         if cursor:
+            padded = cursor + "=" * (-len(cursor) % 4)
             try:
-                before = base64.urlsafe_b64decode(cursor.encode() + b"==").decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise BadQuery("cursor is not one this API returned") from None
+                before = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                before = ""
+            if "#" not in before:
+                raise BadQuery("cursor is not one this API returned")
         contact = self._resolve(contact_id)
         partitions = [i for i in contact.identifiers if kind_of(i) in EVENT_PARTITION_KINDS]
         events, next_sk = self.events.timeline(partitions, size, before)

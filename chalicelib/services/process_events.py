@@ -94,7 +94,16 @@ class EventProcessor:
         linked = [i for i in identifiers + optional if i in owners or i in identifiers]
 
         contacts = self._load_owners({i: owners[i] for i in linked if i in owners}, cache, consistent)
+        owners.update({i: cache.owners[i] for i in linked if i in cache.owners})
         primary = identifiers[0]
+        if event.get("userId") is not None and event["type"] != "alias":
+            # A profile that already belongs to another userId is another person (a shared
+            # device): the event's identifiers it holds stay with it.
+            me = f"user:{event['userId']}"
+            others = {cid for cid, c in contacts.items() if c.user_ids() - {me}}
+            if others:
+                contacts = {cid: c for cid, c in contacts.items() if cid not in others}
+                linked = [i for i in linked if owners.get(i) not in others]
         created = False
         if not contacts:
             contact = self._create_for(primary, cache)
@@ -123,7 +132,9 @@ class EventProcessor:
                 contact.add_identifier(identifier)
 
         applied = apply_event(contact, event, self.counter_days)
-        if applied or created or contact.version is None:
+        if contact.version is None:
+            self.repo.create(contact)  # fails if a concurrent reader healed the claim first
+        elif applied:
             self.repo.save(contact)
         cache.contacts[contact.id] = contact
         return Outcome(contact_id=contact.id, applied=applied, created=created, merged=merged)
@@ -169,9 +180,8 @@ class EventProcessor:
         if owner != contact.id:
             raise ConcurrentUpdate(f"{identifier} was claimed by {owner} meanwhile")
         contact.add_identifier(identifier)
-        self.repo.create(contact)
         cache.owners[identifier] = contact.id
-        return contact
+        return contact  # written once, after the event is applied
 
     def _merge(self, contacts: list[Contact], cache: BatchCache) -> Contact:
         survivor = choose_survivor(contacts)

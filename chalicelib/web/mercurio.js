@@ -37,15 +37,10 @@
       (location.protocol === 'https:' ? '; Secure' : '');
   }
 
-  function uuid() {
-    var c = w.crypto;
-    if (c && c.randomUUID) return c.randomUUID();
-    var b = new Uint8Array(16);
-    if (c && c.getRandomValues) c.getRandomValues(b);
-    else for (var i = 0; i < 16; i++) b[i] = Math.random() * 256;
-    b[6] = (b[6] & 15) | 64; b[8] = (b[8] & 63) | 128;
-    var h = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join('');
-    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  function uuid() { // v4, from the browser's cryptographic random generator
+    return '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, function (c) {
+      return (c ^ (w.crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16);
+    });
   }
 
   function anonymousId() {
@@ -53,8 +48,8 @@
     if (!anonId) {
       var c = readCookie(ANON);
       anonId = c && /^[\w-]{1,64}$/.test(c) ? c : uuid();
+      writeCookie(ANON, anonId, YEAR_S); // set or refreshed once per page: a sliding one-year expiry
     }
-    writeCookie(ANON, anonId, YEAR_S); // sliding one-year expiry
     return anonId;
   }
 
@@ -103,7 +98,7 @@
 
   function enqueue(type, fields) {
     if (!consented) return; // no consent: the call is dropped, nothing is stored or sent
-    if (!writeKey || !api) return warn('no write key or API address: the event is not sent');
+    if (!writeKey || !api) return; // already warned at load
     var ctx = {
       library: { name: 'mercurio.js', version: VERSION },
       page: pageInfo(),
@@ -119,9 +114,9 @@
     for (var k in fields) e[k] = fields[k];
     e.context = ctx;
     queue.push(e);
-    if (queue.length >= BATCH_SIZE) flush();
-    else if (!timer) timer = setTimeout(flush, FLUSH_MS);
+    if (queue.length >= BATCH_SIZE && !inflight) flush(); else later();
   }
+  function later() { if (!timer && !sending && (queue.length || inflight)) timer = setTimeout(flush, FLUSH_MS); }
 
   // ---- delivery: one request at a time; back-off and retry on network errors, 429 and 5xx ----
   function body(events) {
@@ -137,7 +132,7 @@
     var batch = inflight, b = body(batch.events);
     sending = true;
     fetch(api + '/v1/batch', { // text/plain: a CORS simple request, no preflight
-      method: 'POST', body: b, keepalive: b.length < 60000, credentials: 'omit',
+      method: 'POST', body: b, keepalive: new Blob([b]).size < 60000, credentials: 'omit',
       headers: { 'Content-Type': 'text/plain' }
     }).then(function (r) { return r.status; }, function () { return 0; }).then(function (status) {
       sending = false;
@@ -182,7 +177,7 @@
     }
   }
   function onShow() { // back from the bfcache or from another tab: take back what was parked
-    if (consented) { loadState(); if (queue.length || inflight) flush(); }
+    if (consented) { loadState(); later(); }
   }
 
   function maybeAutoPage() {
@@ -191,7 +186,6 @@
 
   var api_ = {
     loaded: true,
-    VERSION: VERSION,
     page: function (name, properties) {
       if (name && typeof name === 'object') { properties = name; name = null; }
       var props = pageInfo(), extra = copy(properties);
@@ -242,7 +236,7 @@
     ready: function (cb) { try { cb(api_); } catch (e) { warn('ready callback failed: ' + e); } }
   };
 
-  if (!writeKey) warn('the script tag has no data-write-key');
+  if (!writeKey || !api) warn('no data-write-key or API address on the script tag: nothing will be sent');
   readLanding();
   if (consented) loadState();
   var calls = Array.isArray(stub) ? stub.slice() : [];
@@ -255,7 +249,7 @@
     if (api_[c[0]]) api_[c[0]].apply(api_, c.slice(1));
   });
   maybeAutoPage();
-  if (queue.length) flush();
+  later();
 
   w.addEventListener('pagehide', onHide);
   w.addEventListener('pageshow', function (e) { if (e.persisted) onShow(); });

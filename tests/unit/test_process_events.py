@@ -1,0 +1,203 @@
+"""Identity resolution and profile updates, with in-memory repositories."""
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from chalicelib.domain.contact import Contact
+from chalicelib.services.ports import ConcurrentUpdate
+from chalicelib.services.process_events import BatchCache, EventProcessor, ProcessingConflict
+from tests.unit.fakes import FakeClock, FakeContactRepository
+
+_ids = itertools.count(1)
+
+
+def ev(etype="track", ts="2026-11-20T10:00:00.000Z", **kw) -> dict:
+    event = {"type": etype, "messageId": kw.pop("messageId", f"m{next(_ids)}"), "timestamp": ts,
+             "receivedAt": ts, "context": kw.pop("context", {})}
+    if etype == "track":
+        event["event"] = kw.pop("event", "Clicked")
+    event.update(kw)
+    return event
+
+
+@pytest.fixture
+def repo():
+    return FakeContactRepository()
+
+
+@pytest.fixture
+def processor(repo):
+    counter = itertools.count(1)
+    return EventProcessor(repo, FakeClock(), new_id=lambda: f"c{next(counter):03d}", sleep=lambda s: None)
+
+
+def contact_of(repo: FakeContactRepository, identifier: str) -> Contact:
+    contact = repo.get(repo.identities[identifier])
+    while contact.merged_into:
+        contact = repo.get(contact.merged_into)
+    return contact
+
+
+def test_a_new_visitor_gets_a_contact(processor, repo):
+    outcome = processor.process(ev(anonymousId="a1"))
+    assert outcome.created
+    c = contact_of(repo, "anon:a1")
+    assert c.identifiers == ["anon:a1"]
+    assert c.counters["Clicked"]["total"] == 1
+
+
+def test_identify_links_anonymous_user_and_email(processor, repo):
+    processor.process(ev("page", anonymousId="a1"))
+    processor.process(ev("identify", anonymousId="a1", userId="u1", traits={"email": "Ada@X.io"}))
+    c = contact_of(repo, "user:u1")
+    assert c.identifiers == ["anon:a1", "email:ada@x.io", "user:u1"]
+    assert repo.identities["email:ada@x.io"] == c.id
+    assert len(repo.contacts) == 1
+
+
+def test_two_known_profiles_merge_when_an_event_links_them(processor, repo):
+    processor.process(ev("track", ts="2026-11-01T00:00:00.000Z", anonymousId="laptop", event="Viewed"))
+    processor.process(ev("identify", userId="u1", traits={"email": "ada@x.io", "plan": "pro"}))
+    processor.process(ev("track", anonymousId="phone", event="Viewed"))
+    # The phone's visitor logs in: three profiles become one.
+    processor.process(ev("identify", anonymousId="phone", userId="u1"))
+    processor.process(ev("identify", anonymousId="laptop", traits={"email": "ada@x.io"}))
+    survivor = contact_of(repo, "user:u1")
+    assert survivor.identifiers == ["anon:laptop", "anon:phone", "email:ada@x.io", "user:u1"]
+    assert survivor.counters["Viewed"]["total"] == 2
+    assert survivor.traits["plan"] == "pro"
+    for identifier in survivor.identifiers:
+        assert repo.identities[identifier] == survivor.id  # re-pointed, not just followed
+    live = [c for c in repo.contacts.values() if not c["contact"].merged_into]
+    assert len(live) == 1
+    assert sorted(survivor.merged_from) == sorted(c for c in repo.contacts if c != survivor.id)
+
+
+def test_conflicting_user_ids_are_not_merged(processor, repo):
+    processor.process(ev("identify", anonymousId="shared-pc", userId="alice"))
+    processor.process(ev("identify", anonymousId="shared-pc", userId="bob", traits={"name": "Bob"}))
+    alice, bob = contact_of(repo, "user:alice"), contact_of(repo, "user:bob")
+    assert alice.id != bob.id
+    assert repo.identities["anon:shared-pc"] == alice.id
+    assert bob.traits == {"name": "Bob"}
+    assert "anon:shared-pc" not in bob.identifiers
+
+
+def test_alias_links_a_previous_id(processor, repo):
+    processor.process(ev("page", anonymousId="a9"))
+    processor.process(ev("alias", userId="u9", previousId="a9"))
+    assert contact_of(repo, "user:u9").id == contact_of(repo, "anon:a9").id
+
+
+def test_alias_merges_two_user_ids_explicitly(processor, repo):
+    processor.process(ev("identify", userId="old-id"))
+    processor.process(ev("identify", userId="new-id"))
+    processor.process(ev("alias", userId="new-id", previousId="old-id"))
+    assert contact_of(repo, "user:old-id").id == contact_of(repo, "user:new-id").id
+
+
+def test_alias_with_an_unknown_previous_id_claims_it_as_anonymous(processor, repo):
+    processor.process(ev("alias", userId="u", previousId="fresh"))
+    assert contact_of(repo, "anon:fresh").id == contact_of(repo, "user:u").id
+
+
+def test_redelivered_record_is_applied_once(processor, repo):
+    event = ev(anonymousId="a1")
+    processor.process(event)
+    outcome = processor.process(event)
+    assert outcome.applied is False
+    assert contact_of(repo, "anon:a1").counters["Clicked"]["total"] == 1
+
+
+def test_the_batch_cache_saves_reads(processor, repo):
+    cache = BatchCache()
+    for _ in range(10):
+        processor.process(ev(anonymousId="a1"), cache)
+    assert repo.calls["lookup"] == 1
+    assert repo.calls.get("get", 0) == 0
+    assert repo.calls["create"] + repo.calls["save"] == 10  # one write per event
+
+
+def test_a_dangling_identity_is_healed(processor, repo):
+    # A creator claimed the identifier and crashed before writing the profile.
+    repo.identities["anon:ghost"] = "c-ghost"
+    processor.process(ev(anonymousId="ghost"))
+    assert contact_of(repo, "anon:ghost").id == "c-ghost"
+
+
+def test_a_stale_identity_pointing_at_a_merged_contact_is_followed_and_repointed(processor, repo):
+    processor.process(ev("page", anonymousId="a"))
+    processor.process(ev("identify", userId="u"))
+    processor.process(ev("identify", anonymousId="a", userId="u"))
+    survivor = contact_of(repo, "user:u")
+    loser_id = next(c for c in repo.contacts if c != survivor.id)
+    repo.identities["anon:a"] = loser_id  # as if the re-point had not happened yet
+    processor.process(ev(anonymousId="a"))
+    assert repo.identities["anon:a"] == survivor.id
+    assert contact_of(repo, "anon:a").counters["Clicked"]["total"] == 1
+
+
+class FlakyRepository(FakeContactRepository):
+    """Loses the first N saves to a concurrent writer."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+
+    def _lose(self):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConcurrentUpdate("someone else wrote first")
+
+    def save(self, contact):
+        self._lose()
+        super().save(contact)
+
+    def create(self, contact):
+        self._lose()
+        super().create(contact)
+
+
+def test_a_lost_race_is_retried():
+    repo = FlakyRepository(failures=3)
+    outcome = EventProcessor(repo, FakeClock(), sleep=lambda s: None).process(ev(userId="u"))
+    assert outcome.attempts == 4
+    assert contact_of(repo, "user:u").counters["Clicked"]["total"] == 1
+
+
+def test_endless_conflicts_give_up_so_the_stream_retries_later():
+    repo = FlakyRepository(failures=100)
+    with pytest.raises(ProcessingConflict):
+        EventProcessor(repo, FakeClock(), sleep=lambda s: None).process(ev(userId="u"))
+
+
+def test_concurrent_events_for_one_person_lose_nothing(repo):
+    """Eight workers (like parallel stream shards) race on the same people."""
+    processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None)
+    processor.process(ev("identify", userId="u", traits={"email": "u@x.io"}))
+    events = []
+    for i in range(8):
+        events.append(ev("identify", anonymousId=f"device-{i}", userId="u"))
+        events.extend(ev(anonymousId=f"device-{i}", event="Viewed") for _ in range(5))
+    errors = []
+
+    def worker(chunk):
+        try:
+            for event in chunk:
+                processor.process(event, BatchCache())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(events[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    survivor = contact_of(repo, "user:u")
+    assert survivor.counters["Viewed"]["total"] == 40
+    assert {f"anon:device-{i}" for i in range(8)} <= set(survivor.identifiers)
+    assert all(contact_of(repo, f"anon:device-{i}").id == survivor.id for i in range(8))
