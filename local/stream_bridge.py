@@ -38,13 +38,14 @@ def to_lambda_record(record: dict, stream_arn: str, region: str) -> dict:
 class StreamBridge:
     def __init__(self, stream_arn: str, handler: Callable[[dict], dict | None], endpoint_url: str | None = None,
                  region: str = "us-east-1", batch_size: int = 100, poll_interval: float = 0.05,
-                 max_retries: int = 10):
+                 max_retries: int = 10, retry_delay: float = 0.05):
         self.stream_arn = stream_arn
         self.handler = handler
         self.region = region
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_retries = max_retries
+        self.retry_delay = retry_delay
         self.client = boto3.client("dynamodbstreams", endpoint_url=endpoint_url, region_name=region)
         self._iterators: dict[str, str | None] = {}
         self._failures: dict[str, int] = {}
@@ -104,7 +105,7 @@ class StreamBridge:
             return self.client.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id,
                                                   ShardIteratorType="AFTER_SEQUENCE_NUMBER",
                                                   SequenceNumber=sequence)["ShardIterator"]
-        time.sleep(min(2.0, 0.05 * 2**attempts))
+        time.sleep(min(2.0, self.retry_delay * 2**attempts))
         return self.client.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id,
                                               ShardIteratorType="AT_SEQUENCE_NUMBER",
                                               SequenceNumber=sequence)["ShardIterator"]
