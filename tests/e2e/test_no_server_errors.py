@@ -1,0 +1,89 @@
+"""Nothing a client or an operator sends may produce a 5xx: generated inputs against every route."""
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+TRACKING_PATHS = ["/v1/track", "/v1/t", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
+                  "/v1/batch", "/v1/b"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+field_values = st.one_of(json_values, st.sampled_from(["2026-11-22T10:00:00Z", "u1", "", " ", "E"]))
+event_like = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["track", "identify", "page", "screen", "group", "alias", "bogus"]) | field_values,
+    "userId": field_values, "anonymousId": field_values, "event": field_values, "messageId": field_values,
+    "timestamp": field_values, "sentAt": field_values, "originalTimestamp": field_values,
+    "properties": field_values, "traits": field_values, "context": field_values, "groupId": field_values,
+    "previousId": field_values, "name": field_values, "integrations": field_values,
+    "writeKey": st.sampled_from(["test-write-key-1", "nope"]) | field_values,
+})
+bodies = st.one_of(
+    event_like.map(json.dumps),
+    st.fixed_dictionaries({"batch": st.lists(event_like, max_size=5) | field_values,
+                           "writeKey": st.just("test-write-key-1")}).map(json.dumps),
+    json_values.map(json.dumps),
+    st.binary(max_size=200),
+)
+headers = st.fixed_dictionaries({}, optional={
+    "Content-Type": st.sampled_from(["application/json", "text/plain", "text/plain;charset=UTF-8", "", "*/*",
+                                     "application/xml", "multipart/form-data"]),
+    "Authorization": st.sampled_from(["Basic dGVzdC13cml0ZS1rZXktMTo=", "Basic !!!", "Basic", "Bearer x",
+                                      "Basic " + "A" * 50, ""]),
+    "Origin": st.sampled_from(["https://shop.example", "null", "", "not a url"]),
+})
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(TRACKING_PATHS), body=bodies, hdrs=headers)
+def test_tracking_routes_never_answer_5xx(app_client, path, body, hdrs):
+    response = app_client.http.post(path, headers=hdrs, body=body)
+    assert response.status_code < 500, (path, body, hdrs, response.body)
+
+
+admin_paths = st.one_of(
+    st.text(max_size=30).map(lambda t: "/v1/admin/contacts?identifier=" + t.replace("#", "").replace("&", "")),
+    st.sampled_from(["/v1/admin/contacts/abc", "/v1/admin/contacts/abc/events?limit=-1",
+                     "/v1/admin/contacts/abc/events?cursor=%%%", "/v1/admin/contacts?identifier=phone:+1"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=admin_paths)
+def test_admin_reads_never_answer_5xx(app_client, path):
+    response = app_client.http.get(path, headers={"Authorization": "Bearer test-admin-token-1"})
+    assert response.status_code < 500, (path, response.body)
+
+
+import_bodies = st.one_of(
+    st.fixed_dictionaries({"csv": st.text(max_size=200) | field_values}, optional={
+        "mapping": st.dictionaries(st.text(max_size=8), st.sampled_from(["email", "userId", "traits.x", "x"]) | field_values, max_size=3),
+        "default_region": field_values, "as_of": field_values, "source": field_values}).map(json.dumps),
+    st.binary(max_size=100),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=import_bodies)
+def test_imports_never_answer_5xx(app_client, body):
+    response = app_client.http.post("/v1/admin/imports", headers={"Authorization": "Bearer test-admin-token-1"},
+                                    body=body)
+    assert response.status_code < 500, (body, response.body)
+
+
+def test_processing_survives_whatever_ingest_accepted(app_client):
+    """Everything the fuzzers got accepted must also process without a failed record."""
+    app_client.post("/v1/batch", {"batch": [
+        {"type": "identify", "userId": 0, "traits": {"email": "not-an-email", "phone": "garbage"}},
+        {"type": "identify", "anonymousId": "a", "traits": {"email": None, "phone": 12345678901}},
+        {"type": "alias", "userId": "x", "previousId": 7},
+        {"type": "group", "userId": "x", "groupId": 1.5, "traits": {}},
+        {"type": "track", "anonymousId": "  padded  ", "event": " Spaced "},
+    ]})
+    app_client.drain()
+    assert app_client.bridge.dropped == []
