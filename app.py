@@ -67,6 +67,7 @@ def _preflight() -> Response:
     return Response(body="", status_code=204, headers=headers)
 
 
+@tracer.capture_method(capture_response=False)
 def _track(event_type: str | None) -> Response:
     request = app.current_request
     if request.method == "OPTIONS":
@@ -185,6 +186,7 @@ def admin_import():
 
 @app.on_dynamodb_record(stream_arn=config.events_stream_arn(), batch_size=100,
                         starting_position="TRIM_HORIZON", name="process_events")
+@tracer.capture_method(capture_response=False)
 def process_events(event):
     logger.append_keys(stream_records=len(event.to_dict().get("Records", [])))
     try:

@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 PROCESSING_TIMEOUT = 15.0  # events reach the timeline through an asynchronous stream
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -202,6 +202,12 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
     page.click(".add-to-cart")
     page.wait_for_selector(".add-to-cart:has-text('Added')")
 
+    page.click("#cart-link")
+    page.wait_for_url("**/cart.html")
+    tab.wait_loaded()
+    page.click("#buy")
+    page.wait_for_selector("#order-confirmation:has-text('is confirmed')")
+
     page.click("a:has-text('Newsletter')")
     page.wait_for_url("**/signup.html")
     tab.wait_loaded()
@@ -214,14 +220,15 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
     def complete(contact, events):
         paths = {_path(e) for e in events if e.get("type") == "page"}
         return (
-            {"/index.html", "/product-espresso.html", "/signup.html"} <= paths
+            {"/index.html", "/product-espresso.html", "/cart.html", "/signup.html"} <= paths
             and _tracked(events, "Product Added")
+            and _tracked(events, "Order Completed")
             and any(e.get("type") == "identify" for e in events)
             and f"email:{email}" in contact.get("identifiers", [])
         )
 
     contact, events = admin.wait_for(
-        f"anon:{anon}", complete, "a contact with 3 page views, Product Added, identify and the email"
+        f"anon:{anon}", complete, "a contact with 4 page views, Product Added, Order Completed, identify and the email"
     )
     by_email = admin.contact(f"email:{email}")
     assert by_email and by_email["id"] == contact["id"], "anonymous id and email must lead to ONE contact"
@@ -237,6 +244,13 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
     assert props["price"] == 249
     assert props["category"] == "Coffee machines"
     assert str(props["cart_id"]).startswith("cart_")
+    orders = _tracked(events, "Order Completed")
+    assert len(orders) == 1, f"Order Completed must be on the timeline once, got {len(orders)}"
+    order = orders[0]["properties"]
+    assert str(order["order_id"]).startswith("order_")
+    assert order["cart_id"] == props["cart_id"], "the order must name the cart the product was added to"
+    assert order["revenue"] == 249
+    assert [(p["product_id"], p["quantity"]) for p in order["products"]] == [("espresso-01", 1)]
 
     message_ids = [e["messageId"] for e in events]
     assert len(message_ids) == len(set(message_ids)), "an event appears twice on the timeline"
