@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 STAGE  ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e browser sdk-deps bench deploy package clean
+.PHONY: help install run test test-unit test-integration test-e2e system-deps sdk-deps bench deploy deploy-single-stack package clean
 
 help:
 	@echo "make run      the whole system on the embedded AWS emulator (http://127.0.0.1:$(PORT))"
@@ -24,33 +24,45 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python -m local.run --port $(PORT)
 
-# The browser tests drive Debian's Chromium (a test tool's own browser download is not
-# reachable from every machine).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium for the browser tests"; \
+# Debian packages the tests use: Chromium for the browser tests (a test tool's own browser
+# download is not reachable from every machine), shellcheck for the deploy script.
+SYSTEM_TOOLS := chromium shellcheck
+system-deps:
+	@missing=; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # Segment's own JavaScript SDKs, used unchanged by the compatibility tests.
 sdk-deps:
 	@if [ -f tests/sdk/package.json ]; then \
 	  (cd tests/sdk && npm ci --silent --no-audit --no-fund >/dev/null) ; fi
 
-test: install browser sdk-deps
+test: install system-deps sdk-deps
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: install
+test-integration: install system-deps
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: install browser sdk-deps
+test-e2e: install system-deps sdk-deps
 	$(BIN)/python -m pytest tests/e2e
 
 bench: install
 	$(BIN)/python -m bench.run
+
+deploy: install
+	STAGE=$(STAGE) ./infrastructure/deploy.sh
+
+deploy-single-stack: install
+	STAGE=$(STAGE) ARTIFACT_BUCKET=$(ARTIFACT_BUCKET) ./infrastructure/deploy.sh single-stack
+
+package: install
+	rm -rf out/$(STAGE) && AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(STAGE) --merge-template infrastructure/single-stack.yaml out/$(STAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache out
