@@ -60,7 +60,8 @@ def _preflight() -> Response:
     origin = app.current_request.headers.get("origin")
     allowed = any(s.allows_origin(origin) for s in config.settings().sources)
     headers = {"Access-Control-Allow-Methods": "POST, OPTIONS",
-               "Access-Control-Allow-Headers": "Content-Type, Authorization",
+               # analytics-next adds X-Retry-Count to its retries.
+               "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Retry-Count",
                "Access-Control-Max-Age": "86400", "Vary": "Origin"}
     if origin and allowed:
         headers["Access-Control-Allow-Origin"] = origin
@@ -82,6 +83,7 @@ def _track(event_type: str | None) -> Response:
         ip=(request.context.get("identity") or {}).get("sourceIp"),
         user_agent=headers.get("user-agent"),
         event_type=event_type,
+        content_encoding=headers.get("content-encoding"),
     )
     cors = _cors_headers(origin)
     try:

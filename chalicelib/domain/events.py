@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -76,8 +77,30 @@ def parse_timestamp(value: object) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
-def decode_body(raw: bytes | str | None, content_type: str | None) -> dict:
+def _inflate(raw: bytes, encoding: str) -> bytes:
+    """Decompress a gzip/deflate body, refusing anything that inflates past the limit."""
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise RequestError(f"unsupported Content-Encoding {encoding!r}: send gzip or an uncompressed body", 415)
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        body = inflater.decompress(raw, MAX_REQUEST_BYTES + 1)
+    except zlib.error as exc:
+        raise RequestError(f"body is not valid {encoding} data ({exc})") from None
+    if len(body) > MAX_REQUEST_BYTES or inflater.unconsumed_tail:
+        raise RequestError(f"decompressed body is larger than {MAX_REQUEST_BYTES} bytes (500 KB)", 413)
+    return body
+
+
+def decode_body(raw: bytes | str | None, content_type: str | None, content_encoding: str | None = None) -> dict:
     """Parse a request body into a JSON object, or explain why not."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding and encoding != "identity" and raw:
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise RequestError(f"request body is {len(raw)} bytes; the limit is {MAX_REQUEST_BYTES} bytes (500 KB)", 413)
+        raw = _inflate(raw, encoding)
     media = (content_type or "").split(";")[0].strip().lower()
     if media not in ("application/json", "text/plain", ""):
         raise RequestError(

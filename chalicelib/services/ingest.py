@@ -42,6 +42,7 @@ class TrackingRequest:
     ip: str | None = None
     user_agent: str | None = None
     event_type: str | None = None  # None for /v1/batch
+    content_encoding: str | None = None
 
 
 @dataclass
@@ -120,7 +121,7 @@ class IngestService:
         basic_key = write_key_from_basic_auth(request.authorization)
         if basic_key is not None:
             self.authenticate(request, None)  # fail fast, before reading the body
-        body = decode_body(request.body, request.content_type)
+        body = decode_body(request.body, request.content_type, request.content_encoding)
         source = self.authenticate(request, body)
 
         received = self.clock.now()

@@ -187,3 +187,20 @@ def test_snippet_and_health_are_served(app_client):
     assert js.status_code == 200
     assert js.headers["Content-Type"].startswith("application/javascript")
     assert b"mercurio" in js.body
+
+
+def test_gzip_batches_are_accepted(app_client):
+    import gzip
+
+    body = gzip.compress(json.dumps({"batch": [{"type": "track", "userId": "gz", "event": "Zipped"}]}).encode())
+    response = app_client.post("/v1/batch", body, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.body
+    assert body_of(response)["accepted"] == 1
+
+
+def test_preflight_allows_the_retry_header_segment_sdks_send(app_client):
+    pre = app_client.http.request("OPTIONS", "/v1/t", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,x-retry-count"})
+    allowed = {h.strip().lower() for h in pre.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "x-retry-count", "content-type"} <= allowed

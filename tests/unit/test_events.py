@@ -198,3 +198,30 @@ def test_a_realistic_analytics_js_event_stays_under_one_kilobyte_when_stored():
     pk, sk = event_key(event)
     item = DynamoDBEventStore.to_item(StoredEvent(pk, sk, event, 1))
     assert write_units(item) == 1, len(json.dumps(item))
+
+
+def test_gzip_bodies_are_inflated():
+    import gzip
+
+    assert decode_body(gzip.compress(b'{"a": 1}'), "application/json", "gzip") == {"a": 1}
+    assert decode_body(b'{"a": 1}', "application/json", "identity") == {"a": 1}
+
+
+@pytest.mark.parametrize("body,encoding,message,status", [
+    (b"not gzip at all", "gzip", "not valid gzip data", 400),
+    (b"{}", "br", "unsupported Content-Encoding 'br'", 415),
+])
+def test_bad_compressed_bodies_are_explained(body, encoding, message, status):
+    with pytest.raises(RequestError) as info:
+        decode_body(body, "application/json", encoding)
+    assert message in str(info.value) and info.value.status == status
+
+
+def test_a_compression_bomb_is_refused_without_inflating_it_all():
+    import gzip
+
+    bomb = gzip.compress(b"{" + b" " * (50 * 1024 * 1024) + b"}")
+    assert len(bomb) < 100_000
+    with pytest.raises(RequestError) as info:
+        decode_body(bomb, "application/json", "gzip")
+    assert info.value.status == 413 and "decompressed body is larger" in str(info.value)
