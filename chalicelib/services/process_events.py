@@ -11,7 +11,6 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Callable
 
 from chalicelib.domain.contact import (
@@ -110,10 +109,12 @@ class EventProcessor:
             created = True
             contacts = {contact.id: contact}
 
-        merged: list[str] = []
+        losers: list[Contact] = []
         if len(contacts) > 1 and (event["type"] == "alias" or can_merge(list(contacts.values()))):
-            contact = self._merge(list(contacts.values()), cache)
-            merged = [c for c in contacts if c != contact.id]
+            contact = choose_survivor(list(contacts.values()))
+            losers = sorted((c for c in contacts.values() if c.id != contact.id), key=lambda c: c.id)
+            for loser in losers:
+                merge_contacts(contact, loser)
         elif len(contacts) > 1:
             # Conflicting userIds: keep the people apart and attach the event to the owner
             # of the identifier the event itself is stored under.
@@ -132,12 +133,14 @@ class EventProcessor:
                 contact.add_identifier(identifier)
 
         applied = apply_event(contact, event, self.counter_days)
-        if contact.version is None:
+        if losers:
+            self._merge(contact, losers, cache)  # the event lands in the same write as the merge
+        elif contact.version is None:
             self.repo.create(contact)  # fails if a concurrent reader healed the claim first
         elif applied:
             self.repo.save(contact)
         cache.contacts[contact.id] = contact
-        return Outcome(contact_id=contact.id, applied=applied, created=created, merged=merged)
+        return Outcome(contact_id=contact.id, applied=applied, created=created, merged=[c.id for c in losers])
 
     def _lookup(self, identifiers: list[str], cache: BatchCache, consistent: bool) -> dict[str, str]:
         owners = {i: cache.owners[i] for i in identifiers if i in cache.owners}
@@ -183,22 +186,13 @@ class EventProcessor:
         cache.owners[identifier] = contact.id
         return contact  # written once, after the event is applied
 
-    def _merge(self, contacts: list[Contact], cache: BatchCache) -> Contact:
-        survivor = choose_survivor(contacts)
-        for loser in sorted((c for c in contacts if c.id != survivor.id), key=lambda c: c.id):
-            merge_contacts(survivor, loser)
-            self.repo.merge(survivor, loser)  # atomic: survivor saved, loser fenced
+    def _merge(self, survivor: Contact, losers: list[Contact], cache: BatchCache) -> None:
+        """Each transaction saves the combined survivor and fences one loser; identifiers
+        are re-pointed after (a reader meanwhile follows the loser's merge pointer)."""
+        for loser in losers:
+            self.repo.merge(survivor, loser)
+            cache.contacts.pop(loser.id, None)
+        for loser in losers:
             for identifier in loser.identifiers:
                 self.repo.repoint(identifier, loser.id, survivor.id)
                 cache.owners[identifier] = survivor.id
-            cache.contacts.pop(loser.id, None)
-        cache.contacts[survivor.id] = survivor
-        return survivor
-
-
-def now_iso(clock: Clock) -> str:
-    return iso(clock.now())
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

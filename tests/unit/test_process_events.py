@@ -201,3 +201,15 @@ def test_concurrent_events_for_one_person_lose_nothing(repo):
     assert survivor.counters["Viewed"]["total"] == 40
     assert {f"anon:device-{i}" for i in range(8)} <= set(survivor.identifiers)
     assert all(contact_of(repo, f"anon:device-{i}").id == survivor.id for i in range(8))
+
+
+def test_a_merge_and_the_event_that_caused_it_are_one_write(processor, repo):
+    processor.process(ev("page", anonymousId="a"))
+    processor.process(ev("identify", userId="u", traits={"plan": "pro"}))
+    writes_before = repo.calls.get("save", 0) + repo.calls.get("create", 0)
+    outcome = processor.process(ev("identify", anonymousId="a", userId="u", traits={"city": "Paris"}))
+    assert outcome.merged
+    assert repo.calls["merge"] == 1
+    assert repo.calls.get("save", 0) + repo.calls.get("create", 0) == writes_before
+    survivor = contact_of(repo, "user:u")
+    assert survivor.traits == {"plan": "pro", "city": "Paris"}  # visible together with the merge
