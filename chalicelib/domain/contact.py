@@ -9,7 +9,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from chalicelib.domain.identity import (
     InvalidIdentifier,
@@ -21,6 +21,7 @@ from chalicelib.domain.identity import (
 )
 
 RECENT_IDS = 64  # processed messageIds kept per contact: makes stream redelivery harmless
+RECENT_TIMES = 20  # exact times of the latest occurrences, for precise sliding windows
 PAGE_VIEWED = "Page Viewed"
 SCREEN_VIEWED = "Screen Viewed"
 IMPORT_LIBRARY = "mercurio-import"
@@ -39,6 +40,17 @@ class Contact:
     counters: dict = field(default_factory=dict)
     last_context: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
+    # Counters of events matching a filtered matcher (segments, scoring): key -> counter.
+    filtered: dict = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)  # segment id -> {"since": iso}
+    score: dict = field(default_factory=dict)  # {"points", "at", "caps": {rule: {"period", "points"}}}
+    stage: str | None = None
+    tags: list = field(default_factory=list)
+    rfm: dict = field(default_factory=dict)  # {"first_purchase", "last_purchase", "orders", "revenue", "class", "r", "f", "m"}
+    persona: str | None = None
+    consent: dict = field(default_factory=dict)  # channel -> {"status", "at", "source"}
+    campaigns: dict = field(default_factory=dict)  # campaign id -> engagement summary
+    next_check: str | None = None  # earliest moment a time condition may change a segment
     recent: list = field(default_factory=list)
     merged_from: list = field(default_factory=list)
     merged_into: str | None = None
@@ -67,6 +79,16 @@ class Contact:
             "counters": self.counters,
             "last_context": self.last_context,
             "groups": self.groups,
+            "filtered": self.filtered,
+            "segments": self.segments,
+            "score": self.score,
+            "stage": self.stage,
+            "tags": self.tags,
+            "rfm": self.rfm,
+            "persona": self.persona,
+            "consent": self.consent,
+            "campaigns": self.campaigns,
+            "next_check": self.next_check,
             "recent": self.recent,
             "merged_from": self.merged_from,
         }
@@ -164,14 +186,45 @@ def _summarise_context(context: dict, timestamp: str) -> dict:
     return summary
 
 
-def _bump_counter(counters: dict, name: str, timestamp: str, keep_days: int) -> None:
+def epoch_seconds(timestamp: str) -> int:
+    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
+
+
+def bump_counter(counters: dict, name: str, timestamp: str, keep_days: int) -> None:
+    """Count one occurrence: total, first/last, daily buckets and the latest exact times."""
     entry = counters.setdefault(name, {"total": 0, "first": timestamp, "last": timestamp, "days": {}})
     entry["total"] += 1
     entry["first"] = min(entry["first"], timestamp)
     entry["last"] = max(entry["last"], timestamp)
     day = timestamp[:10]
     entry["days"][day] = entry["days"].get(day, 0) + 1
+    entry["recent"] = sorted(entry.get("recent", []) + [epoch_seconds(timestamp)])[-RECENT_TIMES:]
     _prune_days(entry, keep_days)
+
+
+def _earliest(*stamps):
+    present = [t for t in stamps if t]
+    return min(present) if present else None
+
+
+def _latest(*stamps):
+    present = [t for t in stamps if t]
+    return max(present) if present else None
+
+
+def merge_counters(ours: dict, theirs: dict) -> None:
+    """Add `theirs` into `ours`: totals and buckets summed, first/last and exact times combined."""
+    for name, entry in theirs.items():
+        mine = ours.get(name)
+        if mine is None:
+            ours[name] = {**entry, "days": dict(entry["days"]), "recent": list(entry.get("recent", []))}
+            continue
+        mine["total"] += entry["total"]
+        mine["first"] = min(mine["first"], entry["first"])
+        mine["last"] = max(mine["last"], entry["last"])
+        for day, n in entry["days"].items():
+            mine["days"][day] = mine["days"].get(day, 0) + n
+        mine["recent"] = sorted(mine.get("recent", []) + entry.get("recent", []))[-RECENT_TIMES:]
 
 
 def _prune_days(entry: dict, keep_days: int) -> None:
@@ -211,7 +264,7 @@ def apply_event(contact: Contact, event: dict, keep_days: int = 90) -> bool:
         contact.groups[event["groupId"]] = {"traits": event.get("traits") or {}, "at": ts}
     name = counter_name(event)
     if name:
-        _bump_counter(contact.counters, name, ts, keep_days)
+        bump_counter(contact.counters, name, ts, keep_days)
     if is_activity(event):
         contact.first_seen = min(contact.first_seen or ts, ts)
         contact.last_seen = max(contact.last_seen or ts, ts)
@@ -243,20 +296,26 @@ def merge_contacts(survivor: Contact, loser: Contact) -> Contact:
             survivor.trait_ts[key] = ts
     for identifier in loser.identifiers:
         survivor.add_identifier(identifier)
-    for name, theirs in loser.counters.items():
-        ours = survivor.counters.get(name)
-        if ours is None:
-            survivor.counters[name] = {**theirs, "days": dict(theirs["days"])}
-            continue
-        ours["total"] += theirs["total"]
-        ours["first"] = min(ours["first"], theirs["first"])
-        ours["last"] = max(ours["last"], theirs["last"])
-        for day, n in theirs["days"].items():
-            ours["days"][day] = ours["days"].get(day, 0) + n
-    firsts = [t for t in (survivor.first_seen, loser.first_seen) if t]
-    lasts = [t for t in (survivor.last_seen, loser.last_seen) if t]
-    survivor.first_seen = min(firsts) if firsts else None
-    survivor.last_seen = max(lasts) if lasts else None
+    merge_counters(survivor.counters, loser.counters)
+    merge_counters(survivor.filtered, loser.filtered)
+    survivor.tags = sorted(set(survivor.tags) | set(loser.tags))
+    survivor.persona = survivor.persona or loser.persona
+    for channel, theirs in loser.consent.items():
+        if theirs.get("at", "") > survivor.consent.get(channel, {}).get("at", ""):
+            survivor.consent[channel] = theirs
+    for campaign, summary in loser.campaigns.items():
+        survivor.campaigns.setdefault(campaign, summary)
+    if loser.rfm:
+        ours, theirs = survivor.rfm, loser.rfm
+        survivor.rfm = {
+            **ours,
+            "orders": ours.get("orders", 0) + theirs.get("orders", 0),
+            "revenue": ours.get("revenue", 0) + theirs.get("revenue", 0),
+            "first_purchase": _earliest(ours.get("first_purchase"), theirs.get("first_purchase")),
+            "last_purchase": _latest(ours.get("last_purchase"), theirs.get("last_purchase")),
+        }
+    survivor.first_seen = _earliest(survivor.first_seen, loser.first_seen)
+    survivor.last_seen = _latest(survivor.last_seen, loser.last_seen)
     if loser.last_context.get("at", "") > survivor.last_context.get("at", ""):
         survivor.last_context = loser.last_context
     for group_id, g in loser.groups.items():

@@ -1,0 +1,1 @@
+"""Segments: the definition language, its evaluator and the index that keeps evaluation cheap."""

@@ -1,0 +1,153 @@
+"""Property filters: `properties.category == "coffee"`, `properties.revenue > 50`.
+
+Shared by segment event conditions, scoring rules and persona rules. A filter is one
+comparison between a dotted path into the event and a JSON literal; a list of filters
+means all of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+OPERATORS = ("==", "!=", ">=", "<=", ">", "<", " in ", " not in ", " contains ", " exists", " starts_with ")
+_PATH = re.compile(r"^(properties|traits|context)(\.[A-Za-z0-9_$\-]+)+$|^(event|name|type)$")
+_SPLIT = re.compile(r"^\s*(?P<path>[A-Za-z0-9_.$\-]+)\s*(?P<op>==|!=|>=|<=|>|<|\bnot in\b|\bin\b|\bcontains\b|"
+                    r"\bstarts_with\b|\bexists\b)\s*(?P<value>.*)$")
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PropertyFilter:
+    path: str
+    op: str
+    value: object = None
+
+    @property
+    def text(self) -> str:
+        if self.op == "exists":
+            return f"{self.path} exists"
+        return f"{self.path} {self.op} {json.dumps(self.value, sort_keys=True)}"
+
+    def matches(self, event: dict) -> bool:
+        found, actual = _lookup(event, self.path)
+        if self.op == "exists":
+            return found and actual is not None
+        if not found:
+            return self.op == "!="
+        if self.op == "==":
+            return _equal(actual, self.value)
+        if self.op == "!=":
+            return not _equal(actual, self.value)
+        if self.op in ("in", "not in"):
+            hit = any(_equal(actual, v) for v in self.value)
+            return hit if self.op == "in" else not hit
+        if self.op == "contains":
+            if isinstance(actual, str):
+                return isinstance(self.value, str) and self.value.lower() in actual.lower()
+            if isinstance(actual, list):
+                return any(_equal(item, self.value) for item in actual)
+            return False
+        if self.op == "starts_with":
+            return isinstance(actual, str) and actual.lower().startswith(str(self.value).lower())
+        number = _number(actual)
+        if number is None:
+            return False
+        bound = float(self.value)
+        return {">": number > bound, ">=": number >= bound, "<": number < bound, "<=": number <= bound}[self.op]
+
+
+def _lookup(event: dict, path: str) -> tuple[bool, object]:
+    node: object = event
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _equal(actual: object, expected: object) -> bool:
+    if isinstance(actual, str) and isinstance(expected, str):
+        return actual.strip().lower() == expected.strip().lower()
+    a, b = _number(actual), _number(expected)
+    if a is not None and b is not None and not isinstance(actual, str) and not isinstance(expected, str):
+        return a == b
+    return actual == expected
+
+
+def parse_filter(text: object, where: str) -> PropertyFilter:
+    """Parse one filter; `where` names it in error messages (e.g. `conditions[1].where[0]`)."""
+    if not isinstance(text, str) or not text.strip():
+        raise FilterError(f'{where}: expected a comparison such as properties.category == "coffee"')
+    match = _SPLIT.match(text)
+    if not match:
+        raise FilterError(f"{where}: {text!r} is not a comparison (use ==, !=, >, >=, <, <=, in, not in, "
+                          f"contains, starts_with or exists)")
+    path, op, raw = match.group("path"), match.group("op"), match.group("value").strip()
+    if not path.startswith(("properties.", "traits.", "context.")) and path not in ("event", "name", "type"):
+        path = "properties." + path  # `revenue > 50` reads the event's properties
+    if not _PATH.match(path):
+        raise FilterError(f"{where}: {path!r} is not a property path")
+    if op == "exists":
+        if raw:
+            raise FilterError(f"{where}: exists takes no value")
+        return PropertyFilter(path, op)
+    if not raw:
+        raise FilterError(f"{where}: {op} needs a value")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw.strip("'\"") if raw[0] not in "[{" else None
+        if value is None:
+            raise FilterError(f"{where}: {raw!r} is not a JSON value") from None
+    if op in ("in", "not in") and not isinstance(value, list):
+        raise FilterError(f"{where}: {op} needs a list, e.g. [\"coffee\", \"tea\"]")
+    if op in (">", ">=", "<", "<=") and _number(value) is None:
+        raise FilterError(f"{where}: {op} needs a number, got {raw}")
+    return PropertyFilter(path, op, value)
+
+
+def parse_filters(items: object, where: str) -> tuple[PropertyFilter, ...]:
+    if items is None:
+        return ()
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, list):
+        raise FilterError(f"{where}: expected a list of comparisons")
+    return tuple(parse_filter(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
+class EventMatcher:
+    """An event name plus filters. Contacts keep a counter per matcher that segments use."""
+
+    event: str
+    filters: tuple[PropertyFilter, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Stable across definitions and deploys: the same matcher shares one counter."""
+        if not self.filters:
+            return self.event
+        canonical = json.dumps([self.event, sorted(f.text for f in self.filters)], ensure_ascii=False)
+        return "m:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+    def matches(self, event_name: str, event: dict) -> bool:
+        return event_name == self.event and all(f.matches(event) for f in self.filters)
