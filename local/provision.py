@@ -89,7 +89,10 @@ def provision(stage: str, endpoint_url: str | None = None, region: str = "us-eas
                 created[f"{logical}.StreamArn"] = description["LatestStreamArn"]
         elif kind == "AWS::S3::Bucket":
             s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
-            s3.create_bucket(Bucket=props["BucketName"])
+            try:
+                s3.create_bucket(Bucket=props["BucketName"])
+            except s3.exceptions.BucketAlreadyOwnedByYou:
+                pass
             created[logical] = props["BucketName"]
         elif kind == "AWS::SQS::Queue":
             sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)

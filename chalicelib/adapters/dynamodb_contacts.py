@@ -20,7 +20,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.domain.contact import Contact
-from chalicelib.services.ports import ConcurrentUpdate, ContactRepository
+from chalicelib.services.ports import ConcurrentUpdate, ContactRepository, ContactScan
 
 
 def _conditional_failure(exc: Exception) -> bool:
@@ -65,7 +65,7 @@ def identity_model(table_name: str, host: str | None = None, region: str | None 
     return IdentityItem
 
 
-class DynamoDBContactRepository(ContactRepository):
+class DynamoDBContactRepository(ContactRepository, ContactScan):
     def __init__(self, contacts_table: str, identities_table: str, host: str | None = None,
                  region: str | None = None):
         self.Contact = contact_model(contacts_table, host, region)
@@ -154,3 +154,11 @@ class DynamoDBContactRepository(ContactRepository):
         survivor.version = survivor_item.version
         loser.version = loser_item.version
         loser.merged_into = survivor.id
+
+    def scan(self, cursor: str | None, limit: int) -> tuple[list[Contact], str | None]:
+        """Live contacts (merged-away ones skipped), `limit` items read per call."""
+        start = {"id": {"S": cursor}} if cursor else None
+        result = self.Contact.scan(limit=limit, last_evaluated_key=start, page_size=limit)
+        contacts = [self._to_domain(item) for item in result if not item.merged_into]
+        last = result.last_evaluated_key
+        return contacts, (last["id"]["S"] if last else None)

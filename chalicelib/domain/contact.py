@@ -25,6 +25,7 @@ RECENT_TIMES = 20  # exact times of the latest occurrences, for precise sliding 
 PAGE_VIEWED = "Page Viewed"
 SCREEN_VIEWED = "Screen Viewed"
 IMPORT_LIBRARY = "mercurio-import"
+INTERNAL_LIBRARY = "mercurio"  # events Mercurio emits itself (Segment Entered, Stage Changed…)
 _MOBILE = re.compile(r"Mobi|Android|iPhone|iPad", re.I)
 
 
@@ -51,6 +52,8 @@ class Contact:
     consent: dict = field(default_factory=dict)  # channel -> {"status", "at", "source"}
     campaigns: dict = field(default_factory=dict)  # campaign id -> engagement summary
     next_check: str | None = None  # earliest moment a time condition may change a segment
+    checks: dict = field(default_factory=dict)  # segment id -> when time alone may change it
+    outbox: list = field(default_factory=list)  # effects written with the contact, then published
     recent: list = field(default_factory=list)
     merged_from: list = field(default_factory=list)
     merged_into: str | None = None
@@ -89,6 +92,8 @@ class Contact:
             "consent": self.consent,
             "campaigns": self.campaigns,
             "next_check": self.next_check,
+            "checks": self.checks,
+            "outbox": self.outbox,
             "recent": self.recent,
             "merged_from": self.merged_from,
         }
@@ -155,9 +160,10 @@ def counter_name(event: dict) -> str | None:
 
 
 def is_activity(event: dict) -> bool:
-    """Imported CRM rows describe a person; they are not something the person did."""
+    """Imported CRM rows and Mercurio's own events describe a person; they are not
+    something the person did."""
     library = ((event.get("context") or {}).get("library") or {}).get("name")
-    return library != IMPORT_LIBRARY
+    return library not in (IMPORT_LIBRARY, INTERNAL_LIBRARY)
 
 
 def _device(context: dict) -> str | None:

@@ -84,6 +84,7 @@ class ContactQueries:
                 raise BadQuery("cursor is not one this API returned")
         contact = self._resolve(contact_id)
         partitions = [i for i in contact.identifiers if kind_of(i) in EVENT_PARTITION_KINDS]
+        partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
         events, next_sk = self.events.timeline(partitions, size, before)
         page: dict = {"contact_id": contact.id, "events": [timeline_entry(e) for e in events]}
         if next_sk:

@@ -76,3 +76,69 @@ class ContactRepository(abc.ABC):
     @abc.abstractmethod
     def merge(self, survivor: Contact, loser: Contact) -> None:
         """Atomically save the combined survivor and mark the loser merged into it."""
+
+
+class DefinitionStore(abc.ABC):
+    """Versioned definitions (segments, scoring, RFM, personas, campaigns) and their stats."""
+
+    @abc.abstractmethod
+    def put(self, kind: str, definition_id: str, document: dict, now: str) -> int:
+        """Store a new version and make it current; return its version number."""
+
+    @abc.abstractmethod
+    def current(self, kind: str | None = None) -> list[dict]:
+        """Current versions: [{"kind", "id", "version", "document", "updated_at"}]."""
+
+    @abc.abstractmethod
+    def get(self, kind: str, definition_id: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def stats(self, kind: str, definition_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    def set_stats(self, kind: str, definition_id: str, **fields) -> None: ...
+
+    @abc.abstractmethod
+    def get_state(self, name: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def put_state(self, name: str, value: dict) -> None: ...
+
+
+class MembershipStore(abc.ABC):
+    """Who is in which segment; entering and leaving are idempotent and keep sizes exact."""
+
+    @abc.abstractmethod
+    def enter(self, segment_id: str, contact_id: str, since: str) -> bool:
+        """True if the contact was not a member before."""
+
+    @abc.abstractmethod
+    def leave(self, segment_id: str, contact_id: str) -> bool:
+        """True if the contact was a member before."""
+
+    @abc.abstractmethod
+    def size(self, segment_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[list[dict], str | None]: ...
+
+
+class RecheckSchedule(abc.ABC):
+    """Contacts to look at again at a given moment, read back by the moments that have come."""
+
+    @abc.abstractmethod
+    def schedule(self, contact_id: str, at: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(slot, contact id) pairs whose moment has come, oldest first."""
+
+    @abc.abstractmethod
+    def done(self, slot: str, contact_id: str) -> None: ...
+
+
+class ContactScan(abc.ABC):
+    """Reading every contact, resumably (back-fills, RFM thresholds, previews)."""
+
+    @abc.abstractmethod
+    def scan(self, cursor: str | None, limit: int) -> tuple[list[Contact], str | None]: ...

@@ -62,12 +62,16 @@ class EventProcessor:
         counter_days: int = 90,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         sleep: Callable[[float], None] = time.sleep,
+        rules=None,
+        publisher=None,
     ):
         self.repo = repo
         self.clock = clock
         self.counter_days = counter_days
         self.new_id = new_id
         self.sleep = sleep
+        self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
+        self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
 
     def process(self, event: dict, cache: BatchCache | None = None) -> Outcome:
         cache = cache if cache is not None else BatchCache()
@@ -85,6 +89,8 @@ class EventProcessor:
     # -- one attempt -------------------------------------------------------------------
 
     def _process_once(self, event: dict, cache: BatchCache, consistent: bool) -> Outcome:
+        if event.get("contactId"):
+            return self._process_internal(event, cache, consistent)
         identifiers = event_identifiers(event)
         optional = alias_candidates(event) if event["type"] == "alias" else []
         owners = self._lookup(identifiers + optional, cache, consistent)
@@ -133,6 +139,10 @@ class EventProcessor:
                 contact.add_identifier(identifier)
 
         applied = apply_event(contact, event, self.counter_days)
+        if applied and self.rules is not None:
+            for loser in losers:
+                self.rules.forget_merged(contact, loser)
+            self.rules.on_event(contact, event, self.clock.now(), full=bool(losers))
         if losers:
             self._merge(contact, losers, cache)  # the event lands in the same write as the merge
         elif contact.version is None:
@@ -140,7 +150,25 @@ class EventProcessor:
         elif applied:
             self.repo.save(contact)
         cache.contacts[contact.id] = contact
+        self._publish(contact)
         return Outcome(contact_id=contact.id, applied=applied, created=created, merged=[c.id for c in losers])
+
+    def _process_internal(self, event: dict, cache: BatchCache, consistent: bool) -> Outcome:
+        """Events Mercurio emits about a contact (Segment Entered…): counted on the contact
+        they name, and seen by the segments that read them."""
+        contact = self._follow(event["contactId"], cache, consistent)
+        applied = apply_event(contact, event, self.counter_days)
+        if applied:
+            if self.rules is not None:
+                self.rules.on_event(contact, event, self.clock.now())
+            self.repo.save(contact)
+        cache.contacts[contact.id] = contact
+        self._publish(contact)
+        return Outcome(contact_id=contact.id, applied=applied)
+
+    def _publish(self, contact: Contact) -> None:
+        if self.publisher is not None and contact.outbox:
+            self.publisher.publish(contact, self.clock.now())
 
     def _lookup(self, identifiers: list[str], cache: BatchCache, consistent: bool) -> dict[str, str]:
         owners = {i: cache.owners[i] for i in identifiers if i in cache.owners}

@@ -12,7 +12,11 @@ from chalicelib.services.ports import (
     Clock,
     ConcurrentUpdate,
     ContactRepository,
+    ContactScan,
+    DefinitionStore,
     EventStore,
+    MembershipStore,
+    RecheckSchedule,
     StoredEvent,
 )
 
@@ -51,7 +55,7 @@ class FakeEventStore(EventStore):
         return [b for _, b in page], (page[-1][0] if len(merged) > limit else None)
 
 
-class FakeContactRepository(ContactRepository):
+class FakeContactRepository(ContactRepository, ContactScan):
     def __init__(self):
         self.contacts: dict[str, dict] = {}
         self.identities: dict[str, str] = {}
@@ -117,3 +121,79 @@ class FakeContactRepository(ContactRepository):
             loser.merged_into = survivor.id
             self._write(survivor)
             self._write(loser)
+
+    def scan(self, cursor, limit):
+        ids = sorted(i for i, c in self.contacts.items() if not c["contact"].merged_into and (cursor is None or i > cursor))
+        page = ids[:limit]
+        return [self.get(i) for i in page], (page[-1] if len(ids) > limit else None)
+
+
+class FakeDefinitionStore(DefinitionStore):
+    def __init__(self):
+        self.versions: dict[tuple[str, str], list[dict]] = {}
+        self._stats: dict[tuple[str, str], dict] = {}
+        self.state: dict[str, dict] = {}
+
+    def put(self, kind, definition_id, document, now):
+        versions = self.versions.setdefault((kind, definition_id), [])
+        versions.append({"kind": kind, "id": definition_id, "version": len(versions) + 1,
+                         "document": copy.deepcopy(document), "updated_at": now})
+        return len(versions)
+
+    def current(self, kind=None):
+        return [copy.deepcopy(v[-1]) for (k, _), v in sorted(self.versions.items()) if kind in (None, k)]
+
+    def get(self, kind, definition_id):
+        versions = self.versions.get((kind, definition_id))
+        return copy.deepcopy(versions[-1]) if versions else None
+
+    def stats(self, kind, definition_id):
+        return dict(self._stats.get((kind, definition_id), {}))
+
+    def set_stats(self, kind, definition_id, **fields):
+        self._stats.setdefault((kind, definition_id), {}).update(copy.deepcopy(fields))
+
+    def get_state(self, name):
+        return copy.deepcopy(self.state.get(name))
+
+    def put_state(self, name, value):
+        self.state[name] = copy.deepcopy(value)
+
+
+class FakeMembershipStore(MembershipStore):
+    def __init__(self):
+        self.members_by_segment: dict[str, dict[str, str]] = {}
+
+    def enter(self, segment_id, contact_id, since):
+        members = self.members_by_segment.setdefault(segment_id, {})
+        if contact_id in members:
+            return False
+        members[contact_id] = since
+        return True
+
+    def leave(self, segment_id, contact_id):
+        return self.members_by_segment.get(segment_id, {}).pop(contact_id, None) is not None
+
+    def size(self, segment_id):
+        return len(self.members_by_segment.get(segment_id, {}))
+
+    def members(self, segment_id, limit, cursor):
+        ids = sorted(c for c in self.members_by_segment.get(segment_id, {}) if cursor is None or c > cursor)
+        page = ids[:limit]
+        rows = [{"contact_id": c, "since": self.members_by_segment[segment_id][c]} for c in page]
+        return rows, (page[-1] if len(ids) > limit else None)
+
+
+class FakeRecheckSchedule(RecheckSchedule):
+    def __init__(self):
+        self.items: set[tuple[str, str]] = set()
+
+    def schedule(self, contact_id, at):
+        self.items.add((at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), contact_id))
+
+    def due(self, now, limit):
+        stamp = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return sorted(i for i in self.items if i[0] <= stamp)[:limit]
+
+    def done(self, slot, contact_id):
+        self.items.discard((slot, contact_id))

@@ -1,0 +1,213 @@
+"""Real-time profile rules: counters for filtered matchers, lead scoring, RFM, personas,
+campaign engagement, and segment membership — evaluated in the same stream batch as the
+event that changed them, written in the same contact write.
+
+Side effects (membership rows, internal events, recheck schedule) go through an outbox kept
+on the contact: they are written with the contact, then published; publishing is
+idempotent, so a crash between the two only means they are published again.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from chalicelib.domain import engagement, personas, rfm, scoring
+from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
+from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.events import iso, parse_timestamp
+from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
+from chalicelib.services.catalog import Catalog
+from chalicelib.services.ports import EventStore, MembershipStore, RecheckSchedule, StoredEvent
+
+INTERNAL_SOURCE = "mercurio"
+INTERNAL_LIBRARY = {"name": CONTACT_INTERNAL_LIBRARY, "version": "1"}
+CONSENT_EVENT = "Consent Updated"
+OUTBOX_LIMIT = 200
+
+
+def internal_event(contact_id: str, name: str, properties: dict, now: datetime, cause: str) -> dict:
+    """An event Mercurio itself emits about a contact (Segment Entered, Stage Changed…).
+    Its id derives from what caused it, so publishing it twice stores it once."""
+    digest = hashlib.sha256(f"{cause}|{name}|{sorted(properties.items())}".encode()).hexdigest()[:32]
+    ts = iso(now)
+    return {"type": "track", "event": name, "properties": properties, "contactId": contact_id,
+            "messageId": f"mercurio-{digest}", "timestamp": ts, "originalTimestamp": ts, "receivedAt": ts,
+            "context": {"library": INTERNAL_LIBRARY}, "source": INTERNAL_SOURCE}
+
+
+def trait_names(event: dict) -> set[str]:
+    return set((event.get("traits") or {}).keys()) if event["type"] == "identify" else set()
+
+
+class ProfileRules:
+    """Applies the catalog's rules to one contact. Pure logic over the Catalog; the outbox
+    it fills is published by EffectsPublisher after the contact is saved."""
+
+    def __init__(self, catalog_source, counter_days: int = 90):
+        self.catalog_source = catalog_source  # callable returning the current Catalog
+        self.counter_days = counter_days
+
+    # -- the context the segment evaluator reads through ------------------------------
+
+    def _context(self, catalog: Catalog, contact: Contact) -> EvaluationContext:
+        config = catalog.scoring
+        return EvaluationContext(
+            is_member=lambda segment_id: segment_id in contact.segments,
+            score_now=(lambda c, now: scoring.score_now(config, c, now)) if config else (lambda c, now: 0.0),
+            score_crossing=(lambda c, threshold, now: scoring.score_crossing(config, c, threshold, now))
+            if config else (lambda c, threshold, now: None),
+            campaign_group=lambda c, campaign_id: engagement.campaign_group(c, campaign_id),
+        )
+
+    # -- on an event ---------------------------------------------------------------------
+
+    def on_event(self, contact: Contact, event: dict, now: datetime, full: bool = False) -> None:
+        catalog = self.catalog_source()
+        name = counter_name(event)
+        cause = event["messageId"]
+        kinds: set[str] = set()
+        if name:
+            for matcher in catalog.matchers_for(name):
+                if matcher.matches(name, event):
+                    bump_counter(contact.filtered, matcher.key, event["timestamp"], self.counter_days)
+        if catalog.scoring is not None:
+            before = (contact.score.get("points"), contact.stage, tuple(contact.tags))
+            for emitted in scoring.apply_event(catalog.scoring, contact, event, now):
+                self._emit(contact, emitted["event"], emitted.get("properties", {}), now, cause)
+            after = (contact.score.get("points"), contact.stage, tuple(contact.tags))
+            kinds |= {k for k, b, a in zip(("score", "stage", "tag"), before, after) if b != a}
+        if catalog.rfm is not None and rfm.record_purchase(catalog.rfm, contact, event):
+            if catalog.rfm_thresholds is not None:
+                contact.rfm.update(rfm.classify(catalog.rfm, contact.rfm, catalog.rfm_thresholds, now))
+            kinds.add("rfm")
+        if catalog.campaigns and engagement.record_engagement(catalog.campaigns, contact, event):
+            kinds.add("campaign")
+        if name == CONSENT_EVENT:
+            kinds |= self._consent(contact, event)
+        if catalog.personas is not None and contact.persona is None and event["type"] == "identify":
+            contact.persona = personas.assign(catalog.personas, contact)
+            if contact.persona:
+                kinds.add("persona")
+        affected = set()
+        if full:
+            affected = set(catalog.segments)
+        else:
+            if name:
+                affected |= set(catalog.index.affected_by_event(name))
+            affected |= set(catalog.index.affected_by_traits(trait_names(event)))
+            for kind in kinds:
+                affected |= set(catalog.index.affected_by(kind))
+        self.evaluate(contact, now, affected, cause, catalog)
+
+    def _consent(self, contact: Contact, event: dict) -> set[str]:
+        props = event.get("properties") or {}
+        channel, status = props.get("channel"), props.get("status")
+        if not isinstance(channel, str) or status not in ("granted", "denied"):
+            return set()
+        current = contact.consent.get(channel, {})
+        if event["timestamp"] < current.get("at", ""):
+            return set()
+        contact.consent[channel] = {"status": status, "at": event["timestamp"],
+                                    "source": str(props.get("source") or event.get("source") or "")}
+        return {"consent"}
+
+    # -- segments ------------------------------------------------------------------------
+
+    def evaluate(self, contact: Contact, now: datetime, segment_ids: set[str], cause: str,
+                 catalog: Catalog | None = None) -> list[tuple[str, bool]]:
+        """Evaluate these segments (plus due time checks and dependents) and record changes."""
+        catalog = catalog or self.catalog_source()
+        checks = contact.checks
+        due = {sid for sid, at in list(checks.items()) if at <= iso(now)}
+        wanted = (set(segment_ids) | due) & set(catalog.segments)
+        # Memberships of segments that no longer exist are dropped.
+        changes: list[tuple[str, bool]] = []
+        for gone in [sid for sid in contact.segments if sid not in catalog.segments]:
+            del contact.segments[gone]
+            checks.pop(gone, None)
+            changes.append((gone, False))
+        if not wanted and not changes:
+            return []
+        pending = set(wanted)
+        context = self._context(catalog, contact)
+        done: set[str] = set()
+        while pending:
+            order = [sid for sid in catalog.index.evaluation_order(pending) if sid not in done]
+            pending = set()
+            for segment_id in order:
+                done.add(segment_id)
+                definition = catalog.segments[segment_id]
+                result = evaluate(definition, contact, now, context)
+                was = segment_id in contact.segments
+                if result.next_change is not None:
+                    checks[segment_id] = iso(max(result.next_change, now))
+                else:
+                    checks.pop(segment_id, None)
+                if result.member != was:
+                    changes.append((segment_id, result.member))
+                    if result.member:
+                        contact.segments[segment_id] = {"since": iso(now)}
+                    else:
+                        del contact.segments[segment_id]
+                    pending |= set(catalog.index.dependents([segment_id])) - done
+        for segment_id, entered in changes:
+            definition = catalog.segments.get(segment_id)
+            name = getattr(definition, "name", segment_id)
+            self._emit(contact, "Segment Entered" if entered else "Segment Exited",
+                       {"segment_id": segment_id, "segment_name": name}, now, cause)
+            contact.outbox.append({"kind": "enter" if entered else "leave", "segment_id": segment_id,
+                                   "since": iso(now)})
+        self._reschedule(contact, now)
+        return changes
+
+    def forget_merged(self, survivor: Contact, loser: Contact) -> None:
+        """The loser's memberships end: the survivor is evaluated afresh after the merge."""
+        for segment_id in loser.segments:
+            survivor.outbox.append({"kind": "leave", "segment_id": segment_id, "contact_id": loser.id})
+
+    def _reschedule(self, contact: Contact, now: datetime) -> None:
+        checks = contact.checks
+        upcoming = min(checks.values()) if checks else None
+        if upcoming != contact.next_check:
+            contact.next_check = upcoming
+            if upcoming is not None:
+                contact.outbox.append({"kind": "schedule", "at": upcoming})
+
+    def _emit(self, contact: Contact, name: str, properties: dict, now: datetime, cause: str) -> None:
+        contact.outbox.append({"kind": "event", "event": internal_event(contact.id, name, properties, now, cause)})
+        del contact.outbox[:-OUTBOX_LIMIT]
+
+
+@dataclass
+class EffectsPublisher:
+    """Publishes a saved contact's outbox. Every effect is idempotent."""
+
+    memberships: MembershipStore
+    events: EventStore
+    schedule: RecheckSchedule
+    ttl_days: int = 395
+
+    def publish(self, contact: Contact, now: datetime) -> int:
+        if not contact.outbox:
+            return 0
+        internal = []
+        for effect in contact.outbox:
+            kind = effect["kind"]
+            member = effect.get("contact_id", contact.id)
+            if kind == "enter":
+                self.memberships.enter(effect["segment_id"], member, effect["since"])
+            elif kind == "leave":
+                self.memberships.leave(effect["segment_id"], member)
+            elif kind == "schedule":
+                self.schedule.schedule(contact.id, parse_timestamp(effect["at"]))
+            elif kind == "event":
+                event = effect["event"]
+                internal.append(StoredEvent(partition=f"contact:{event['contactId']}",
+                                            sort=f"{event['originalTimestamp']}#{event['messageId']}",
+                                            body=event, ttl=int((now + timedelta(days=self.ttl_days)).timestamp())))
+        if internal:
+            self.events.append(internal)
+        published = len(contact.outbox)
+        contact.outbox.clear()  # persisted empty with the contact's next write
+        return published
