@@ -6,14 +6,12 @@ from pathlib import Path
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from chalice import Chalice, Response
+from chalice import Chalice, Rate, Response
 
 from chalicelib import bootstrap, config
-from chalicelib.admin_auth import is_admin
+from chalicelib.api_admin import admin_api
 from chalicelib.adapters.dynamodb_events import EventStoreUnavailable
 from chalicelib.domain.events import SHORT_PATHS, RequestError
-from chalicelib.services.contacts import BadQuery, NotFound
-from chalicelib.services.imports import ImportRejected
 from chalicelib.services.ingest import OriginNotAllowed, TrackingRequest, Unauthorized
 from chalicelib.stream import handle_stream
 
@@ -135,53 +133,9 @@ def health():
     return _json(200, {"status": "ok", "stage": config.settings().stage})
 
 
-# -- admin API: bearer token only -----------------------------------------------------------
+# -- admin API (bearer token only) and scheduled jobs ------------------------------------------
 
-def _admin(action):
-    request = app.current_request
-    if not is_admin(request.headers.get("authorization")):
-        return _json(401, {"error": "admin endpoints need Authorization: Bearer <admin token>"},
-                     {"WWW-Authenticate": 'Bearer realm="mercurio-admin"'})
-    try:
-        return _json(200, action(request))
-    except BadQuery as exc:
-        return _json(400, {"error": str(exc)})
-    except ImportRejected as exc:
-        return _json(400, {"error": str(exc)})
-    except NotFound as exc:
-        return _json(404, {"error": str(exc)})
-
-
-def _query(request, name: str) -> str | None:
-    return (request.query_params or {}).get(name)
-
-
-@app.route("/v1/admin/contacts", methods=["GET"])
-def admin_contact_by_identifier():
-    return _admin(lambda r: bootstrap.contact_queries().by_identifier(_query(r, "identifier")))
-
-
-@app.route("/v1/admin/contacts/{contact_id}", methods=["GET"])
-def admin_contact(contact_id):
-    return _admin(lambda r: bootstrap.contact_queries().by_id(contact_id))
-
-
-@app.route("/v1/admin/contacts/{contact_id}/events", methods=["GET"])
-def admin_contact_events(contact_id):
-    return _admin(lambda r: bootstrap.contact_queries().timeline(
-        contact_id, limit=_query(r, "limit"), cursor=_query(r, "cursor")))
-
-
-@app.route("/v1/admin/imports", methods=["POST"], content_types=ANY)
-def admin_import():
-    def run(request):
-        try:
-            body = json.loads(request.raw_body or b"")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImportRejected(f"body is not valid JSON ({exc})") from None
-        return bootstrap.contact_importer().run(body)
-
-    return _admin(run)
+app.register_blueprint(admin_api)
 
 
 # -- stream processing ------------------------------------------------------------------------
@@ -195,3 +149,23 @@ def process_events(event):
         return handle_stream(event.to_dict(), event.context, bootstrap.event_processor(), logger, metrics)
     finally:
         _flush_metrics()
+
+
+@app.schedule(Rate(config.recheck_minutes(), unit=Rate.MINUTES), name="segment_jobs")
+def segment_jobs(event):
+    """Time-based segment rechecks, back-fills of new definitions, uploaded definitions."""
+    jobs = bootstrap.segment_jobs()
+    report = {"uploads": bootstrap.definitions().sync_uploads(bootstrap.definition_uploads()),
+              "recheck": jobs.recheck_due(), "backfills": jobs.run_backfills()}
+    logger.info("segment jobs", extra={"recheck": report["recheck"], "backfills": report["backfills"],
+                                       "uploads_applied": len(report["uploads"]["applied"]),
+                                       "uploads_rejected": report["uploads"]["rejected"]})
+    return report
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS), name="rfm_thresholds")
+def rfm_thresholds(event):
+    """RFM quintiles from the current distribution, then every customer's class."""
+    report = bootstrap.segment_jobs().recompute_rfm()
+    logger.info("rfm recomputed", extra={k: v for k, v in report.items() if k != "thresholds"})
+    return report

@@ -5,13 +5,21 @@ import os
 from functools import lru_cache
 
 from chalicelib import config
+from chalicelib.domain import scoring
 from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
+from chalicelib.adapters.dynamodb_definitions import DynamoDBDefinitionStore
 from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
+from chalicelib.adapters.dynamodb_memberships import DynamoDBMembershipStore
+from chalicelib.adapters.dynamodb_schedule import DynamoDBRecheckSchedule
+from chalicelib.adapters.s3_definitions import S3DefinitionUploads
 from chalicelib.services.contacts import ContactQueries
+from chalicelib.services.definitions import DefinitionService
 from chalicelib.services.imports import ContactImporter
 from chalicelib.services.ingest import IngestService
 from chalicelib.services.ports import SystemClock
 from chalicelib.services.process_events import EventProcessor
+from chalicelib.services.segment_jobs import SegmentJobs
+from chalicelib.services.segmentation import EffectsPublisher, ProfileRules
 
 
 def _endpoint() -> str | None:
@@ -19,9 +27,26 @@ def _endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-@lru_cache(maxsize=1)
+_clock_override = None
+
+
+class _Clock(SystemClock):
+    """The system clock, unless a test or the local stack set another one with use_clock."""
+
+    def now(self):
+        return _clock_override.now() if _clock_override is not None else super().now()
+
+
+_CLOCK = _Clock()
+
+
 def clock() -> SystemClock:
-    return SystemClock()
+    return _CLOCK
+
+
+def use_clock(replacement) -> None:
+    global _clock_override
+    _clock_override = replacement
 
 
 @lru_cache(maxsize=1)
@@ -44,13 +69,62 @@ def ingest_service() -> IngestService:
 
 
 @lru_cache(maxsize=1)
+def definition_store() -> DynamoDBDefinitionStore:
+    return DynamoDBDefinitionStore(config.settings().definitions_table)
+
+
+@lru_cache(maxsize=1)
+def membership_store() -> DynamoDBMembershipStore:
+    s = config.settings()
+    return DynamoDBMembershipStore(s.memberships_table, s.definitions_table)
+
+
+@lru_cache(maxsize=1)
+def recheck_schedule() -> DynamoDBRecheckSchedule:
+    return DynamoDBRecheckSchedule(config.settings().schedule_table)
+
+
+@lru_cache(maxsize=1)
+def definition_uploads() -> S3DefinitionUploads:
+    return S3DefinitionUploads(config.settings().data_bucket)
+
+
+@lru_cache(maxsize=1)
+def definitions() -> DefinitionService:
+    return DefinitionService(definition_store(), clock(), cache_seconds=config.settings().definitions_cache_seconds)
+
+
+@lru_cache(maxsize=1)
+def profile_rules() -> ProfileRules:
+    return ProfileRules(lambda: definitions().catalog(), counter_days=config.settings().counter_days)
+
+
+@lru_cache(maxsize=1)
+def effects_publisher() -> EffectsPublisher:
+    return EffectsPublisher(membership_store(), event_store(), recheck_schedule(),
+                            ttl_days=config.settings().event_ttl_days)
+
+
+@lru_cache(maxsize=1)
 def event_processor() -> EventProcessor:
-    return EventProcessor(contact_repository(), clock(), counter_days=config.settings().counter_days)
+    return EventProcessor(contact_repository(), clock(), counter_days=config.settings().counter_days,
+                          rules=profile_rules(), publisher=effects_publisher())
+
+
+@lru_cache(maxsize=1)
+def segment_jobs() -> SegmentJobs:
+    return SegmentJobs(contact_repository(), definitions(), profile_rules(), effects_publisher(),
+                       recheck_schedule(), membership_store(), event_store(), clock(),
+                       counter_days=config.settings().counter_days)
 
 
 @lru_cache(maxsize=1)
 def contact_queries() -> ContactQueries:
-    return ContactQueries(contact_repository(), event_store(), clock())
+    def score_of(contact, now):
+        config = definitions().catalog().scoring
+        return scoring.score_now(config, contact, now) if config is not None else 0.0
+
+    return ContactQueries(contact_repository(), event_store(), clock(), score_of=score_of)
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +134,9 @@ def contact_importer() -> ContactImporter:
 
 def reset() -> None:
     """Forget every built object (tests change the environment between cases)."""
-    for builder in (clock, event_store, contact_repository, ingest_service, event_processor,
-                    contact_queries, contact_importer):
+    for builder in (event_store, contact_repository, ingest_service, event_processor, contact_queries,
+                    contact_importer, definition_store, membership_store, recheck_schedule, definition_uploads,
+                    definitions, profile_rules, effects_publisher, segment_jobs):
         builder.cache_clear()
     config.settings.cache_clear()
+    use_clock(None)

@@ -51,12 +51,17 @@ class Settings:
     events_table: str
     contacts_table: str
     identities_table: str
+    definitions_table: str
+    memberships_table: str
+    schedule_table: str
+    data_bucket: str
     sources: tuple[Source, ...]
     admin_token: str | None
     admin_token_parameter: str | None
     event_ttl_days: int
     ip_truncate: bool
     counter_days: int
+    definitions_cache_seconds: float
     max_nesting_depth: int = 12
     extra: dict = field(default_factory=dict)
 
@@ -74,10 +79,21 @@ def settings() -> Settings:
         events_table=_env("MERCURIO_EVENTS_TABLE", f"mercurio-{st}-events"),
         contacts_table=_env("MERCURIO_CONTACTS_TABLE", f"mercurio-{st}-contacts"),
         identities_table=_env("MERCURIO_IDENTITIES_TABLE", f"mercurio-{st}-identities"),
+        definitions_table=_env("MERCURIO_DEFINITIONS_TABLE", f"mercurio-{st}-definitions"),
+        memberships_table=_env("MERCURIO_MEMBERSHIPS_TABLE", f"mercurio-{st}-memberships"),
+        schedule_table=_env("MERCURIO_SCHEDULE_TABLE", f"mercurio-{st}-schedule"),
+        data_bucket=_env("MERCURIO_DATA_BUCKET", f"mercurio-{st}-data-000000000000"),
         sources=parse_sources(raw_sources),
         admin_token=_env("MERCURIO_ADMIN_TOKEN"),
         admin_token_parameter=_env("MERCURIO_ADMIN_TOKEN_PARAMETER"),
         event_ttl_days=_int("MERCURIO_EVENT_TTL_DAYS", 395),
         ip_truncate=_bool("MERCURIO_IP_TRUNCATE", False),
         counter_days=_int("MERCURIO_COUNTER_DAYS", 90),
+        definitions_cache_seconds=float(_int("MERCURIO_DEFINITIONS_CACHE_SECONDS", 30)),
     )
+
+
+def recheck_minutes() -> int:
+    """How often the scheduled job looks for contacts whose segments time may have changed
+    (the promise: a time-based condition flips within this many minutes). Read at import."""
+    return max(1, min(15, _int("MERCURIO_RECHECK_MINUTES", 5)))

@@ -5,14 +5,13 @@ resent event is never processed twice.
 """
 from __future__ import annotations
 
-import json
-
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
     DynamoDBRecord,
     DynamoDBRecordEventName,
 )
 
+from chalicelib.adapters.dynamodb_events import decode_body
 from chalicelib.services.process_events import BatchCache, EventProcessor
 
 
@@ -25,10 +24,10 @@ def handle_stream(event: dict, context, processor: EventProcessor, logger=None, 
             counts["skipped"] += 1
             return
         body = record.dynamodb.new_image.get("b")
-        if not isinstance(body, str):
+        if body is None:
             counts["skipped"] += 1
             return
-        tracking_event = json.loads(body)
+        tracking_event = decode_body(body)
         outcome = processor.process(tracking_event, cache)
         counts["processed"] += 1
         counts["created"] += int(outcome.created)

@@ -5,9 +5,10 @@ import boto3
 
 
 class LazyTable:
-    def __init__(self, table_name: str, resource=None):
+    def __init__(self, table_name: str, resource=None, client=None):
         self.table_name = table_name
         self._resource = resource
+        self._client = client
         self._table = None
 
     @property
@@ -19,4 +20,8 @@ class LazyTable:
 
     @property
     def client(self):
-        return self.table.meta.client
+        """A plain client (wire-format attribute values): a resource's own client converts
+        Python values and would misread them."""
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client

@@ -93,4 +93,6 @@ def build_catalog(rows: list[dict], rfm_thresholds: dict | None = None) -> Catal
 def validate_segments(existing: dict, candidate) -> None:
     """Catalog-level checks for a new or edited segment: references exist, no cycles."""
     segments = {**existing, candidate.id: candidate}
-    validate_catalog(list(segments.values()))
+    problems = validate_catalog(list(segments.values()))
+    if problems:
+        raise DefinitionError(problems)

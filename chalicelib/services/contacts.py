@@ -20,7 +20,9 @@ class BadQuery(ValueError):
     pass
 
 
-def contact_view(contact: Contact, clock: Clock) -> dict:
+def contact_view(contact: Contact, clock: Clock, score_of=None) -> dict:
+    now = clock.now()
+    score = round(score_of(contact, now), 2) if score_of is not None and contact.score else 0
     return {
         "id": contact.id,
         "traits": contact.traits,
@@ -28,7 +30,15 @@ def contact_view(contact: Contact, clock: Clock) -> dict:
         "first_seen": contact.first_seen,
         "last_seen": contact.last_seen,
         "created_at": contact.created_at,
-        "counters": counters_view(contact.counters, clock.now().date()),
+        "counters": counters_view(contact.counters, now.date()),
+        "segments": contact.segments,
+        "score": score,
+        "grade": contact.score.get("grade"),
+        "stage": contact.stage,
+        "tags": contact.tags,
+        "rfm": contact.rfm,
+        "persona": contact.persona,
+        "consent": contact.consent,
         "last_context": contact.last_context,
         "groups": contact.groups,
         "merged_from": contact.merged_from,
@@ -36,10 +46,11 @@ def contact_view(contact: Contact, clock: Clock) -> dict:
 
 
 class ContactQueries:
-    def __init__(self, repo: ContactRepository, events: EventStore, clock: Clock):
+    def __init__(self, repo: ContactRepository, events: EventStore, clock: Clock, score_of=None):
         self.repo = repo
         self.events = events
         self.clock = clock
+        self.score_of = score_of  # (contact, now) -> decayed lead score
 
     def _resolve(self, contact_id: str) -> Contact:
         seen = set()
@@ -61,10 +72,10 @@ class ContactQueries:
         owner = self.repo.lookup([normalised], consistent=True).get(normalised)
         if owner is None:
             raise NotFound(f"no contact is known by {normalised}")
-        return contact_view(self._resolve(owner), self.clock)
+        return contact_view(self._resolve(owner), self.clock, self.score_of)
 
     def by_id(self, contact_id: str) -> dict:
-        return contact_view(self._resolve(contact_id), self.clock)
+        return contact_view(self._resolve(contact_id), self.clock, self.score_of)
 
     def timeline(self, contact_id: str, limit: str | None = None, cursor: str | None = None) -> dict:
         try:

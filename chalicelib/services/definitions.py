@@ -14,6 +14,7 @@ import yaml
 
 from chalicelib.domain.definition_errors import DefinitionError
 from chalicelib.domain.events import iso
+from chalicelib.domain.segments.language import validate_catalog
 from chalicelib.services.catalog import KINDS, SINGLETONS, Catalog, build_catalog, check_id, parse_document, \
     validate_segments
 from chalicelib.services.ports import Clock, DefinitionStore
@@ -72,7 +73,7 @@ class DefinitionService:
 
     # -- writing -------------------------------------------------------------------------
 
-    def validate(self, kind: str, definition_id: str, document: dict):
+    def validate(self, kind: str, definition_id: str, document: dict, check_references: bool = True):
         if kind not in KINDS:
             raise DefinitionError([f"kind: unknown definition kind {kind!r} (use one of {', '.join(KINDS)})"])
         check_id(kind, definition_id)
@@ -82,14 +83,15 @@ class DefinitionService:
                 raise DefinitionError([f"id: the document says {stated!r} but is stored as {definition_id!r}"])
             document = {**document, "id": definition_id}
         parsed = parse_document(kind, document)
-        if kind == "segment":
+        if kind == "segment" and check_references:
             existing = {row["id"]: parse_document("segment", row["document"])
                         for row in self.store.current("segment") if row["id"] != definition_id}
             validate_segments(existing, parsed)
         return document, parsed
 
-    def put(self, kind: str, definition_id: str, body, content_type: str | None = None) -> dict:
-        document, parsed = self.validate(kind, definition_id, decode_document(body, content_type))
+    def put(self, kind: str, definition_id: str, body, content_type: str | None = None,
+            check_references: bool = True) -> dict:
+        document, parsed = self.validate(kind, definition_id, decode_document(body, content_type), check_references)
         current = self.store.get(kind, definition_id)
         if current is not None and current["document"] == document:
             return {"kind": kind, "id": definition_id, "version": current["version"], "changed": False}
@@ -104,14 +106,37 @@ class DefinitionService:
 
     def seed_directory(self, root: Path) -> list[dict]:
         """Load every definition file under root: segments/*.yaml, campaigns/*.yaml,
-        scoring.yaml, rfm.yaml, personas.yaml. Unchanged documents are not re-versioned."""
-        results = []
+        scoring.yaml, rfm.yaml, personas.yaml. The segments are checked together (they may
+        reference each other); unchanged documents are not re-versioned."""
         files = sorted(root.glob("segments/*.y*ml")) + sorted(root.glob("campaigns/*.y*ml"))
         files += [root / f"{kind}.yaml" for kind in SINGLETONS if (root / f"{kind}.yaml").exists()]
+        documents = []
         for path in files:
             kind, definition_id = kind_and_id(path.relative_to(root).as_posix())
-            results.append(self.put(kind, definition_id, path.read_text(encoding="utf-8")))
-        return results
+            documents.append((kind, definition_id, path.read_text(encoding="utf-8")))
+        segments = {**{row["id"]: parse_document("segment", row["document"]) for row in self.store.current("segment")},
+                    **{i: parse_document("segment", {**decode_document(text), "id": i})
+                       for kind, i, text in documents if kind == "segment"}}
+        problems = validate_catalog(list(segments.values()))
+        if problems:
+            raise DefinitionError(problems)
+        return [self.put(kind, i, text, check_references=False) for kind, i, text in documents]
+
+    def sync_uploads(self, uploads) -> dict:
+        """Apply documents uploaded to the data bucket since the last sync (by ETag)."""
+        seen = self.store.get_state("uploads") or {}
+        listing = uploads.listing()
+        applied, rejected = [], []
+        for key, etag in sorted(listing.items()):
+            if seen.get(key) == etag:
+                continue
+            try:
+                applied.append(self.put_from_upload(key, uploads.read(key)))
+            except DefinitionError as exc:
+                rejected.append({"key": key, "problems": exc.problems})
+            seen[key] = etag
+        self.store.put_state("uploads", {k: v for k, v in seen.items() if k in listing})
+        return {"applied": applied, "rejected": rejected}
 
     def put_from_upload(self, key: str, body: bytes) -> dict:
         """An object uploaded under definitions/ in the data bucket."""

@@ -24,6 +24,7 @@ INTERNAL_SOURCE = "mercurio"
 INTERNAL_LIBRARY = {"name": CONTACT_INTERNAL_LIBRARY, "version": "1"}
 CONSENT_EVENT = "Consent Updated"
 OUTBOX_LIMIT = 200
+CAMPAIGN_AUDIENCE = "~campaign-{}"  # membership set of a campaign's recipients (not a segment id)
 
 
 def internal_event(contact_id: str, name: str, properties: dict, now: datetime, cause: str) -> dict:
@@ -69,6 +70,11 @@ class ProfileRules:
         kinds: set[str] = set()
         if name:
             for matcher in catalog.matchers_for(name):
+                entry = contact.filtered.get(matcher.key)
+                if entry is None and contact.counters.get(name, {}).get("total", 0) > 1:
+                    continue  # earlier history is not counted yet: the back-fill counts it all
+                if entry is not None and event.get("receivedAt", "") <= entry.get("as_of", ""):
+                    continue  # already in the count a back-fill took from the stored history
                 if matcher.matches(name, event):
                     bump_counter(contact.filtered, matcher.key, event["timestamp"], self.counter_days)
         if catalog.scoring is not None:
@@ -81,8 +87,13 @@ class ProfileRules:
             if catalog.rfm_thresholds is not None:
                 contact.rfm.update(rfm.classify(catalog.rfm, contact.rfm, catalog.rfm_thresholds, now))
             kinds.add("rfm")
-        if catalog.campaigns and engagement.record_engagement(catalog.campaigns, contact, event):
-            kinds.add("campaign")
+        if catalog.campaigns:
+            known = set(contact.campaigns)
+            if engagement.record_engagement(catalog.campaigns, contact, event):
+                kinds.add("campaign")
+                for campaign_id in set(contact.campaigns) - known:
+                    contact.outbox.append({"kind": "enter", "segment_id": CAMPAIGN_AUDIENCE.format(campaign_id),
+                                           "since": iso(now)})
         if name == CONSENT_EVENT:
             kinds |= self._consent(contact, event)
         if catalog.personas is not None and contact.persona is None and event["type"] == "identify":

@@ -1,0 +1,248 @@
+"""Work that does not ride on an incoming event: time-based rechecks, back-fills of new or
+edited definitions, size previews, RFM thresholds, campaign reports and audience exports.
+
+Each job is resumable and bounded: it does at most `limit` contacts or `budget` seconds per
+call and keeps its cursor in the definition store, so a scheduled Lambda can run it in
+slices and a failure resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from datetime import datetime
+from typing import Callable, Iterable
+
+from chalicelib.domain import engagement, personas, rfm
+from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.events import iso
+from chalicelib.domain.identity import kind_of
+from chalicelib.domain.segments.evaluator import evaluate
+from chalicelib.services.catalog import Catalog, parse_document
+from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionService
+from chalicelib.services.ports import Clock, ConcurrentUpdate, EventStore, MembershipStore, RecheckSchedule
+from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE, EffectsPublisher, ProfileRules
+
+MAX_ATTEMPTS = 5
+
+
+class JobError(ValueError):
+    """A request for a job that cannot run (unknown segment, bad parameters)."""
+
+
+class SegmentJobs:
+    def __init__(self, repo, definitions: DefinitionService, rules: ProfileRules, publisher: EffectsPublisher,
+                 schedule: RecheckSchedule, memberships: MembershipStore, events: EventStore, clock: Clock,
+                 counter_days: int = 90, monotonic: Callable[[], float] = time.monotonic):
+        self.repo = repo
+        self.definitions = definitions
+        self.rules = rules
+        self.publisher = publisher
+        self.schedule = schedule
+        self.memberships = memberships
+        self.events = events
+        self.clock = clock
+        self.counter_days = counter_days
+        self.monotonic = monotonic
+
+    # -- one contact, read-modify-write with retries -------------------------------------
+
+    def _update(self, contact_id: str, change: Callable[[Contact], None]) -> Contact | None:
+        for _ in range(MAX_ATTEMPTS):
+            contact = self.repo.get(contact_id, consistent=True)
+            hops = 0
+            while contact is not None and contact.merged_into and hops < 8:
+                contact = self.repo.get(contact.merged_into, consistent=True)
+                hops += 1
+            if contact is None or contact.merged_into:
+                return None
+            before = copy.deepcopy(contact.to_document())
+            change(contact)
+            try:
+                if contact.to_document() != before:
+                    self.repo.save(contact)
+            except ConcurrentUpdate:
+                continue
+            if contact.outbox:
+                self.publisher.publish(contact, self.clock.now())
+            return contact
+        raise ConcurrentUpdate(f"contact {contact_id} kept changing during a job")
+
+    # -- time passing ----------------------------------------------------------------------
+
+    def recheck_due(self, limit: int = 1000, budget_seconds: float = 240.0) -> dict:
+        """Re-evaluate the contacts whose segments time alone may have changed by now."""
+        started = self.monotonic()
+        now = self.clock.now()
+        checked = changed = 0
+        for slot, contact_id in self.schedule.due(now, limit):
+            if self.monotonic() - started > budget_seconds:
+                break
+            flips: list = []
+
+            def recheck(contact: Contact) -> None:
+                flips.extend(self.rules.evaluate(contact, now, set(), cause=f"recheck:{slot}"))
+
+            self._update(contact_id, recheck)
+            self.schedule.done(slot, contact_id)
+            checked += 1
+            changed += bool(flips)
+        return {"checked": checked, "changed": changed, "at": iso(now)}
+
+    # -- back-fills -------------------------------------------------------------------------
+
+    def pending_backfills(self) -> list[tuple[str, str, dict]]:
+        jobs = []
+        for kind in ("segment", "personas"):
+            for row in self.definitions.list(kind):
+                progress = self.definitions.store.stats(kind, row["id"]).get("backfill")
+                if progress and progress.get("status") in ("pending", "running"):
+                    jobs.append((kind, row["id"], progress))
+        return jobs
+
+    def run_backfills(self, page_size: int = 100, budget_seconds: float = 240.0) -> list[dict]:
+        started = self.monotonic()
+        reports = []
+        for kind, definition_id, progress in self.pending_backfills():
+            while self.monotonic() - started < budget_seconds:
+                progress = self.backfill_page(kind, definition_id, progress, page_size)
+                if progress["status"] == "done":
+                    break
+            reports.append({"kind": kind, "id": definition_id, **progress})
+        return reports
+
+    def backfill_page(self, kind: str, definition_id: str, progress: dict, page_size: int) -> dict:
+        catalog = self.definitions.catalog()
+        contacts, cursor = self.repo.scan(progress.get("cursor"), page_size)
+        now = self.clock.now()
+        for contact in contacts:
+            if kind == "segment":
+                self._update(contact.id, lambda c: self._refresh_segment(c, catalog, definition_id, now))
+            else:
+                self._update(contact.id, lambda c: self._refresh_persona(c, catalog, now))
+        progress = {**progress, "status": "running" if cursor else "done", "cursor": cursor,
+                    "scanned": progress.get("scanned", 0) + len(contacts), "updated_at": iso(now)}
+        if not cursor:
+            progress["finished_at"] = iso(now)
+        self.definitions.store.set_stats(kind, definition_id, backfill=progress)
+        return progress
+
+    def _refresh_segment(self, contact: Contact, catalog: Catalog, segment_id: str, now: datetime) -> None:
+        definition = catalog.segments.get(segment_id)
+        if definition is None:
+            return
+        self.recount(contact, definition.matchers(), now)
+        self.rules.evaluate(contact, now, {segment_id}, cause=f"backfill:{segment_id}:{catalog.versions.get(('segment', segment_id))}", catalog=catalog)
+
+    def _refresh_persona(self, contact: Contact, catalog: Catalog, now: datetime) -> None:
+        if catalog.personas is None:
+            return
+        assigned = personas.assign(catalog.personas, contact)
+        if assigned != contact.persona:
+            contact.persona = assigned
+            self.rules.evaluate(contact, now, set(catalog.index.affected_by("persona")),
+                                cause=f"personas:{catalog.versions.get(('personas', 'default'))}", catalog=catalog)
+
+    def recount(self, contact: Contact, matchers: Iterable, now: datetime) -> None:
+        """Count a new filtered matcher over the contact's stored history. The count is
+        as of now: live processing then adds only events received after it."""
+        missing = [m for m in matchers if m.filters and m.key not in contact.filtered and m.event in contact.counters]
+        if not missing:
+            return
+        partitions = [i for i in contact.identifiers if kind_of(i) in ("user", "anon", "email", "phone")]
+        partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
+        counts: dict = {}
+        before = None
+        while True:
+            page, before = self.events.timeline(partitions, 200, before)
+            for event in page:
+                name = counter_name(event)
+                for matcher in missing:
+                    if name and matcher.matches(name, event):
+                        bump_counter(counts, matcher.key, event["timestamp"], self.counter_days)
+            if not before:
+                break
+        stamp = iso(now)
+        for matcher in missing:
+            contact.filtered[matcher.key] = counts.get(matcher.key) or {"total": 0, "first": stamp, "last": stamp,
+                                                                      "days": {}, "recent": []}
+            contact.filtered[matcher.key]["as_of"] = stamp
+
+    # -- previews ---------------------------------------------------------------------------
+
+    def preview(self, document: dict, max_contacts: int = 5000, budget_seconds: float = 20.0) -> dict:
+        """How many contacts a segment would hold, without saving it or writing anything."""
+        definition = parse_document("segment", document)
+        catalog = self.definitions.catalog()
+        context = self.rules._context(catalog, Contact(id="preview", created_at=""))
+        started = self.monotonic()
+        now = self.clock.now()
+        members = scanned = 0
+        cursor = None
+        sample: list[str] = []
+        while True:
+            contacts, cursor = self.repo.scan(cursor, 200)
+            for contact in contacts:
+                self.recount(contact, definition.matchers(), now)
+                context.is_member = lambda sid, c=contact: sid in c.segments
+                if evaluate(definition, contact, now, context).member:
+                    members += 1
+                    if len(sample) < 10:
+                        sample.append(contact.id)
+                scanned += 1
+            if not cursor or scanned >= max_contacts or self.monotonic() - started > budget_seconds:
+                break
+        return {"size": members, "scanned": scanned, "complete": cursor is None, "sample": sample}
+
+    # -- RFM --------------------------------------------------------------------------------
+
+    def recompute_rfm(self, page_size: int = 500) -> dict:
+        """Quintile thresholds from the current distribution, then every customer's class."""
+        catalog = self.definitions.catalog()
+        if catalog.rfm is None:
+            return {"status": "no rfm definition"}
+        now = self.clock.now()
+        values, cursor = [], None
+        while True:
+            contacts, cursor = self.repo.scan(cursor, page_size)
+            values.extend(c.rfm for c in contacts if c.rfm.get("orders"))
+            if not cursor:
+                break
+        thresholds = rfm.compute_thresholds(catalog.rfm, values, now)
+        self.definitions.store.put_state(RFM_THRESHOLDS, thresholds.to_dict())
+        self.definitions.invalidate()
+        catalog = self.definitions.catalog()
+        reclassified, cursor = 0, None
+        affected = set(catalog.index.affected_by("rfm"))
+        while True:
+            contacts, cursor = self.repo.scan(cursor, page_size)
+            for contact in contacts:
+                if not contact.rfm.get("orders"):
+                    continue
+                fresh = rfm.classify(catalog.rfm, contact.rfm, catalog.rfm_thresholds, now)
+                if any(contact.rfm.get(k) != v for k, v in fresh.items()):
+                    def apply(c: Contact, fresh=fresh) -> None:
+                        c.rfm.update(fresh)
+                        self.rules.evaluate(c, now, affected, cause=f"rfm:{iso(now)}", catalog=catalog)
+                    self._update(contact.id, apply)
+                    reclassified += 1
+            if not cursor:
+                break
+        return {"customers": len(values), "reclassified": reclassified, "thresholds": thresholds.to_dict()}
+
+    # -- campaigns ----------------------------------------------------------------------------
+
+    def campaign_groups(self, campaign_id: str, page_size: int = 100) -> dict:
+        catalog = self.definitions.catalog()
+        campaign = catalog.campaigns.get(campaign_id)
+        if campaign is None:
+            raise JobError(f"no campaign {campaign_id!r} is defined")
+        summaries, cursor = [], None
+        while True:
+            rows, cursor = self.memberships.members(CAMPAIGN_AUDIENCE.format(campaign_id), page_size, cursor)
+            for row in rows:
+                contact = self.repo.get(row["contact_id"])
+                if contact is not None and campaign_id in contact.campaigns:
+                    summaries.append(contact.campaigns[campaign_id])
+            if not cursor:
+                break
+        return {"campaign": campaign_id, **engagement.groups_report(summaries, campaign)}
