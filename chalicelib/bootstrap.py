@@ -12,6 +12,9 @@ from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
 from chalicelib.adapters.dynamodb_memberships import DynamoDBMembershipStore
 from chalicelib.adapters.dynamodb_schedule import DynamoDBRecheckSchedule
 from chalicelib.adapters.s3_definitions import S3DefinitionUploads
+from chalicelib.adapters.s3_exports import S3AudienceExporter
+from chalicelib.adapters.webhooks import WebhookSender
+from chalicelib.services.audiences import AudienceExports, SegmentEntryNotifier
 from chalicelib.services.contacts import ContactQueries
 from chalicelib.services.definitions import DefinitionService
 from chalicelib.services.imports import ContactImporter
@@ -108,7 +111,25 @@ def effects_publisher() -> EffectsPublisher:
 @lru_cache(maxsize=1)
 def event_processor() -> EventProcessor:
     return EventProcessor(contact_repository(), clock(), counter_days=config.settings().counter_days,
-                          rules=profile_rules(), publisher=effects_publisher())
+                          rules=profile_rules(), publisher=effects_publisher(), notifier=entry_notifier())
+
+
+def _secret(parameter: str) -> str:
+    from aws_lambda_powertools.utilities.parameters import get_parameter
+
+    return get_parameter(parameter, decrypt=True, max_age=300)
+
+
+@lru_cache(maxsize=1)
+def entry_notifier() -> SegmentEntryNotifier:
+    sender = WebhookSender(allow_private=config.settings().webhooks_allow_private)
+    return SegmentEntryNotifier(lambda: list(definitions().catalog().destinations.values()), sender, _secret)
+
+
+@lru_cache(maxsize=1)
+def audience_exports() -> AudienceExports:
+    return AudienceExports(membership_store(), contact_repository(), S3AudienceExporter(config.settings().data_bucket),
+                           definitions(), clock())
 
 
 @lru_cache(maxsize=1)
@@ -136,7 +157,7 @@ def reset() -> None:
     """Forget every built object (tests change the environment between cases)."""
     for builder in (event_store, contact_repository, ingest_service, event_processor, contact_queries,
                     contact_importer, definition_store, membership_store, recheck_schedule, definition_uploads,
-                    definitions, profile_rules, effects_publisher, segment_jobs):
+                    definitions, profile_rules, effects_publisher, segment_jobs, entry_notifier, audience_exports):
         builder.cache_clear()
     config.settings.cache_clear()
     use_clock(None)

@@ -62,6 +62,7 @@ class Settings:
     ip_truncate: bool
     counter_days: int
     definitions_cache_seconds: float
+    webhooks_allow_private: bool
     max_nesting_depth: int = 12
     extra: dict = field(default_factory=dict)
 
@@ -90,6 +91,7 @@ def settings() -> Settings:
         ip_truncate=_bool("MERCURIO_IP_TRUNCATE", False),
         counter_days=_int("MERCURIO_COUNTER_DAYS", 90),
         definitions_cache_seconds=float(_int("MERCURIO_DEFINITIONS_CACHE_SECONDS", 30)),
+        webhooks_allow_private=_bool("MERCURIO_WEBHOOKS_ALLOW_PRIVATE", False),
     )
 
 

@@ -108,12 +108,59 @@ def configure_environment(emulator_url: str, write_key: str, admin_token: str) -
         "MERCURIO_STAGE": STAGE, "MERCURIO_WRITE_KEY": write_key, "MERCURIO_ADMIN_TOKEN": admin_token,
         "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        "MERCURIO_DEFINITIONS_CACHE_SECONDS": os.environ.get("MERCURIO_DEFINITIONS_CACHE_SECONDS", "2"),
+        "MERCURIO_WEBHOOKS_ALLOW_PRIVATE": "true",  # local CRMs listen on loopback
     })
+
+
+def scheduled_event(name: str) -> dict:
+    """An EventBridge scheduled event, as Lambda receives it."""
+    import uuid
+    from datetime import datetime, timezone
+
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "000000000000", "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": "us-east-1", "resources": [f"arn:aws:events:us-east-1:000000000000:rule/{name}"],
+            "detail": {}}
+
+
+class ScheduledJobs:
+    """What EventBridge schedules do on AWS: call the app's scheduled handlers on a timer."""
+
+    def __init__(self, jobs: dict):
+        self.jobs = jobs
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_due(self, last_run: dict) -> None:
+        from chalice.local import LambdaContext
+
+        for name, (handler, interval) in self.jobs.items():
+            if time.monotonic() - last_run.get(name, -1e9) >= interval:
+                last_run[name] = time.monotonic()
+                try:
+                    handler(scheduled_event(name), LambdaContext(name, memory_size=512, max_runtime_ms=300_000))
+                except Exception:  # keep scheduling, as EventBridge would
+                    log.exception("scheduled job %s failed", name)
+
+    def start(self) -> None:
+        def loop():
+            last_run: dict = {}
+            while not self._stop.wait(1.0):
+                self.run_due(last_run)
+
+        self._thread = threading.Thread(target=loop, name="scheduled-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
 
 
 class LocalStack:
     def __init__(self, host: str, port: int, shop_port: int, emulator_port: int, write_key: str,
-                 admin_token: str):
+                 admin_token: str, jobs_interval: float = 30.0):
         self.host, self.port, self.shop_port = host, port, shop_port
         self.write_key, self.admin_token = write_key, admin_token
         self.emulator = Emulator(emulator_port)
@@ -122,6 +169,8 @@ class LocalStack:
         self.bridge = None
         self.api_server = None
         self.shop_server = None
+        self.jobs = None
+        self.jobs_interval = jobs_interval
 
     def start(self) -> None:
         self.emulator.start()
@@ -146,6 +195,17 @@ class LocalStack:
                                    endpoint_url=self.emulator.url)
         self.bridge.start()
 
+        # The example definitions (segments, scoring, RFM, personas, campaigns) ship with the
+        # app; marketers add theirs through the admin API or the data bucket.
+        from chalicelib import bootstrap
+
+        bootstrap.definitions().seed_directory(ROOT / "chalicelib" / "definitions")
+        self.jobs = ScheduledJobs({
+            "segment_jobs": (mercurio.segment_jobs, self.jobs_interval),
+            "rfm_thresholds": (mercurio.rfm_thresholds, max(self.jobs_interval, 600)),
+        })
+        self.jobs.start()
+
         self.shop_server = http.server.ThreadingHTTPServer((self.host, self.shop_port),
                                                            demo_shop_handler(self.api_url, self.write_key))
         threading.Thread(target=self.shop_server.serve_forever, name="demo-shop", daemon=True).start()
@@ -156,6 +216,8 @@ class LocalStack:
         wait_until_up(f"{self.api_url}/health")
 
     def stop(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop()
         for server in (self.api_server, self.shop_server):
             if server is not None:
                 (server.shutdown if hasattr(server, "shutdown") else server.server.shutdown)()
@@ -191,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--shop-port", type=int, default=None, help="demo shop port (default: API port + 1)")
     parser.add_argument("--emulator-port", type=int, default=None, help="moto port (default: a free one)")
+    parser.add_argument("--jobs-interval", type=float, default=30.0,
+                        help="seconds between runs of the scheduled segment jobs (default 30)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -200,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator_port=args.emulator_port or free_port(),
         write_key=os.environ.get("MERCURIO_WRITE_KEY") or DEFAULT_WRITE_KEY,
         admin_token=os.environ.get("MERCURIO_ADMIN_TOKEN") or secrets.token_urlsafe(24),
+        jobs_interval=args.jobs_interval,
     )
     stopping = threading.Event()
 

@@ -1,4 +1,9 @@
-"""The recheck schedule: contacts filed under the minute they must be looked at again."""
+"""The recheck schedule: contacts filed under the day and minute they must be looked at again.
+
+pk "due#<YYYY-MM-DD>", sk "<HH:MM>#<contact id>". Reading what is due walks the days from
+the oldest unfinished one to today (one query per day), so its cost follows the contacts
+that may flip, not the number of minutes that went by.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -8,50 +13,46 @@ from boto3.dynamodb.conditions import Key
 from chalicelib.adapters._dynamodb import LazyTable
 from chalicelib.services.ports import RecheckSchedule
 
-SLOT = "%Y-%m-%dT%H:%M"
 CURSOR_KEY = {"pk": "cursor", "sk": "recheck"}
 RETENTION = timedelta(days=400)
+FIRST_LOOK_BACK = timedelta(days=2)
 
 
-def slot_of(at: datetime) -> str:
+def slot_of(at: datetime) -> tuple[str, str]:
+    """(day, minute), rounded up: a contact is never looked at before its moment."""
     at = at.astimezone(timezone.utc)
-    if at.second or at.microsecond:  # round up: never look before the moment
+    if at.second or at.microsecond:
         at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    return at.strftime(SLOT)
+    return at.strftime("%Y-%m-%d"), at.strftime("%H:%M")
 
 
 class DynamoDBRecheckSchedule(LazyTable, RecheckSchedule):
     def schedule(self, contact_id: str, at: datetime) -> None:
-        slot = slot_of(at)
-        expires = int((datetime.strptime(slot, SLOT).replace(tzinfo=timezone.utc) + RETENTION).timestamp())
-        self.table.put_item(Item={"pk": f"due#{slot}", "sk": contact_id, "expires": expires})
-
-    def _cursor(self) -> str | None:
-        item = self.table.get_item(Key=CURSOR_KEY, ConsistentRead=True).get("Item")
-        return item["slot"] if item else None
+        day, minute = slot_of(at)
+        expires = int((at + RETENTION).timestamp())
+        self.table.put_item(Item={"pk": f"due#{day}", "sk": f"{minute}#{contact_id}", "expires": expires})
 
     def due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        """Walk the minutes from the oldest unfinished one up to now."""
-        last = slot_of(now.replace(second=0, microsecond=0))
-        start = self._cursor()
-        if start is None:
-            start = (now - timedelta(days=1)).strftime(SLOT)
-        current = datetime.strptime(start, SLOT).replace(tzinfo=timezone.utc)
-        end = datetime.strptime(last, SLOT).replace(tzinfo=timezone.utc)
+        now = now.astimezone(timezone.utc)
+        today = now.strftime("%Y-%m-%d")
+        cursor = self.table.get_item(Key=CURSOR_KEY, ConsistentRead=True).get("Item")
+        day = datetime.strptime(cursor["day"], "%Y-%m-%d").date() if cursor else (now - FIRST_LOOK_BACK).date()
         found: list[tuple[str, str]] = []
-        while current <= end and len(found) < limit:
-            slot = current.strftime(SLOT)
-            page = self.table.query(KeyConditionExpression=Key("pk").eq(f"due#{slot}"), Limit=limit - len(found),
-                                    ConsistentRead=True)
+        while day.isoformat() <= today and len(found) < limit:
+            key = Key("pk").eq(f"due#{day.isoformat()}")
+            if day.isoformat() == today:
+                key = key & Key("sk").lte(now.strftime("%H:%M") + "#\uffff")
+            page = self.table.query(KeyConditionExpression=key, Limit=limit - len(found), ConsistentRead=True)
             items = page.get("Items", [])
-            found.extend((slot, item["sk"]) for item in items)
-            if page.get("LastEvaluatedKey") or len(found) >= limit:
+            found.extend((f"{day.isoformat()}T{item['sk'].split('#', 1)[0]}", item["sk"].split("#", 1)[1])
+                         for item in items)
+            if page.get("LastEvaluatedKey") or day.isoformat() == today:
                 break
-            current += timedelta(minutes=1)
-            # Every minute before `current` is fully handled once its items are done.
-            if not items:
-                self.table.put_item(Item={**CURSOR_KEY, "slot": current.strftime(SLOT)})
+            if not items:  # a past day with nothing left: never read again
+                self.table.put_item(Item={**CURSOR_KEY, "day": (day + timedelta(days=1)).isoformat()})
+            day += timedelta(days=1)
         return found
 
     def done(self, slot: str, contact_id: str) -> None:
-        self.table.delete_item(Key={"pk": f"due#{slot}", "sk": contact_id})
+        day, minute = slot.split("T")
+        self.table.delete_item(Key={"pk": f"due#{day}", "sk": f"{minute}#{contact_id}"})

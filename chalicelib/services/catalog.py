@@ -10,12 +10,13 @@ import re
 from dataclasses import dataclass, field
 
 from chalicelib.domain import engagement, personas, rfm, scoring
+from chalicelib.domain.destinations import parse_destination
 from chalicelib.domain.definition_errors import DefinitionError
 from chalicelib.domain.segments.filters import EventMatcher
 from chalicelib.domain.segments.index import SegmentIndex
 from chalicelib.domain.segments.language import parse_segment, validate_catalog
 
-KINDS = ("segment", "campaign", "scoring", "rfm", "personas")
+KINDS = ("segment", "campaign", "destination", "scoring", "rfm", "personas")
 SINGLETONS = ("scoring", "rfm", "personas")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
@@ -25,6 +26,8 @@ def parse_document(kind: str, document: object):
         return parse_segment(document)
     if kind == "campaign":
         return engagement.parse_campaign(document)
+    if kind == "destination":
+        return parse_destination(document)
     if kind == "scoring":
         return scoring.parse_scoring(document)
     if kind == "rfm":
@@ -46,6 +49,7 @@ def check_id(kind: str, definition_id: str) -> None:
 class Catalog:
     segments: dict = field(default_factory=dict)  # id -> SegmentDefinition
     campaigns: dict = field(default_factory=dict)  # id -> Campaign
+    destinations: dict = field(default_factory=dict)  # id -> Destination
     scoring: object | None = None
     rfm: object | None = None
     personas: object | None = None
@@ -80,6 +84,7 @@ def build_catalog(rows: list[dict], rfm_thresholds: dict | None = None) -> Catal
     catalog = Catalog(
         segments=parsed["segment"],
         campaigns=parsed["campaign"],
+        destinations=parsed["destination"],
         scoring=parsed["scoring"].get("default"),
         rfm=parsed["rfm"].get("default"),
         personas=parsed["personas"].get("default"),

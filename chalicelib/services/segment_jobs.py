@@ -151,21 +151,29 @@ class SegmentJobs:
         partitions = [i for i in contact.identifiers if kind_of(i) in ("user", "anon", "email", "phone")]
         partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
         counts: dict = {}
+        seen_until: dict[str, str] = {}  # per matcher: the latest receivedAt of the events read
+        names = {m.event for m in missing}
         before = None
         while True:
             page, before = self.events.timeline(partitions, 200, before)
             for event in page:
                 name = counter_name(event)
+                if name not in names:
+                    continue
                 for matcher in missing:
-                    if name and matcher.matches(name, event):
+                    if matcher.event != name:
+                        continue
+                    seen_until[matcher.key] = max(seen_until.get(matcher.key, ""), event.get("receivedAt", ""))
+                    if matcher.matches(name, event):
                         bump_counter(counts, matcher.key, event["timestamp"], self.counter_days)
             if not before:
                 break
         stamp = iso(now)
         for matcher in missing:
-            contact.filtered[matcher.key] = counts.get(matcher.key) or {"total": 0, "first": stamp, "last": stamp,
-                                                                      "days": {}, "recent": []}
-            contact.filtered[matcher.key]["as_of"] = stamp
+            entry = counts.get(matcher.key) or {"total": 0, "first": stamp, "last": stamp, "days": {}, "recent": []}
+            # Live processing adds only what this count did not read (received later).
+            entry["as_of"] = seen_until.get(matcher.key, "")
+            contact.filtered[matcher.key] = entry
 
     # -- previews ---------------------------------------------------------------------------
 
@@ -173,7 +181,6 @@ class SegmentJobs:
         """How many contacts a segment would hold, without saving it or writing anything."""
         definition = parse_document("segment", document)
         catalog = self.definitions.catalog()
-        context = self.rules._context(catalog, Contact(id="preview", created_at=""))
         started = self.monotonic()
         now = self.clock.now()
         members = scanned = 0
@@ -183,8 +190,7 @@ class SegmentJobs:
             contacts, cursor = self.repo.scan(cursor, 200)
             for contact in contacts:
                 self.recount(contact, definition.matchers(), now)
-                context.is_member = lambda sid, c=contact: sid in c.segments
-                if evaluate(definition, contact, now, context).member:
+                if evaluate(definition, contact, now, self.rules.context_for(catalog, contact)).member:
                     members += 1
                     if len(sample) < 10:
                         sample.append(contact.id)

@@ -51,7 +51,7 @@ class ProfileRules:
 
     # -- the context the segment evaluator reads through ------------------------------
 
-    def _context(self, catalog: Catalog, contact: Contact) -> EvaluationContext:
+    def context_for(self, catalog: Catalog, contact: Contact) -> EvaluationContext:
         config = catalog.scoring
         return EvaluationContext(
             is_member=lambda segment_id: segment_id in contact.segments,
@@ -84,8 +84,10 @@ class ProfileRules:
             after = (contact.score.get("points"), contact.stage, tuple(contact.tags))
             kinds |= {k for k, b, a in zip(("score", "stage", "tag"), before, after) if b != a}
         if catalog.rfm is not None and rfm.record_purchase(catalog.rfm, contact, event):
-            if catalog.rfm_thresholds is not None:
-                contact.rfm.update(rfm.classify(catalog.rfm, contact.rfm, catalog.rfm_thresholds, now))
+            # Before the first scheduled thresholds exist, everyone is scored on empty cuts
+            # (a first buyer is "new"); the daily recompute refines it.
+            thresholds = catalog.rfm_thresholds or rfm.Thresholds()
+            contact.rfm.update(rfm.classify(catalog.rfm, contact.rfm, thresholds, now))
             kinds.add("rfm")
         if catalog.campaigns:
             known = set(contact.campaigns)
@@ -141,7 +143,7 @@ class ProfileRules:
         if not wanted and not changes:
             return []
         pending = set(wanted)
-        context = self._context(catalog, contact)
+        context = self.context_for(catalog, contact)
         done: set[str] = set()
         while pending:
             order = [sid for sid in catalog.index.evaluation_order(pending) if sid not in done]

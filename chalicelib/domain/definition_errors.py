@@ -1,0 +1,80 @@
+"""How a definition document (scoring, RFM, personas) reports what is wrong with it.
+
+Validation collects every problem before raising, so a marketer fixes a document in one
+pass. Each problem names its place in the document and the fault, e.g.
+`rules[2].points: "ten" is not a number`.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+
+import yaml
+
+
+class DefinitionError(ValueError):
+    """A definition document that cannot be used; `problems` lists every fault found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems) if self.problems else "invalid definition")
+
+
+def load_document(doc: object) -> object:
+    """A document as parsed data: a mapping passes through, YAML or JSON text is loaded."""
+    if isinstance(doc, (str, bytes)):
+        try:
+            return yaml.safe_load(doc)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise DefinitionError([f"document: {place}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    return doc
+
+
+def show(value: object) -> str:
+    """A value as the marketer wrote it: strings quoted, everything else as JSON would."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def unknown_fields(mapping: dict, allowed: tuple[str, ...], where: str, problems: list[str]) -> None:
+    """One problem per field the document does not define, with the nearest known name."""
+    for key in mapping:
+        if key in allowed:
+            continue
+        label = f"{where}.{key}" if where else str(key)
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f' (did you mean "{close[0]}"?)' if close else f" (known fields: {', '.join(allowed)})"
+        problems.append(f"{label}: unknown field{hint}")
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def expect_mapping(value: object, where: str, problems: list[str]) -> dict | None:
+    if isinstance(value, dict):
+        return value
+    problems.append(f"{where or 'document'}: expected a mapping, got {show(value)}")
+    return None
+
+
+def expect_list(value: object, where: str, problems: list[str]) -> list | None:
+    if isinstance(value, list):
+        return value
+    problems.append(f"{where}: expected a list, got {show(value)}")
+    return None
+
+
+def expect_name(value: object, where: str, problems: list[str]) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if value is None:
+        problems.append(f"{where}: is required")
+    else:
+        problems.append(f"{where}: {show(value)} is not a name")
+    return None

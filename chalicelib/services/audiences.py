@@ -1,0 +1,81 @@
+"""Audiences out: a segment exported to S3 (CSV of chosen traits, or the hashed customer
+list ad platforms match on) behind a signed link, and segment entries pushed to CRMs."""
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterator
+
+from chalicelib.domain.audiences import csv_rows, hashed_audience_rows
+from chalicelib.domain.events import iso
+from chalicelib.services.contacts import BadQuery, NotFound
+from chalicelib.services.ports import Clock, MembershipStore
+
+FORMATS = ("csv", "audience")
+LINK_SECONDS = 3600
+_TRAIT = re.compile(r"^[A-Za-z0-9_.$-]{1,100}$")
+
+
+class AudienceExports:
+    def __init__(self, memberships: MembershipStore, repo, exporter, definitions, clock: Clock):
+        self.memberships = memberships
+        self.repo = repo
+        self.exporter = exporter
+        self.definitions = definitions
+        self.clock = clock
+
+    def _members(self, segment_id: str) -> Iterator:
+        cursor = None
+        while True:
+            rows, cursor = self.memberships.members(segment_id, 500, cursor)
+            for row in rows:
+                contact = self.repo.get(row["contact_id"])
+                if contact is not None and not contact.merged_into:
+                    yield contact
+            if not cursor:
+                return
+
+    def export(self, segment_id: str, fmt: object, traits: object) -> dict:
+        if self.definitions.get("segment", segment_id) is None:
+            raise NotFound(f"no segment {segment_id!r}")
+        if fmt not in FORMATS:
+            raise BadQuery(f"format must be one of {', '.join(FORMATS)}")
+        if not isinstance(traits, list) or not all(isinstance(t, str) and _TRAIT.match(t) for t in traits):
+            raise BadQuery("traits must be a list of trait names")
+        stamp = iso(self.clock.now()).replace(":", "").replace(".", "")
+        if fmt == "csv":
+            rows, skipped = csv_rows(self._members(segment_id), traits), None
+        else:
+            rows = hashed_audience_rows(self._members(segment_id))
+            skipped = rows
+        result = self.exporter.export(f"exports/{segment_id}", f"{segment_id}-{fmt}-{stamp}.csv", rows)
+        answer = {"segment_id": segment_id, "format": fmt, "key": result.key, "rows": result.rows,
+                  "bytes": result.bytes, "url": self.exporter.signed_url(result.key, LINK_SECONDS),
+                  "expires_in": LINK_SECONDS}
+        if skipped is not None:
+            answer["skipped_without_identifier"] = skipped.skipped
+        return answer
+
+
+class SegmentEntryNotifier:
+    """Posts each Segment Entered to the destinations that follow that segment."""
+
+    def __init__(self, destinations: Callable[[], list], sender, secret_of: Callable[[str], str]):
+        self.destinations = destinations
+        self.sender = sender
+        self.secret_of = secret_of
+
+    def notify(self, contact, event: dict) -> list[dict]:
+        if event.get("event") != "Segment Entered":
+            return []
+        segment_id = (event.get("properties") or {}).get("segment_id")
+        outcomes = []
+        for destination in self.destinations():
+            if not destination.wants(segment_id):
+                continue
+            payload = {"type": "segment.entered", "segment_id": segment_id, "at": event["timestamp"],
+                       "contact": {"id": contact.id, "traits": contact.traits, "identifiers": contact.identifiers,
+                                   "stage": contact.stage, "score": contact.score.get("points")}}
+            outcome = self.sender.send(destination.url, payload, self.secret_of(destination.secret_parameter),
+                                       delivery_id=event["messageId"] + ":" + destination.id)
+            outcomes.append({"destination": destination.id, **outcome})
+        return outcomes

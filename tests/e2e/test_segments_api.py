@@ -1,0 +1,177 @@
+"""Segments end to end through the app: definitions over the admin API, real-time
+membership in the stream batch, time passing with a controllable clock, back-fills."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.unit.fakes import FakeClock
+
+ADMIN = {"Authorization": "Bearer test-admin-token-1"}
+
+CART_WITHOUT_ORDER = """
+id: cart-without-order
+name: Added to cart, no order yet
+conditions:
+  all:
+    - event: Product Added
+      within: 1 day
+    - event: Order Completed
+      within: 1 day
+      at_most: 0
+"""
+
+LAPSED = """
+id: lapsed-customers
+name: No purchase for 60 days
+conditions:
+  all:
+    - event: Order Completed
+    - event: Order Completed
+      within: 60 days
+      at_most: 0
+"""
+
+
+@pytest.fixture
+def clock(app_client):
+    from chalicelib import bootstrap
+
+    fake = FakeClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
+    bootstrap.use_clock(fake)
+    yield fake
+    bootstrap.use_clock(None)
+
+
+def run_jobs(app_client):
+    """What the schedule does every few minutes on AWS."""
+    event = app_client.client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
+                                                       detail={}, resources=[])
+    return app_client.client.lambda_.invoke("segment_jobs", event).payload
+
+
+def put_segment(app_client, text: str):
+    segment_id = text.split("id:")[1].split()[0]
+    return app_client.http.put(f"/v1/admin/segments/{segment_id}", body=text,
+                               headers={**ADMIN, "Content-Type": "application/yaml"})
+
+
+def contact(app_client, identifier: str) -> dict:
+    status, body = app_client.admin(f"/v1/admin/contacts?identifier={identifier}")
+    assert status == 200, body
+    return body
+
+
+def timeline_names(app_client, contact_id: str) -> list[str]:
+    _, page = app_client.admin(f"/v1/admin/contacts/{contact_id}/events?limit=200")
+    return [e.get("event") or e["type"] for e in reversed(page["events"])]
+
+
+def test_a_bad_definition_is_rejected_with_every_problem(app_client):
+    response = put_segment(app_client, """
+id: broken
+name: Broken
+conditions:
+  all:
+    - event: Product Added
+      within: 30 dayz
+    - trait: plan
+      equal: pro
+    - segment: nowhere
+""")
+    assert response.status_code == 400
+    problems = json.loads(response.body)["problems"]
+    assert any('conditions.all[0].within: "30 dayz" is not a duration' in p for p in problems), problems
+    assert any("conditions.all[1]" in p and "equals" in p for p in problems), problems
+    assert app_client.admin("/v1/admin/segments/broken")[0] == 404
+
+
+def test_enter_and_leave_in_the_same_batch(app_client, clock):
+    assert put_segment(app_client, CART_WITHOUT_ORDER).status_code == 200
+    app_client.post("/v1/batch", {"batch": [
+        {"type": "track", "userId": "shopper", "event": "Product Added", "properties": {"cart_id": "c1"}},
+        {"type": "track", "userId": "shopper", "event": "Order Completed", "properties": {"cart_id": "c1"}},
+    ]})
+    app_client.drain()
+    person = contact(app_client, "user:shopper")
+    assert "cart-without-order" not in person["segments"]
+    # Both changes happened while processing this one batch, and were emitted as events.
+    assert person["counters"]["Segment Entered"]["total"] == 1
+    assert person["counters"]["Segment Exited"]["total"] == 1
+    _, page = app_client.admin(f"/v1/admin/contacts/{person['id']}/events?limit=50")
+    changes = {e["event"]: e["properties"]["segment_id"] for e in page["events"]
+               if e.get("event") in ("Segment Entered", "Segment Exited")}
+    assert changes == {"Segment Entered": "cart-without-order", "Segment Exited": "cart-without-order"}
+    status, segment = app_client.admin("/v1/admin/segments/cart-without-order")
+    assert status == 200 and segment["size"] == 0
+
+
+def test_membership_size_and_members_pages(app_client, clock):
+    put_segment(app_client, CART_WITHOUT_ORDER)
+    for i in range(5):
+        app_client.post("/v1/track", {"userId": f"s{i}", "event": "Product Added"})
+    app_client.drain()
+    _, listing = app_client.admin("/v1/admin/segments")
+    assert {"id": "cart-without-order", "name": "Added to cart, no order yet", "version": 1, "size": 5} in \
+        listing["segments"]
+    _, first = app_client.admin("/v1/admin/segments/cart-without-order/members?limit=3")
+    rest = []
+    cursor = first.get("next_cursor")
+    while cursor:
+        from urllib.parse import quote
+        _, page = app_client.admin(f"/v1/admin/segments/cart-without-order/members?limit=3&cursor={quote(cursor)}")
+        rest += page["members"]
+        cursor = page.get("next_cursor")
+    ids = {m["contact_id"] for m in first["members"] + rest}
+    assert len(ids) == 5
+    assert contact(app_client, "user:s0")["id"] in ids
+
+
+def test_no_purchase_for_60_days_flips_without_any_new_event(app_client, clock):
+    assert put_segment(app_client, LAPSED).status_code == 200
+    app_client.post("/v1/track", {"userId": "buyer", "event": "Order Completed", "properties": {"revenue": 30}})
+    app_client.drain()
+    assert "lapsed-customers" not in contact(app_client, "user:buyer")["segments"]
+
+    clock.advance(days=59, hours=23)
+    run_jobs(app_client)
+    assert "lapsed-customers" not in contact(app_client, "user:buyer")["segments"]
+
+    clock.advance(hours=1, minutes=1)  # 60 days and a minute after the purchase
+    run_jobs(app_client)
+    app_client.drain()
+    person = contact(app_client, "user:buyer")
+    assert "lapsed-customers" in person["segments"]
+    assert "Segment Entered" in timeline_names(app_client, person["id"])
+
+
+def test_a_new_segment_is_back_filled_over_existing_contacts(app_client, clock):
+    for i in range(7):
+        app_client.post("/v1/track", {"userId": f"old{i}", "event": "Product Viewed",
+                                      "properties": {"category": "coffee" if i % 2 else "tea"}})
+    app_client.drain()
+    document = """
+id: coffee-viewers
+name: Viewed coffee
+conditions:
+  event: Product Viewed
+  where: ['properties.category == "coffee"']
+"""
+    preview = app_client.http.post("/v1/admin/segments/preview", body=document,
+                                   headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert preview.status_code == 200
+    assert json.loads(preview.body)["size"] == 3
+    put = put_segment(app_client, document)
+    assert json.loads(put.body)["backfill"]["status"] == "pending"
+    run_jobs(app_client)
+    app_client.drain()
+    status, segment = app_client.admin("/v1/admin/segments/coffee-viewers")
+    assert segment["size"] == 3
+    assert segment["backfill"]["status"] == "done" and segment["backfill"]["scanned"] == 7
+    # The back-filled count keeps working for new events.
+    clock.advance(minutes=1)
+    app_client.post("/v1/track", {"userId": "old0", "event": "Product Viewed", "properties": {"category": "coffee"}})
+    app_client.drain()
+    assert "coffee-viewers" in contact(app_client, "user:old0")["segments"]

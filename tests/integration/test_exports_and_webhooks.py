@@ -1,0 +1,300 @@
+"""Audience exports to S3 (moto) and signed webhook deliveries to a local HTTP server."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+from moto import mock_aws
+
+from chalicelib.adapters import s3_exports
+from chalicelib.adapters.s3_exports import S3AudienceExporter, export_key
+from chalicelib.adapters.webhooks import USER_AGENT, WebhookSender, verify_signature
+from chalicelib.domain.audiences import csv_rows, hashed_audience_rows
+from chalicelib.domain.contact import Contact
+
+BUCKET = "mercurio-test-exports"
+
+
+def person(i: int) -> Contact:
+    return Contact(id=f"c{i}", created_at="2026-11-01T00:00:00.000Z",
+                   traits={"email": f"user{i}@example.com", "first_name": f"=Name{i}"},
+                   identifiers=[f"email:user{i}@example.com"])
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1", config=Config(signature_version="s3v4"))
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+# ---------------------------------------------------------------------------- S3 exports
+
+def test_export_writes_an_encrypted_csv_and_signs_a_download_link(s3):
+    exporter = S3AudienceExporter(BUCKET, client=s3)
+    result = exporter.export("exports/2026-11/", "Coffee lovers", csv_rows([person(1), person(2)], ["first_name"]))
+    assert result.key == "exports/2026-11/Coffee-lovers.csv"
+    assert result.rows == 2
+
+    obj = s3.get_object(Bucket=BUCKET, Key=result.key)
+    body = obj["Body"].read()
+    assert obj["ServerSideEncryption"] == "AES256"
+    assert obj["ContentType"] == "text/csv; charset=utf-8"
+    assert len(body) == result.bytes
+    assert list(csv.reader(io.StringIO(body.decode("utf-8")))) == [
+        ["id", "email", "phone", "first_name"],
+        ["c1", "user1@example.com", "", "'=Name1"],
+        ["c2", "user2@example.com", "", "'=Name2"],
+    ]
+
+    url = exporter.signed_url(result.key, expires_seconds=600)
+    query = parse_qs(urlsplit(url).query)
+    assert urlsplit(url).path.endswith("/exports/2026-11/Coffee-lovers.csv")
+    assert query["X-Amz-Expires"] == ["600"] and "X-Amz-Signature" in query
+    download = requests.get(url, timeout=5)
+    assert download.status_code == 200 and download.content == body
+
+
+def test_a_large_export_streams_through_a_disk_spool_and_is_uploaded_in_parts(s3, monkeypatch):
+    monkeypatch.setattr(s3_exports, "SPOOL_BYTES", 1024)  # past 1 KB the spool is a file on disk
+    contacts = (person(i) for i in range(200_000))  # a generator: never a list in memory
+    audience = hashed_audience_rows(contacts)
+    result = S3AudienceExporter(BUCKET, client=s3).export("exports", "all", audience)
+    assert result.rows == audience.rows == 200_000 and audience.skipped == 0
+    head = s3.head_object(Bucket=BUCKET, Key=result.key)
+    assert head["ContentLength"] == result.bytes > 8 * 1024 * 1024  # past the multipart threshold
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["ETag"].strip('"').split("-")[1] == "2"  # a multipart upload of two parts
+    first = s3.get_object(Bucket=BUCKET, Key=result.key, Range="bytes=0-200")["Body"].read().decode()
+    lines = first.splitlines()
+    assert lines[0] == "email_sha256,phone_sha256"
+    assert lines[1] == hashlib.sha256(b"user0@example.com").hexdigest() + ","
+
+
+def test_an_empty_audience_is_a_header_only_file(s3):
+    result = S3AudienceExporter(BUCKET, client=s3).export("exports", "nobody", csv_rows([], []))
+    assert result.rows == 0
+    assert s3.get_object(Bucket=BUCKET, Key=result.key)["Body"].read() == b"id,email,phone\r\n"
+
+
+def test_export_names_and_link_lifetimes_are_checked():
+    assert export_key("", "a/../b c") == "a-..-b-c.csv"
+    with pytest.raises(ValueError):
+        export_key("exports", "///")
+    exporter = S3AudienceExporter(BUCKET, client=object())
+    for bad in (0, 7 * 24 * 3600 + 1):
+        with pytest.raises(ValueError):
+            exporter.signed_url("exports/x.csv", expires_seconds=bad)
+
+
+def test_the_default_client_is_created_lazily():
+    exporter = S3AudienceExporter(BUCKET)
+    assert exporter._client is None
+    with mock_aws():
+        assert exporter.client.meta.service_model.service_name == "s3"
+        url = exporter.signed_url("exports/x.csv")
+    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["3600"]
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+class Receiver:
+    """A local HTTP endpoint answering with the scripted statuses, recording each request."""
+
+    def __init__(self, statuses, headers=None):
+        self.statuses = list(statuses)
+        self.extra_headers = headers or {}
+        self.requests: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": self.rfile.read(length)})
+                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
+                self.send_response(status)
+                for name, value in receiver.extra_headers.get(status, {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/crm"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+SECRET = "whsec_test_1"
+LEAD = {"event": "lead.qualified", "contact": {"id": "c1", "email": "ada@example.com", "score": 55}}
+
+
+def test_a_delivery_is_signed_and_verifiable():
+    with Receiver([200]) as receiver:
+        result = WebhookSender(sleep=lambda s: None).send(receiver.url, LEAD, SECRET, allow_private=True)
+    assert result == {"status": "delivered", "attempts": 1, "http_status": 200, "reason": "HTTP 200"}
+    request = receiver.requests[0]
+    headers, body = request["headers"], request["body"]
+    assert request["path"] == "/hooks/crm"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == USER_AGENT == "Mercurio-Webhooks/1"
+    assert json.loads(body) == LEAD
+    timestamp, signature = headers["X-Mercurio-Timestamp"], headers["X-Mercurio-Signature"]
+    expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert signature == f"v1={expected}"
+    assert verify_signature(SECRET, timestamp, body, signature)
+    assert not verify_signature("other-secret", timestamp, body, signature)
+    assert not verify_signature(SECRET, timestamp, body + b" ", signature)
+    assert not verify_signature(SECRET, timestamp, body, signature, now=int(timestamp) + 301)
+
+
+def test_a_server_error_is_retried_with_back_off_then_delivered():
+    waits = []
+    with Receiver([500, 503, 200]) as receiver:
+        result = WebhookSender(max_attempts=3, sleep=waits.append).send(receiver.url, LEAD, SECRET,
+                                                                        allow_private=True)
+    assert result["status"] == "delivered" and result["attempts"] == 3 and result["http_status"] == 200
+    assert waits == [0.5, 1.0]
+    deliveries = {r["headers"]["X-Mercurio-Delivery"] for r in receiver.requests}
+    assert len(receiver.requests) == 3 and len(deliveries) == 1  # one id for every attempt
+
+
+def test_retry_after_is_honoured_on_429():
+    waits = []
+    with Receiver([429, 200], headers={429: {"Retry-After": "2"}}) as receiver:
+        result = WebhookSender(sleep=waits.append).send(receiver.url, LEAD, SECRET, allow_private=True)
+    assert result["status"] == "delivered" and waits == [2.0]
+
+
+def test_a_client_error_is_not_retried():
+    waits = []
+    with Receiver([400]) as receiver:
+        result = WebhookSender(sleep=waits.append).send(receiver.url, LEAD, SECRET, allow_private=True)
+    assert result["status"] == "failed" and result["attempts"] == 1 and result["http_status"] == 400
+    assert "400" in result["reason"]
+    assert len(receiver.requests) == 1 and waits == []
+
+
+def test_giving_up_after_the_last_attempt():
+    with Receiver([502]) as receiver:
+        result = WebhookSender(max_attempts=2, sleep=lambda s: None).send(receiver.url, LEAD, SECRET,
+                                                                          allow_private=True)
+    assert result["status"] == "failed" and result["attempts"] == 2 and result["http_status"] == 502
+    assert len(receiver.requests) == 2
+
+
+def test_redirects_are_not_followed():
+    with Receiver([302], headers={302: {"Location": "http://169.254.169.254/latest/meta-data/"}}) as receiver:
+        result = WebhookSender(sleep=lambda s: None).send(receiver.url, LEAD, SECRET, allow_private=True)
+    assert result["status"] == "failed" and result["http_status"] == 302 and result["attempts"] == 1
+    assert "redirect" in result["reason"]
+
+
+def test_network_errors_are_retried():
+    with Receiver([200]) as receiver:
+        url = receiver.url
+    waits = []  # the server is gone: connection refused on every attempt
+    result = WebhookSender(max_attempts=3, sleep=waits.append, timeout=1).send(url, LEAD, SECRET, allow_private=True)
+    assert result["status"] == "failed" and result["attempts"] == 3 and result["http_status"] is None
+    assert "network error" in result["reason"] and waits == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/hook",
+    "http://localhost:9/hook",
+    "http://10.1.2.3/hook",
+    "http://192.168.1.10/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://100.64.0.1/hook",
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://0.0.0.0/hook",
+])
+def test_private_destinations_are_refused(url):
+    with Receiver([200]) as receiver:
+        result = WebhookSender(sleep=lambda s: None).send(url, LEAD, SECRET)
+        local = WebhookSender(sleep=lambda s: None).send(receiver.url, LEAD, SECRET)
+    for outcome in (result, local):
+        assert outcome["status"] == "failed" and outcome["attempts"] == 0 and outcome["http_status"] is None
+        assert outcome["reason"].startswith("refused: ")
+    assert receiver.requests == []
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch):
+    """DNS rebinding: a name that answers a public address, then a private one, is not followed."""
+    from chalicelib.adapters import webhooks
+
+    answers = iter(["127.0.0.1"])  # checked (and taken for public below), then the name rebinds
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "rebind.test":
+            address = next(answers, "10.255.255.1")
+            return real(address, port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(webhooks, "_is_public", lambda address: address == "127.0.0.1")
+    with Receiver([200]) as receiver:
+        url = receiver.url.replace("127.0.0.1", "rebind.test")
+        result = WebhookSender(max_attempts=1, timeout=2).send(url, LEAD, SECRET)
+    assert result["status"] == "delivered"
+    assert receiver.requests[0]["headers"]["Host"].startswith("rebind.test:")
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "gopher://example.com/",
+                                 "http://user:pw@example.com/", "http:///nohost", "http://example.com:99999/"])
+def test_only_plain_http_urls_are_accepted(url):
+    result = WebhookSender(sleep=lambda s: None).send(url, LEAD, SECRET)
+    assert result["status"] == "failed" and result["attempts"] == 0 and result["reason"].startswith("refused: ")
+
+
+def test_an_injected_opener_replaces_the_http_client():
+    seen = []
+
+    class Response:
+        status = 204
+
+        def read(self, n=-1):
+            return b""
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class Opener:
+        def open(self, request, timeout):
+            seen.append((request.full_url, request.get_method(), timeout, request.data))
+            return Response()
+
+    result = WebhookSender(opener=Opener(), timeout=2).send("http://127.0.0.1/x", {"a": 1}, SECRET,
+                                                            allow_private=True)
+    assert result == {"status": "delivered", "attempts": 1, "http_status": 204, "reason": "HTTP 204"}
+    assert seen == [("http://127.0.0.1/x", "POST", 2, b'{"a":1}')]
