@@ -23,6 +23,7 @@ from chalicelib.domain.identity import (
 RECENT_IDS = 64  # processed messageIds kept per contact: makes stream redelivery harmless
 RECENT_TIMES = 20  # exact times of the latest occurrences, for precise sliding windows
 PAGE_VIEWED = "Page Viewed"
+EMAIL_LINK_CLICKED = "Email Link Clicked"
 SCREEN_VIEWED = "Screen Viewed"
 IMPORT_LIBRARY = "mercurio-import"
 INTERNAL_LIBRARY = "mercurio"  # events Mercurio emits itself (Segment Entered, Stage Changed…)
@@ -137,6 +138,12 @@ def event_identifiers(event: dict) -> list[str]:
     if event["type"] == "identify":
         _, found, _ = identity_traits(event.get("traits") or {}, (event.get("context") or {}).get("locale"))
         ids.extend(found)
+    # An email click links the recipient to the visit it starts: the click event (for the
+    # recipient) and the visitor's events (carrying context.clickId) share `click:<id>`.
+    click = (event.get("properties") or {}).get("click_id") if event.get("event") == EMAIL_LINK_CLICKED else None
+    click = click or (event.get("context") or {}).get("clickId")
+    if isinstance(click, str) and 0 < len(click.strip()) <= 128:
+        ids.append(f"click:{click.strip()}")
     seen: set[str] = set()
     return [i for i in ids if not (i in seen or seen.add(i))]
 

@@ -1,4 +1,5 @@
-"""Identifiers: the keys by which one person is known (`user:42`, `anon:…`, `email:…`, `phone:…`).
+"""Identifiers: the keys by which one person is known (`user:42`, `anon:…`, `email:…`, `phone:…`,
+and `click:…`, the id of an email link click: the visit it opens belongs to the recipient).
 
 Email and phone are normalised (lower-case email, E.164 phone) so that the same person typed
 twice is one identifier.
@@ -9,7 +10,7 @@ import re
 
 import phonenumbers
 
-IDENTIFIER_TYPES = ("user", "anon", "email", "phone")
+IDENTIFIER_TYPES = ("user", "anon", "email", "phone", "click")
 MAX_ID_LENGTH = 256
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

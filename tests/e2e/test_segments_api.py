@@ -175,3 +175,52 @@ conditions:
     app_client.post("/v1/track", {"userId": "old0", "event": "Product Viewed", "properties": {"category": "coffee"}})
     app_client.drain()
     assert "coffee-viewers" in contact(app_client, "user:old0")["segments"]
+
+
+def test_the_six_groups_of_a_promotional_email(app_client, clock):
+    from pathlib import Path
+
+    from chalicelib import bootstrap
+
+    bootstrap.definitions().seed_directory(Path("chalicelib/definitions"))
+    campaign = {"campaign_id": "promo-2026-11"}
+    recipients = {f"r{i}": f"r{i}@example.com" for i in range(1, 8)}
+    batch = [{"type": "identify", "userId": r, "traits": {"email": e}} for r, e in recipients.items()]
+    batch += [{"type": "track", "userId": r, "event": "Message Sent",
+               "properties": {**campaign, "channel": "email", "message_id": f"m-{r}"}} for r in recipients]
+    batch += [{"type": "track", "userId": r, "event": "Email Opened", "properties": {**campaign, "message_id": f"m-{r}"}}
+              for r in ("r2", "r3", "r4", "r5", "r6", "r7")]
+    batch += [{"type": "track", "userId": r, "event": "Email Link Clicked",
+               "properties": {**campaign, "message_id": f"m-{r}", "link_id": "coffee",
+                              "url": "https://shop.example/offers/coffee", "click_id": f"click-{r}"}}
+              for r in ("r3", "r4", "r5", "r6", "r7")]
+    app_client.post("/v1/batch", {"batch": batch})
+    app_client.drain()
+
+    # The visits those clicks open, from browsers the recipients never identified on.
+    clock.advance(minutes=1)
+    visits = []
+    for r in ("r3", "r4", "r5", "r6", "r7"):
+        visits.append({"type": "page", "anonymousId": f"visitor-{r}", "properties": {"path": "/offers/coffee"},
+                       "context": {"clickId": f"click-{r}"}})
+    after = {"r4": {"type": "page", "properties": {"path": "/offers/coffee/arabica"}},
+             "r5": {"type": "page", "properties": {"path": "/about"}},
+             "r6": {"type": "track", "event": "Product Added", "properties": {"product_id": "arabica"}},
+             "r7": {"type": "track", "event": "Order Completed", "properties": {"revenue": 24}}}
+    for r, event in after.items():
+        visits.append({**event, "anonymousId": f"visitor-{r}", "context": {"clickId": f"click-{r}"}})
+    for event in visits:
+        clock.advance(seconds=10)
+        app_client.post("/v1/batch", {"batch": [event]})
+    app_client.drain()
+
+    status, report = app_client.admin("/v1/admin/campaigns/promo-2026-11/groups")
+    assert status == 200, report
+    assert report["recipients"] == 7
+    assert report["groups"] == {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1, "6": 1}
+    assert report["converted"] == 1
+    # The visit joined the recipient's profile through the click id.
+    r6 = contact(app_client, "email:r6@example.com")
+    assert "anon:visitor-r6" in r6["identifiers"]
+    assert "promo-2026-11-group-6" in r6["segments"]
+    assert "promo-2026-11-group-1" in contact(app_client, "user:r1")["segments"]

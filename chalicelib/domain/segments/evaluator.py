@@ -306,7 +306,8 @@ class _Run:
         return _all(parts)
 
     def occurrence_time(self, entry: dict | None, stamp: str, bounds: TimeRange) -> Evaluation:
-        instant = _parse_instant(entry.get(stamp), timezone.utc) if entry else None
+        # An entry with no occurrence (a counter started empty) has no first or last one.
+        instant = _parse_instant(entry.get(stamp), timezone.utc) if entry and entry.get("total") else None
         if instant is None:
             return Evaluation(False)
         parts = [self.compare(instant, op, b) for op, b in (("after", bounds.after), ("before", bounds.before))
