@@ -80,7 +80,7 @@ def admin_contact(contact_id):
 @admin_api.route("/v1/admin/contacts/{contact_id}/events", methods=["GET"])
 def admin_contact_events(contact_id):
     return _admin(lambda r: bootstrap.contact_queries().timeline(
-        contact_id, limit=_query(r, "limit"), cursor=_query(r, "cursor")))
+        contact_id, limit=_query(r, "limit"), cursor=_query(r, "cursor"), kind=_query(r, "kind")))
 
 
 @admin_api.route("/v1/admin/imports", methods=["POST"], content_types=ANY)

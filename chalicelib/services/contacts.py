@@ -77,7 +77,12 @@ class ContactQueries:
     def by_id(self, contact_id: str) -> dict:
         return contact_view(self._resolve(contact_id), self.clock, self.score_of)
 
-    def timeline(self, contact_id: str, limit: str | None = None, cursor: str | None = None) -> dict:
+    def timeline(self, contact_id: str, limit: str | None = None, cursor: str | None = None,
+                 kind: str | None = None) -> dict:
+        """kind: `tracked` (what the person did), `internal` (what Mercurio recorded about
+        them: segment changes, score, stage) or all of it (default)."""
+        if kind not in (None, "", "all", "tracked", "internal"):
+            raise BadQuery("kind must be tracked, internal or all")
         try:
             size = int(limit) if limit is not None else 50
         except ValueError:
@@ -94,8 +99,11 @@ class ContactQueries:
             if "#" not in before:
                 raise BadQuery("cursor is not one this API returned")
         contact = self._resolve(contact_id)
-        partitions = [i for i in contact.identifiers if kind_of(i) in EVENT_PARTITION_KINDS]
-        partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
+        partitions = []
+        if kind != "internal":
+            partitions += [i for i in contact.identifiers if kind_of(i) in EVENT_PARTITION_KINDS]
+        if kind != "tracked":
+            partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
         events, next_sk = self.events.timeline(partitions, size, before)
         page: dict = {"contact_id": contact.id, "events": [timeline_entry(e) for e in events]}
         if next_sk:

@@ -75,7 +75,7 @@ def _contact(stack, identifier: str):
 
 
 def _events(stack, contact_id: str) -> list[dict]:
-    status, body = stack.admin_get(f"/v1/admin/contacts/{quote(contact_id, safe='')}/events")
+    status, body = stack.admin_get(f"/v1/admin/contacts/{quote(contact_id, safe='')}/events?kind=tracked")
     assert status == 200, f"GET events of {contact_id}: HTTP {status} {body}"
     return body["events"]
 

@@ -104,6 +104,12 @@ def test_enter_and_leave_in_the_same_batch(app_client, clock):
     changes = {e["event"]: e["properties"]["segment_id"] for e in page["events"]
                if e.get("event") in ("Segment Entered", "Segment Exited")}
     assert changes == {"Segment Entered": "cart-without-order", "Segment Exited": "cart-without-order"}
+    _, tracked = app_client.admin(f"/v1/admin/contacts/{person['id']}/events?kind=tracked")
+    assert sorted(e["event"] for e in tracked["events"]) == ["Order Completed", "Product Added"]
+    _, internal = app_client.admin(f"/v1/admin/contacts/{person['id']}/events?kind=internal")
+    assert {"Segment Entered", "Segment Exited"} <= {e["event"] for e in internal["events"]}
+    assert all(e["context"]["library"]["name"] == "mercurio" for e in internal["events"])
+    assert app_client.admin(f"/v1/admin/contacts/{person['id']}/events?kind=bogus")[0] == 400
     status, segment = app_client.admin("/v1/admin/segments/cart-without-order")
     assert status == 200 and segment["size"] == 0
 

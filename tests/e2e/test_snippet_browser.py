@@ -133,7 +133,7 @@ class Admin:
 
     def events(self, contact_id: str) -> list[dict]:
         r = requests.get(
-            f"{self.base}/v1/admin/contacts/{quote(contact_id, safe='')}/events",
+            f"{self.base}/v1/admin/contacts/{quote(contact_id, safe='')}/events?kind=tracked",
             headers=self.headers,
             timeout=10,
         )

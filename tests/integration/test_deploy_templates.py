@@ -6,7 +6,8 @@
   responses, dead-letter queue, real function names) and its copy of the data resources
   must match infrastructure/template.yaml;
 * .chalice/policy-<stage>.json must allow every AWS call the code makes, on the resources
-  of its own stage only, with no wildcard actions.
+  of its own stage only, with no wildcard actions, and on each table, bucket prefix and
+  parameter nothing beyond what the code calls there.
 
 Packaging needs the real app importable without AWS credentials and without network
 access to AWS (Chalice imports app.py to read the routes and the stream handler). The
@@ -41,7 +42,18 @@ LINT_REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-south
 
 # Example identifiers used to probe the policies.
 REGION, ACCOUNT = "eu-west-1", "123456789012"
-FUNCTIONS = ("api_handler", "process_events")
+# Every Lambda function of the app: its name in .chalice/config.json and app.py, the logical
+# id Chalice gives it, and the memory (MB) and timeout (s) the stage configuration sets.
+FUNCTIONS = {
+    "api_handler": ("APIHandler", 512, 29),
+    "process_events": ("ProcessEvents", 1024, 120),
+    "segment_jobs": ("SegmentJobs", 1024, 600),
+    "rfm_thresholds": ("RfmThresholds", 1024, 900),
+}
+# How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
+# know the account id of a static policy file, `?` matches exactly one character.
+ACCOUNT_PATTERN = "?" * 12
+PLACEHOLDER = "SET-BY-DEPLOY-SCRIPT"
 
 # Chalice 1.34 defect, plain `chalice package` only: the API handler's log group is named
 # after `${ApiHandler}` while the function's logical id is `APIHandler`, so CloudFormation
@@ -74,22 +86,32 @@ def _load_template(path: Path) -> dict:
     return template
 
 
-def _resolve_sub(value, stage: str) -> str:
+def _resolve_sub(value, stage: str, account: str) -> str:
     """The physical name of a `!Sub "mercurio-${Stage}-..."` (or a plain string)."""
     if isinstance(value, dict):
         (key, text), = value.items()
         assert key == "Fn::Sub", value
-        return text.replace("${Stage}", stage)
+        value = text.replace("${Stage}", stage).replace("${AWS::AccountId}", account)
+    assert "${" not in value, value
     return value
 
 
-def _physical_names(resource_type: str, name_property: str, stage: str) -> set[str]:
+def _physical_names(resource_type: str, name_property: str, stage: str,
+                    account: str = ACCOUNT_PATTERN) -> set[str]:
     resources = _load_template(DATA_TEMPLATE)["Resources"]
     return {
-        _resolve_sub(r["Properties"][name_property], stage)
+        _resolve_sub(r["Properties"][name_property], stage, account)
         for r in resources.values()
         if r["Type"] == resource_type
     }
+
+
+def _table_variables() -> dict[str, str]:
+    """Logical id of each table of the data template → the variable that names it (EventsTable →
+    MERCURIO_EVENTS_TABLE)."""
+    resources = _load_template(DATA_TEMPLATE)["Resources"]
+    return {logical: "MERCURIO_" + re.sub(r"Table$", "", logical).upper() + "_TABLE"
+            for logical, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"}
 
 
 def _findings(path: Path) -> list:
@@ -168,7 +190,9 @@ def test_packaged_functions_get_the_stage_configuration(plain_package):
     resources = template["Resources"]
     env = _stage_env(PACKAGED_STAGE)
     policy = _policy(PACKAGED_STAGE)
-    for logical, memory, timeout in (("APIHandler", 512, 29), ("ProcessEvents", 1024, 120)):
+    functions = {logical for logical, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    assert functions == {logical for logical, _, _ in FUNCTIONS.values()}
+    for logical, memory, timeout in FUNCTIONS.values():
         props = resources[logical]["Properties"]
         assert props["MemorySize"] == memory and props["Timeout"] == timeout, logical
         assert props["Tracing"] == "Active", logical
@@ -177,13 +201,19 @@ def test_packaged_functions_get_the_stage_configuration(plain_package):
         role = props["Role"]["Fn::GetAtt"][0]
         documents = [p["PolicyDocument"] for p in resources[role]["Properties"]["Policies"]]
         assert documents == [policy], logical
-    for name in ("MERCURIO_STAGE", "MERCURIO_EVENTS_TABLE", "MERCURIO_CONTACTS_TABLE",
-                 "MERCURIO_IDENTITIES_TABLE", "MERCURIO_EVENTS_STREAM_ARN", "MERCURIO_SOURCES",
-                 "MERCURIO_ADMIN_TOKEN_PARAMETER", "MERCURIO_EVENT_TTL_DAYS", "MERCURIO_IP_TRUNCATE",
+    for name in ("MERCURIO_STAGE", *_table_variables().values(), "MERCURIO_DATA_BUCKET",
+                 "MERCURIO_EVENTS_STREAM_ARN", "MERCURIO_SOURCES", "MERCURIO_ADMIN_TOKEN_PARAMETER",
+                 "MERCURIO_EVENT_TTL_DAYS", "MERCURIO_IP_TRUNCATE", "MERCURIO_RECHECK_MINUTES",
                  "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"):
         assert env.get(name), name
     assert "MERCURIO_ADMIN_TOKEN" not in env, "on AWS the admin token lives in SSM only"
     assert template["Outputs"]["EndpointURL"]["Value"]["Fn::Sub"].endswith("/api/")
+    # The schedules Chalice generates from app.py, which reads the interval from the stage.
+    schedules = {logical: [e["Properties"]["Schedule"] for e in resources[logical]["Properties"]["Events"].values()
+                           if e["Type"] == "Schedule"]
+                 for logical in ("SegmentJobs", "RfmThresholds")}
+    assert schedules == {"SegmentJobs": [f"rate({int(env['MERCURIO_RECHECK_MINUTES'])} minutes)"],
+                         "RfmThresholds": ["rate(1 day)"]}
 
 
 def test_single_stack_wires_the_stream_processor(single_stack_package):
@@ -203,12 +233,18 @@ def test_single_stack_wires_the_stream_processor(single_stack_package):
     script_retries = re.search(r"STREAM_MAX_RETRY_ATTEMPTS=(\d+)", DEPLOY_SCRIPT.read_text())
     assert script_retries and props["MaximumRetryAttempts"] == int(script_retries.group(1)), \
         "deploy.sh and single-stack.yaml configure the stream retries differently"
-    for logical, function in (("APIHandler", "api_handler"), ("ProcessEvents", "process_events")):
+    # Every function reads the names of this stack's resources, not the config.json values.
+    expected = {variable: {"Ref": table} for table, variable in _table_variables().items()}
+    expected["MERCURIO_DATA_BUCKET"] = {"Ref": "DataBucket"}
+    expected["MERCURIO_EVENTS_STREAM_ARN"] = {"Fn::GetAtt": ["EventsTable", "StreamArn"]}
+    for function, (logical, _, _) in FUNCTIONS.items():
         props = resources[logical]["Properties"]
         assert props["FunctionName"] == {"Fn::Sub": f"mercurio-${{Stage}}-{function}"}
         variables = props["Environment"]["Variables"]
-        assert variables["MERCURIO_EVENTS_STREAM_ARN"] == {"Fn::GetAtt": ["EventsTable", "StreamArn"]}
-        assert variables["MERCURIO_EVENTS_TABLE"] == {"Ref": "EventsTable"}
+        assert {name: variables.get(name) for name in expected} == expected, logical
+    for logical in ("SegmentJobs", "RfmThresholds"):
+        events = resources[logical]["Properties"]["Events"]
+        assert [e["Type"] for e in events.values()] == ["Schedule"], logical
 
 
 def test_single_stack_copy_of_the_data_resources_matches_the_data_template():
@@ -252,26 +288,96 @@ def _table_arn(name: str) -> str:
     return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
 
 
+def _bucket(stage: str, account: str = ACCOUNT) -> str:
+    buckets = _physical_names("AWS::S3::Bucket", "BucketName", stage, account)
+    assert len(buckets) == 1, buckets
+    return buckets.pop()
+
+
+def _parameter_arn(name: str) -> str:
+    return f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
+
+
+def _granted(policy: dict, service: str, resource: str) -> set[str]:
+    """Every action of `service` (lower case) some statement scoped to resources allows on
+    `resource`; statements on "*" are checked by test_policy_grants_nothing_more instead."""
+    scoped = {**policy, "Statement": [s for s in policy["Statement"] if _as_list(s["Resource"]) != ["*"]]}
+    return {f"{service}:{action}" for action in _iam_catalogue()[service]["Actions"]
+            if _allowing(scoped, f"{service}:{action}", resource)}
+
+
 # API call → the IAM actions it is authorized by. TransactWriteItems has no action of its own:
-# each Put/Update/ConditionCheck inside it is authorized as PutItem/UpdateItem/ConditionCheckItem.
-TABLE_CALLS = {
+# each Put/Update/Delete/ConditionCheck inside it is authorized as PutItem/UpdateItem/
+# DeleteItem/ConditionCheckItem on the table it names.
+CALL_ACTIONS = {
     "BatchWriteItem": ["dynamodb:BatchWriteItem"],
     "PutItem": ["dynamodb:PutItem"],
     "UpdateItem": ["dynamodb:UpdateItem"],
+    "DeleteItem": ["dynamodb:DeleteItem"],
     "GetItem": ["dynamodb:GetItem"],
     "BatchGetItem": ["dynamodb:BatchGetItem"],
     "Query": ["dynamodb:Query"],
-    "TransactWriteItems": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"],
+    "Scan": ["dynamodb:Scan"],
     "ConditionCheckItem": ["dynamodb:ConditionCheckItem"],
     "DescribeTable": ["dynamodb:DescribeTable"],
+    "TransactWriteItems(Put)": ["dynamodb:PutItem"],
+    "TransactWriteItems(Update)": ["dynamodb:UpdateItem"],
+    "TransactWriteItems(Delete)": ["dynamodb:DeleteItem"],
+    "TransactWriteItems(ConditionCheck)": ["dynamodb:ConditionCheckItem"],
 }
+# The ingest and stream path (events, contacts, identities) reads and writes its three tables
+# through one statement: batched event writes and timeline queries, PynamoDB's conditional
+# puts, updates, batch gets and merge transactions of contacts and identities.
+_INGEST_CALLS = ("BatchWriteItem", "PutItem", "UpdateItem", "GetItem", "BatchGetItem", "Query",
+                 "TransactWriteItems(Put)", "TransactWriteItems(Update)",
+                 "TransactWriteItems(ConditionCheck)", "ConditionCheckItem", "DescribeTable")
+# The calls the code makes on each table, by the variable that names it; the policy must
+# grant exactly their actions there (test_policy_grants_nothing_more).
+TABLE_CALLS = {
+    "MERCURIO_EVENTS_TABLE": _INGEST_CALLS,
+    # back-fills, size previews and the RFM thresholds walk every contact (ContactScan)
+    "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan",),
+    "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS,
+    # dynamodb_definitions.py: versions and the current pointer written in one transaction;
+    # dynamodb_memberships.py: each membership change moves the segment's size counter here
+    "MERCURIO_DEFINITIONS_TABLE": ("GetItem", "Query", "PutItem", "UpdateItem",
+                                   "TransactWriteItems(Put)", "TransactWriteItems(Update)"),
+    # dynamodb_memberships.py: entering puts, leaving deletes (in the transaction above)
+    "MERCURIO_MEMBERSHIPS_TABLE": ("Query", "TransactWriteItems(Put)", "TransactWriteItems(Delete)"),
+    # dynamodb_schedule.py: file a contact under a minute, walk the due minutes, drop what is done
+    "MERCURIO_SCHEDULE_TABLE": ("PutItem", "GetItem", "Query", "DeleteItem"),
+}
+# Object actions on the data bucket, by key prefix. Listing is s3:ListBucket on the bucket,
+# conditioned on the prefix (LIST_PREFIX).
+BUCKET_PREFIX_CALLS = {
+    # s3_definitions.py: documents marketers upload are read, never written
+    "definitions/": {"GetObject": ["s3:GetObject"]},
+    # s3_exports.py: upload_fileobj is PutObject, or for a large file CreateMultipartUpload,
+    # UploadPart and CompleteMultipartUpload (all authorized as s3:PutObject) and
+    # AbortMultipartUpload when it fails; the download link is a presigned GetObject, which
+    # works only while the signer may read the object.
+    "exports/": {"PutObject": ["s3:PutObject"], "CreateMultipartUpload": ["s3:PutObject"],
+                 "UploadPart": ["s3:PutObject"], "CompleteMultipartUpload": ["s3:PutObject"],
+                 "AbortMultipartUpload": ["s3:AbortMultipartUpload"], "GetObject (presigned)": ["s3:GetObject"]},
+}
+LIST_PREFIX = "definitions/"
+# Webhook signing secrets named by destination definitions (chalicelib/domain/destinations.py).
+DESTINATION_SECRETS = "/mercurio/{stage}/destinations/"
 STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                   "dynamodb:ListStreams"]
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
 TRACE_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
-# Nothing in the code deletes or scans; granting it would only widen what a bug could do.
-NEVER_GRANTED = ["dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:DeleteTable",
-                 "dynamodb:UpdateTable", "ssm:PutParameter", "kms:Encrypt"]
+# Nothing in the code drops or reconfigures tables, deletes uploads or exports, or writes
+# secrets; granting it would only widen what a bug could do.
+NEVER_GRANTED = ["dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:PartiQLDelete",
+                 "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:DeleteBucket", "s3:PutBucketPolicy",
+                 "ssm:PutParameter", "ssm:DeleteParameter", "kms:Encrypt"]
+
+
+def _list_prefix_conditions(statement: dict) -> list[str]:
+    condition = statement.get("Condition", {})
+    return [*_as_list(condition.get("StringLike", {}).get("s3:prefix", [])),
+            *_as_list(condition.get("StringEquals", {}).get("s3:prefix", []))]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -279,8 +385,8 @@ def test_policy_allows_every_call_the_code_makes(stage):
     policy = _policy(stage)
     env = _stage_env(stage)
     tables = _physical_names("AWS::DynamoDB::Table", "TableName", stage)
-    assert {env["MERCURIO_EVENTS_TABLE"], env["MERCURIO_CONTACTS_TABLE"],
-            env["MERCURIO_IDENTITIES_TABLE"]} == tables
+    assert set(TABLE_CALLS) == set(_table_variables().values()), "every table needs its calls listed"
+    assert {env[variable] for variable in TABLE_CALLS} == tables
     missing = []
 
     def need(action: str, resource: str) -> list[dict]:
@@ -289,22 +395,37 @@ def test_policy_allows_every_call_the_code_makes(stage):
             missing.append(f"{action} on {resource}")
         return statements
 
-    for call, actions in TABLE_CALLS.items():
-        for action in actions:
-            for table in sorted(tables):
-                need(action, _table_arn(table))
+    for variable, calls in TABLE_CALLS.items():
+        for call in calls:
+            for action in CALL_ACTIONS[call]:
+                need(action, _table_arn(env[variable]))
     stream = _table_arn(env["MERCURIO_EVENTS_TABLE"]) + "/stream/2026-01-01T00:00:00.000"
     for action in STREAM_ACTIONS:
         need(action, stream)
 
-    parameter_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{env['MERCURIO_ADMIN_TOKEN_PARAMETER']}"
-    need("ssm:GetParameter", parameter_arn)
-    for statement in need("kms:Decrypt", f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b3e9a5c-1111-2222-3333-444455556666"):
-        conditions = statement.get("Condition", {}).get("StringLike", {})
-        assert fnmatch.fnmatchcase(f"ssm.{REGION}.amazonaws.com", conditions.get("kms:ViaService", "")), \
-            "kms:Decrypt must be limited to calls made through SSM"
-        assert fnmatch.fnmatchcase(parameter_arn, conditions.get("kms:EncryptionContext:PARAMETER_ARN", "")), \
-            "kms:Decrypt must be limited to the admin token parameter"
+    # The committed bucket name is a placeholder for the account id that deploy.sh fills in.
+    bucket = _bucket(stage)
+    assert env["MERCURIO_DATA_BUCKET"].replace(PLACEHOLDER, ACCOUNT) == bucket
+    for prefix, calls in BUCKET_PREFIX_CALLS.items():
+        for actions in calls.values():
+            for action in actions:
+                need(action, f"arn:aws:s3:::{bucket}/{prefix}segments/2026-11/Coffee-lovers.csv")
+    for statement in need("s3:ListBucket", f"arn:aws:s3:::{bucket}"):
+        assert any(fnmatch.fnmatchcase(LIST_PREFIX, p) for p in _list_prefix_conditions(statement)), \
+            "the listing of uploaded definitions is not allowed by the s3:prefix condition"
+
+    secrets = [_parameter_arn(env["MERCURIO_ADMIN_TOKEN_PARAMETER"]),
+               _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm-signing-secret")]
+    for parameter_arn in secrets:
+        need("ssm:GetParameter", parameter_arn)
+        key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b3e9a5c-1111-2222-3333-444455556666"
+        for statement in need("kms:Decrypt", key):
+            conditions = statement.get("Condition", {}).get("StringLike", {})
+            assert fnmatch.fnmatchcase(f"ssm.{REGION}.amazonaws.com", conditions.get("kms:ViaService", "")), \
+                "kms:Decrypt must be limited to calls made through SSM"
+            assert any(fnmatch.fnmatchcase(parameter_arn, p)
+                       for p in _as_list(conditions.get("kms:EncryptionContext:PARAMETER_ARN", []))), \
+                f"kms:Decrypt must be limited to the stage's secrets, including {parameter_arn}"
 
     for function in FUNCTIONS:
         group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/mercurio-{stage}-{function}"
@@ -344,13 +465,42 @@ def test_policy_grants_nothing_more(stage):
             for other_stage in other:
                 if f"mercurio-{other_stage}-" in resource or f"/mercurio/{other_stage}/" in resource:
                     problems.append(f"{sid}: {resource} belongs to stage {other_stage}")
+        if "s3:listbucket" in {a.lower() for a in actions}:
+            prefixes = _list_prefix_conditions(statement)
+            if not prefixes or not all(p.startswith(LIST_PREFIX) for p in prefixes):
+                problems.append(f"{sid}: s3:ListBucket must be conditioned on s3:prefix {LIST_PREFIX}…")
+
+    # Per table: exactly the actions of the calls made there.
+    for variable, calls in TABLE_CALLS.items():
+        expected = {action.lower() for call in calls for action in CALL_ACTIONS[call]}
+        granted = _granted(policy, "dynamodb", _table_arn(env[variable]))
+        if granted != expected:
+            problems.append(f"{env[variable]}: grants {sorted(granted - expected)} more, "
+                            f"{sorted(expected - granted)} less than the code calls")
+    # Per key prefix of the data bucket, and on the bucket itself: exactly what the code does.
+    bucket = f"arn:aws:s3:::{_bucket(stage)}"
+    for prefix in (*BUCKET_PREFIX_CALLS, "", "other/", "definitions-old/", "exports-old/"):
+        expected = {a.lower() for actions in BUCKET_PREFIX_CALLS.get(prefix, {}).values() for a in actions}
+        granted = _granted(policy, "s3", f"{bucket}/{prefix}segments/x.yaml")
+        if granted != expected:
+            problems.append(f"s3 objects under {prefix!r}: grants {sorted(granted)}, expected {sorted(expected)}")
+    if _granted(policy, "s3", bucket) != {"s3:listbucket"}:
+        problems.append(f"the data bucket itself: grants {sorted(_granted(policy, 's3', bucket))}")
+    # Secrets: the admin token and the destinations' signing secrets, no other parameter.
+    for name in (f"/mercurio/{stage}/other", f"/mercurio/{stage}/destinations-old/x", "/other/secret"):
+        if _allowing(policy, "ssm:GetParameter", _parameter_arn(name)):
+            problems.append(f"ssm:GetParameter on {name}")
+
+    probes = ["*", bucket, f"{bucket}/definitions/x.yaml", f"{bucket}/exports/x.csv",
+              *(_table_arn(env[variable]) for variable in TABLE_CALLS)]
     for action in NEVER_GRANTED:
-        if _allowing(policy, action, _table_arn(env["MERCURIO_EVENTS_TABLE"])) or \
-                _allowing(policy, action, "*"):
+        if any(_allowing(policy, action, probe) for probe in probes):
             problems.append(f"{action} is granted")
     for other_stage in other:
         if _allowing(policy, "dynamodb:GetItem", _table_arn(f"mercurio-{other_stage}-events")):
             problems.append(f"reads the {other_stage} tables")
+        if _allowing(policy, "s3:GetObject", f"arn:aws:s3:::{_bucket(other_stage)}/exports/x.csv"):
+            problems.append(f"reads the {other_stage} bucket")
     assert problems == []
 
 
@@ -358,7 +508,10 @@ def test_policy_grants_nothing_more(stage):
 def test_policy_resources_name_resources_the_templates_define(stage):
     tables = _physical_names("AWS::DynamoDB::Table", "TableName", stage)
     queues = _physical_names("AWS::SQS::Queue", "QueueName", stage)
+    buckets = _physical_names("AWS::S3::Bucket", "BucketName", stage, ACCOUNT_PATTERN)
     env = _stage_env(stage)
+    parameters = {f"arn:aws:ssm:*:*:parameter{env['MERCURIO_ADMIN_TOKEN_PARAMETER']}",
+                  f"arn:aws:ssm:*:*:parameter{DESTINATION_SECRETS.format(stage=stage)}*"}
     unknown = []
     for statement in _policy(stage)["Statement"]:
         for resource in _as_list(statement["Resource"]):
@@ -370,8 +523,13 @@ def test_policy_resources_name_resources_the_templates_define(stage):
                 match = re.fullmatch(r"arn:aws:sqs:\*:\*:([^:]+)", resource)
                 if not match or match.group(1) not in queues:
                     unknown.append(resource)
+            elif resource.startswith("arn:aws:s3:"):
+                match = re.fullmatch(r"arn:aws:s3:::([^/]+)(?:/(.+)\*)?", resource)
+                if not match or match.group(1) not in buckets or \
+                        match.group(2) not in (None, *BUCKET_PREFIX_CALLS):
+                    unknown.append(resource)
             elif resource.startswith("arn:aws:ssm:"):
-                if resource != f"arn:aws:ssm:*:*:parameter{env['MERCURIO_ADMIN_TOKEN_PARAMETER']}":
+                if resource not in parameters:
                     unknown.append(resource)
     assert unknown == []
 
@@ -394,6 +552,29 @@ def test_chalice_config_uses_the_hand_written_policies():
 
 
 # --- deploy script --------------------------------------------------------------------------
+
+def test_deploy_script_checks_and_fills_in_every_data_stack_name():
+    """deploy.sh compares each table name of the stage with the data stack's outputs and
+    writes the account-specific values (stream ARN, bucket name) over the placeholders."""
+    script = DEPLOY_SCRIPT.read_text()
+    data = _load_template(DATA_TEMPLATE)
+    outputs, resources = data["Outputs"], data["Resources"]
+    variables = _table_variables()
+    checked = dict(re.findall(r"(MERCURIO_\w+_TABLE):(\w+TableName)", script))
+    expected = {variables[output["Value"]["Ref"]]: name for name, output in outputs.items()
+                if isinstance(output["Value"], dict) and output["Value"].get("Ref") in variables}
+    assert checked == expected
+    assert set(expected) == set(variables.values()), "every table needs an output deploy.sh can check"
+    assert re.search(r'"MERCURIO_EVENTS_STREAM_ARN=\$\{stream_arn\}"', script)
+    assert re.search(r'"MERCURIO_DATA_BUCKET=\$\{bucket\}"', script)
+    assert re.search(r'bucket="\$\(stack_output "\$\{data_stack\}" DataBucketName\)"', script)
+    assert outputs["DataBucketName"]["Value"] == {"Ref": "DataBucket"}
+    assert resources["DataBucket"]["Type"] == "AWS::S3::Bucket"
+    for stage in STAGES:
+        env = _stage_env(stage)
+        assert env["MERCURIO_EVENTS_STREAM_ARN"].endswith("/stream/" + PLACEHOLDER)
+        assert env["MERCURIO_DATA_BUCKET"].endswith("-" + PLACEHOLDER)
+
 
 def test_deploy_script_is_valid_bash():
     result = subprocess.run(["bash", "-n", str(DEPLOY_SCRIPT)], capture_output=True, text=True)

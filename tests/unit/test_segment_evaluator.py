@@ -380,6 +380,13 @@ def test_first_and_last_occurrence_bounds():
     assert not member(lapsed, person())
 
 
+def test_an_empty_counter_has_no_first_or_last_occurrence():
+    empty = {"total": 0, "first": iso(NOW - 90 * DAY), "last": iso(NOW - 90 * DAY), "days": {}, "recent": []}
+    contact = person(counters={"Order Completed": empty})
+    assert check({"event": "Order Completed", "last": {"before": "60 days ago"}}, contact) == Evaluation(False, None)
+    assert check({"event": "Order Completed", "at_most": 0, "within": "60 days"}, contact) == Evaluation(True, None)
+
+
 def test_last_occurrence_within_a_relative_range():
     last = NOW - 3 * DAY
     contact = person(counters={"Session": counter(last)})
