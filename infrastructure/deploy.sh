@@ -16,12 +16,13 @@
 #
 # The default (two-stack) path:
 #   1. deploys infrastructure/template.yaml as the stack mercurio-<stage>-data;
-#   2. reads the table names, the events stream ARN and the dead-letter queue ARN from it;
+#   2. reads the table names, the events stream ARN, the data bucket name and the dead-letter
+#      queue ARN from it;
 #   3. creates the admin token SecureString parameter if it does not exist yet;
-#   4. runs `chalice deploy --stage <stage>` with the real stream ARN written into the stage's
-#      environment in .chalice/config.json for the duration of the command (the committed file
-#      keeps a placeholder, because the ARN embeds the account id and the stream's creation
-#      time, and is restored afterwards);
+#   4. runs `chalice deploy --stage <stage>` with the real stream ARN and bucket name written
+#      into the stage's environment in .chalice/config.json for the duration of the command
+#      (the committed file keeps placeholders, because the ARN embeds the account id and the
+#      stream's creation time and the bucket name the account id; it is restored afterwards);
 #   5. turns on ReportBatchItemFailures (plus bounded retries and the dead-letter queue) on the
 #      event source mapping Chalice created, which Chalice itself cannot configure;
 #   6. prints the API URL.
@@ -191,7 +192,7 @@ print_admin_token() {
     --query Parameter.Value --output text
 }
 
-# --- Chalice config with the real stream ARN -------------------------------------------
+# --- Chalice config with the real stream ARN and bucket name ---------------------------
 
 CONFIG_BACKUP=""
 
@@ -203,18 +204,22 @@ restore_chalice_config() {
   CONFIG_BACKUP=""
 }
 
-# Writes the stream ARN into the stage's environment; restore_chalice_config undoes it.
-write_stream_arn_into_config() {
+# Writes NAME=VALUE pairs into the stage's environment; restore_chalice_config undoes it.
+write_deploy_values_into_config() {
   CONFIG_BACKUP="$(mktemp)"
   cp "${CHALICE_CONFIG}" "${CONFIG_BACKUP}"
-  "${PYTHON}" - "${CHALICE_CONFIG}" "${STAGE}" "$1" <<'PY'
+  "${PYTHON}" - "${CHALICE_CONFIG}" "${STAGE}" "$@" <<'PY'
 import json
 import sys
 
-path, stage, stream_arn = sys.argv[1:]
+path, stage, *pairs = sys.argv[1:]
 with open(path) as f:
     config = json.load(f)
-config["stages"][stage]["environment_variables"]["MERCURIO_EVENTS_STREAM_ARN"] = stream_arn
+env = config["stages"][stage]["environment_variables"]
+for pair in pairs:
+    name, _, value = pair.partition("=")
+    assert name in env and value, "unexpected deploy value %r" % pair
+    env[name] = value
 with open(path, "w") as f:
     json.dump(config, f, indent=2)
     f.write("\n")
@@ -227,7 +232,10 @@ check_table_names() {
   local stack="$1" pair variable output expected actual
   for pair in MERCURIO_EVENTS_TABLE:EventsTableName \
     MERCURIO_CONTACTS_TABLE:ContactsTableName \
-    MERCURIO_IDENTITIES_TABLE:IdentitiesTableName; do
+    MERCURIO_IDENTITIES_TABLE:IdentitiesTableName \
+    MERCURIO_DEFINITIONS_TABLE:DefinitionsTableName \
+    MERCURIO_MEMBERSHIPS_TABLE:MembershipsTableName \
+    MERCURIO_SCHEDULE_TABLE:ScheduleTableName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"
@@ -289,7 +297,7 @@ finish() {
 # --- commands --------------------------------------------------------------------------
 
 deploy_two_stacks() {
-  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn url
+  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn bucket url
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -307,12 +315,15 @@ deploy_two_stacks() {
   check_table_names "${data_stack}"
   stream_arn="$(stack_output "${data_stack}" EventsStreamArn)"
   dlq_arn="$(stack_output "${data_stack}" EventsDeadLetterQueueArn)"
+  bucket="$(stack_output "${data_stack}" DataBucketName)"
   log "events stream ${stream_arn}"
+  log "data bucket ${bucket}"
 
   ensure_admin_token
 
   log "chalice deploy --stage ${STAGE}"
-  write_stream_arn_into_config "${stream_arn}"
+  write_deploy_values_into_config "MERCURIO_EVENTS_STREAM_ARN=${stream_arn}" \
+    "MERCURIO_DATA_BUCKET=${bucket}"
   (cd "${REPO_ROOT}" && "${CHALICE}" deploy --stage "${STAGE}")
   restore_chalice_config
 
@@ -384,8 +395,10 @@ teardown() {
   parameter="$(config_env MERCURIO_ADMIN_TOKEN_PARAMETER)"
   cat >&2 <<EOF
 Done. Kept (DeletionPolicy Retain / not managed by CloudFormation):
-  DynamoDB tables ${APP_NAME}-${STAGE}-events, ${APP_NAME}-${STAGE}-contacts, ${APP_NAME}-${STAGE}-identities
-  SSM parameter ${parameter}
+  DynamoDB tables ${APP_NAME}-${STAGE}-events, ${APP_NAME}-${STAGE}-contacts, ${APP_NAME}-${STAGE}-identities,
+    ${APP_NAME}-${STAGE}-definitions, ${APP_NAME}-${STAGE}-memberships
+  S3 bucket ${APP_NAME}-${STAGE}-data-<account id> (uploaded definitions, exports)
+  SSM parameters ${parameter} and /${APP_NAME}/${STAGE}/destinations/*
 Deleting them destroys the data for good; see docs/DEPLOY.md, Tearing down.
 EOF
 }

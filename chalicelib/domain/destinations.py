@@ -12,7 +12,7 @@ from chalicelib.domain.definition_errors import DefinitionError, expect_list, ex
     unknown_fields
 
 FIELDS = ("id", "name", "description", "url", "secret_parameter", "segments")
-_PARAMETER = re.compile(r"^/[A-Za-z0-9_./-]{1,1000}$")
+_PARAMETER = re.compile(r"^/mercurio/[a-z0-9-]+/destinations/[A-Za-z0-9_.-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ def parse_destination(doc: object) -> Destination:
         problems.append(f"url: {url!r} is not an http(s) URL")
     parameter = mapping.get("secret_parameter")
     if not isinstance(parameter, str) or not _PARAMETER.match(parameter):
-        problems.append("secret_parameter: the name of an SSM SecureString parameter, e.g. /mercurio/prod/crm-secret")
+        problems.append("secret_parameter: the name of an SSM SecureString parameter under "
+                        "/mercurio/<stage>/destinations/, e.g. /mercurio/prod/destinations/crm")
     segments = expect_list(mapping.get("segments"), "segments", problems) or []
     if not segments and "segments" in mapping:
         problems.append("segments: list at least one segment id")

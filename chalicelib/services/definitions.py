@@ -109,6 +109,7 @@ class DefinitionService:
         scoring.yaml, rfm.yaml, personas.yaml. The segments are checked together (they may
         reference each other); unchanged documents are not re-versioned."""
         files = sorted(root.glob("segments/*.y*ml")) + sorted(root.glob("campaigns/*.y*ml"))
+        files += sorted(root.glob("destinations/*.y*ml"))
         files += [root / f"{kind}.yaml" for kind in SINGLETONS if (root / f"{kind}.yaml").exists()]
         documents = []
         for path in files:
@@ -156,8 +157,8 @@ def kind_and_id(relative: str) -> tuple[str, str]:
     name = parts[-1].rsplit(".", 1)[0]
     if len(parts) == 1 and name in SINGLETONS:
         return name, "default"
-    if len(parts) == 2 and parts[0] in ("segments", "campaigns"):
+    if len(parts) == 2 and parts[0] in ("segments", "campaigns", "destinations"):
         return parts[0][:-1], name
     raise DefinitionError([f"key: {relative!r} is not a definition path (segments/<id>.yaml, "
-                           f"campaigns/<id>.yaml, scoring.yaml, rfm.yaml or personas.yaml)"])
+                           f"campaigns/<id>.yaml, destinations/<id>.yaml, scoring.yaml, rfm.yaml or personas.yaml)"])
 

@@ -69,7 +69,7 @@ class SegmentJobs:
 
     # -- time passing ----------------------------------------------------------------------
 
-    def recheck_due(self, limit: int = 1000, budget_seconds: float = 240.0) -> dict:
+    def recheck_due(self, limit: int = 1000, budget_seconds: float = 100.0) -> dict:
         """Re-evaluate the contacts whose segments time alone may have changed by now."""
         started = self.monotonic()
         now = self.clock.now()
@@ -99,7 +99,7 @@ class SegmentJobs:
                     jobs.append((kind, row["id"], progress))
         return jobs
 
-    def run_backfills(self, page_size: int = 100, budget_seconds: float = 240.0) -> list[dict]:
+    def run_backfills(self, page_size: int = 100, budget_seconds: float = 100.0) -> list[dict]:
         started = self.monotonic()
         reports = []
         for kind, definition_id, progress in self.pending_backfills():
