@@ -39,6 +39,7 @@ def observe_http(event, get_response):
 def _flush_metrics() -> None:
     if metrics.metric_set:
         metrics.flush_metrics()
+        metrics.clear_metrics()  # a disabled Metrics (local runs) flushes without clearing
 
 
 # -- helpers: request → service arguments, service errors → HTTP ---------------------------
@@ -148,6 +149,7 @@ def process_events(event):
     try:
         return handle_stream(event.to_dict(), event.context, bootstrap.event_processor(), logger, metrics)
     finally:
+        logger.remove_keys(["stream_records"])
         _flush_metrics()
 
 

@@ -182,9 +182,9 @@ class LocalStack:
         os.environ["MERCURIO_EVENTS_STREAM_ARN"] = created["EventsTable.StreamArn"]
 
         import app as mercurio
-        from chalice.config import Config
-        from chalice.local import LambdaContext, LocalDevServer
+        from chalice.local import LambdaContext
 
+        from local.api_server import make_api_server
         from local.stream_bridge import StreamBridge
 
         def invoke_process_events(event: dict) -> dict:
@@ -210,8 +210,7 @@ class LocalStack:
                                                            demo_shop_handler(self.api_url, self.write_key))
         threading.Thread(target=self.shop_server.serve_forever, name="demo-shop", daemon=True).start()
 
-        config = Config.create(chalice_stage="dev", app_name="mercurio", project_dir=str(ROOT))
-        self.api_server = LocalDevServer(mercurio.app, config, self.host, self.port)
+        self.api_server = make_api_server(mercurio.app, self.host, self.port, str(ROOT))
         threading.Thread(target=self.api_server.server.serve_forever, name="api", daemon=True).start()
         wait_until_up(f"{self.api_url}/health")
 

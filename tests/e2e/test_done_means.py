@@ -74,3 +74,26 @@ def test_segment_membership_changes_within_one_batch_on_the_local_stack(local_st
     status, listing = local_stack.admin_get("/v1/admin/segments")
     ids = {s["id"] for s in listing["segments"]}
     assert {"coffee-lovers", "mql", "birthday-today", "win-back", "promo-2026-11-group-1"} <= ids  # shipped examples
+
+
+def test_concurrent_requests_to_the_local_server_lose_nothing(local_stack):
+    """Chalice's local server shares one `current_request` between its threads; the local
+    stack gives each thread its own, so parallel clients' events all arrive, each once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = uuid.uuid4().hex[:8]
+    visitors = [f"par-{run}-{i}" for i in range(300)]
+
+    def send(visitor: str) -> None:
+        _post(local_stack, "/v1/t", {"writeKey": local_stack.write_key, "anonymousId": visitor,
+                                     "event": "Parallel Ping", "properties": {"visitor": visitor}})
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(send, visitors))
+    time.sleep(1)
+    local_stack.wait_for_contact(f"anon:{visitors[-1]}")
+    for visitor in visitors:
+        person = local_stack.wait_for_contact(f"anon:{visitor}", timeout=5)
+        assert person["counters"]["Parallel Ping"]["total"] == 1
+        status, page = local_stack.admin_get(f"/v1/admin/contacts/{person['id']}/events?kind=tracked")
+        assert [e["properties"]["visitor"] for e in page["events"]] == [visitor]
