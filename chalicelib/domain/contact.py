@@ -102,6 +102,9 @@ class Contact:
     @classmethod
     def from_document(cls, contact_id: str, doc: dict, version: int | None, merged_into: str | None) -> "Contact":
         known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc and k not in ("id", "version", "merged_into")}
+        if isinstance(known.get("recent"), str):
+            packed = known["recent"]
+            known["recent"] = [packed[i:i + 8] for i in range(0, len(packed), 8)]
         known.setdefault("created_at", "")
         return cls(id=contact_id, version=version, merged_into=merged_into, **known)
 
@@ -258,9 +261,10 @@ def set_traits(contact: Contact, traits: dict, timestamp: str) -> None:
 
 
 def message_digest(message_id: str) -> str:
-    """60 bits of the messageId: 10 characters instead of 36 keeps the contact item small."""
-    digest = hashlib.blake2b(message_id.encode("utf-8"), digest_size=8).digest()
-    return base64.urlsafe_b64encode(digest).decode()[:10]
+    """48 bits of the messageId as 8 characters: a collision among a contact's last 64
+    messages is a 1-in-10^10 event, and the digests are stored back to back."""
+    digest = hashlib.blake2b(message_id.encode("utf-8"), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def apply_event(contact: Contact, event: dict, keep_days: int = 90) -> bool:
