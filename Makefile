@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 STAGE  ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e system-deps sdk-deps bench deploy deploy-single-stack package clean
+.PHONY: help install run test test-unit test-integration test-e2e system-deps sdk-deps bench deploy deploy-single-stack upload-definitions package clean
 
 help:
 	@echo "make run      the whole system on the embedded AWS emulator (http://127.0.0.1:$(PORT))"
@@ -60,6 +60,14 @@ deploy: install
 
 deploy-single-stack: install
 	STAGE=$(STAGE) ARTIFACT_BUCKET=$(ARTIFACT_BUCKET) ./infrastructure/deploy.sh single-stack
+
+# Upload definition files (segments, campaigns, scoring…) to the stage's data bucket; the
+# scheduled segment job applies them within MERCURIO_RECHECK_MINUTES.
+DEFINITIONS ?= chalicelib/definitions
+upload-definitions:
+	bucket=$$(aws cloudformation describe-stacks --stack-name mercurio-$(STAGE)-data \
+	  --query "Stacks[0].Outputs[?OutputKey=='DataBucketName'].OutputValue" --output text) && \
+	aws s3 sync $(DEFINITIONS) s3://$$bucket/definitions/ --exclude "*" --include "*.yaml" --include "*.yml" --include "*.json"
 
 package: install
 	rm -rf out/$(STAGE) && AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(STAGE) --merge-template infrastructure/single-stack.yaml out/$(STAGE)
