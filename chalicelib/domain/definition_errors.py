@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from datetime import timedelta
 
 import yaml
 
@@ -78,3 +79,18 @@ def expect_name(value: object, where: str, problems: list[str]) -> str | None:
     else:
         problems.append(f"{where}: {show(value)} is not a name")
     return None
+
+
+def expect_duration(value: object, where: str, problems: list[str]) -> timedelta | None:
+    """A positive duration such as `30 days`, or a problem saying why not."""
+    from chalicelib.domain.durations import parse_duration
+
+    try:
+        period = parse_duration(value)
+    except (ValueError, TypeError) as exc:
+        problems.append(f"{where}: {exc}")  # says why, e.g. months differ in length
+        return None
+    if period <= timedelta(0):
+        problems.append(f"{where}: {show(value)} must be longer than zero")
+        return None
+    return period

@@ -25,6 +25,7 @@ from typing import Iterable
 
 from chalicelib.domain.contact import Contact, counter_name
 from chalicelib.domain.definition_errors import (
+    expect_duration,
     DefinitionError,
     expect_list,
     expect_mapping,
@@ -34,7 +35,6 @@ from chalicelib.domain.definition_errors import (
     show,
     unknown_fields,
 )
-from chalicelib.domain.durations import parse_duration
 
 DIMENSIONS = ("recency", "frequency", "monetary")
 SCORES = (1, 2, 3, 4, 5)
@@ -128,24 +128,12 @@ def parse_rfm(doc: object) -> RfmConfig:
     unknown_fields(data, DOCUMENT_FIELDS, "", problems)
     purchase_event = expect_name(data.get("purchase_event", "Order Completed"), "purchase_event", problems)
     revenue_property = expect_name(data.get("revenue_property", "revenue"), "revenue_property", problems)
-    recompute = _duration(data.get("recompute", "1 day"), "recompute", problems)
+    recompute = expect_duration(data.get("recompute", "1 day"), "recompute", problems)
     cuts = _fixed_cuts(data.get("cuts"), problems)
     classes = _classes(data["classes"] if data.get("classes") is not None else DEFAULT_CLASSES, problems)
     if problems:
         raise DefinitionError(problems)
     return RfmConfig(purchase_event, revenue_property, recompute, classes, cuts)
-
-
-def _duration(value: object, where: str, problems: list[str]) -> timedelta | None:
-    try:
-        period = parse_duration(value)
-    except (ValueError, TypeError) as exc:
-        problems.append(f"{where}: {exc}")  # says why, e.g. months differ in length
-        return None
-    if period <= timedelta(0):
-        problems.append(f"{where}: {show(value)} must be longer than zero")
-        return None
-    return period
 
 
 def _fixed_cuts(value: object, problems: list[str]) -> dict:

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from chalicelib.domain.contact import Contact, counter_name
 from chalicelib.domain.definition_errors import (
+    expect_duration,
     DefinitionError,
     expect_list,
     expect_mapping,
@@ -38,7 +39,6 @@ from chalicelib.domain.definition_errors import (
     show,
     unknown_fields,
 )
-from chalicelib.domain.durations import parse_duration
 from chalicelib.domain.personas import parse_profile_filters, profile_view
 from chalicelib.domain.segments.filters import EventMatcher, FilterError, PropertyFilter, parse_filters
 
@@ -140,7 +140,7 @@ def parse_scoring(doc: object) -> ScoringConfig:
     if data is None:
         raise DefinitionError(problems)
     unknown_fields(data, DOCUMENT_FIELDS, "", problems)
-    half_life = _duration(data["half_life"], "half_life", problems) if data.get("half_life") is not None else None
+    half_life = expect_duration(data["half_life"], "half_life", problems) if data.get("half_life") is not None else None
     rules = _each(data, "rules", problems, _rule)
     grading = _each(data, "grading", problems, _grade_rule)
     stages = _each(data, "stages", problems, _stage)
@@ -202,7 +202,7 @@ def _cap(value: object, where: str, problems: list[str]) -> Cap | None:
     elif not is_number(points) or points <= 0:
         problems.append(f"{where}.points: {show(points)} is not a positive number")
         points = None
-    period = _duration(per, f"{where}.per", problems) if per is not None else None
+    period = expect_duration(per, f"{where}.per", problems) if per is not None else None
     if per is None:
         problems.append(f"{where}.per: is required (e.g. 1 day, 1 week)")
     if points is None or period is None:
@@ -296,18 +296,6 @@ def _id(value: object, where: str, problems: list[str]) -> str | None:
         problems.append(f"{where}: {show(name)} must be letters, digits, - or _")
         return None
     return name
-
-
-def _duration(value: object, where: str, problems: list[str]) -> timedelta | None:
-    try:
-        period = parse_duration(value)
-    except (ValueError, TypeError) as exc:
-        problems.append(f"{where}: {exc}")  # says why, e.g. months differ in length
-        return None
-    if period <= timedelta(0):
-        problems.append(f"{where}: {show(value)} must be longer than zero")
-        return None
-    return period
 
 
 def _unique(names: list[str], key: str, field: str, problems: list[str]) -> None:

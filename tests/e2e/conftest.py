@@ -18,6 +18,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Debian's Chromium (a test tool's own browser download is not reachable from every machine),
+# with the flags that keep it off the network it has no business reaching.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WRITE_KEY = "e2e-write-key-0001"
 ADMIN_TOKEN = "e2e-admin-token-0001"
 
@@ -137,3 +149,17 @@ def app_client(app_env):
     # A stage absent from .chalice/config.json: only the moto tables of this test apply.
     with Client(mercurio.app, stage_name="test") as client:
         yield AppClient(client, app_env["EventsTable.StreamArn"])
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright; missing Chromium is a failure, not a skip."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is required for the browser tests but {CHROMIUM} does not exist: "
+                    "`make test` installs it (apt-get install -y chromium)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()

@@ -32,7 +32,7 @@ def test_anonymous_visitor_becomes_one_known_contact(local_stack):
     _post(local_stack, "/v1/i", {"writeKey": key, "anonymousId": anon, "userId": user,
                                  "traits": {"email": "Grace.Hopper@Example.com", "first_name": "Grace"}})
 
-    contact = local_stack.wait_for_contact(f"email:grace.hopper@example.com")
+    contact = local_stack.wait_for_contact("email:grace.hopper@example.com")
     for identifier in (f"anon:{anon}", f"user:{user}", "email:GRACE.HOPPER@example.com"):
         assert local_stack.wait_for_contact(identifier)["id"] == contact["id"]
     assert set(contact["identifiers"]) >= {f"anon:{anon}", f"user:{user}", "email:grace.hopper@example.com"}

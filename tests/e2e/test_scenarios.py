@@ -9,7 +9,6 @@ import http.server
 import io
 import json
 import threading
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -37,16 +36,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SDK_DIR = ROOT / "tests" / "sdk"
 NODE_MODULES = SDK_DIR / "node_modules"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PROCESSING_TIMEOUT = 15.0  # events reach the timeline through an asynchronous stream
 DELIVERY_TIMEOUT = 10.0  # the browser SDK sends in the background
 
@@ -363,22 +352,6 @@ def site(sdk_page_dir):
     server, origin = _serve(functools.partial(QuietHandler, directory=str(sdk_page_dir)))
     yield origin
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(
-            f"Chromium is required for the browser SDK test but {CHROMIUM} does not exist: "
-            "install it with `apt-get update && apt-get install -y chromium`",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 class Tab:

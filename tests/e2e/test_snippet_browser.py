@@ -10,7 +10,6 @@ failure, not a skip.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -19,16 +18,6 @@ from urllib.parse import quote
 import pytest
 import requests
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 PROCESSING_TIMEOUT = 15.0  # events reach the timeline through an asynchronous stream
 
@@ -36,22 +25,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(
-            f"Chromium is required for the browser tests but {CHROMIUM} does not exist: "
-            "install it with `apt-get update && apt-get install -y chromium`",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 class Tab:
