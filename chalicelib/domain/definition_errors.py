@@ -14,6 +14,22 @@ from datetime import timedelta
 import yaml
 
 
+class DocumentLoader(yaml.SafeLoader):
+    """YAML as marketers write it: `2026-01-31` stays the text it was (dates are parsed by
+    the definitions themselves, in the contact's time zone), so a document always has a
+    JSON form to be stored and returned."""
+
+
+DocumentLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str | bytes) -> object:
+    return yaml.load(text, Loader=DocumentLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class DefinitionError(ValueError):
     """A definition document that cannot be used; `problems` lists every fault found."""
 
@@ -26,7 +42,7 @@ def load_document(doc: object) -> object:
     """A document as parsed data: a mapping passes through, YAML or JSON text is loaded."""
     if isinstance(doc, (str, bytes)):
         try:
-            return yaml.safe_load(doc)
+            return load_yaml(doc)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

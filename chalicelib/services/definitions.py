@@ -12,7 +12,7 @@ from typing import Callable
 
 import yaml
 
-from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.definition_errors import DefinitionError, load_yaml
 from chalicelib.domain.events import iso
 from chalicelib.domain.segments.language import validate_catalog
 from chalicelib.services.catalog import KINDS, SINGLETONS, Catalog, build_catalog, check_id, parse_document, \
@@ -33,7 +33,7 @@ def decode_document(body: bytes | str | dict | None, content_type: str | None = 
         raise DefinitionError([f"document: larger than {MAX_DOCUMENT_BYTES // 1024} KB"])
     text = body.decode("utf-8", errors="replace") if isinstance(body, (bytes, bytearray)) else body
     try:
-        document = yaml.safe_load(text)
+        document = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -87,3 +87,43 @@ def test_processing_survives_whatever_ingest_accepted(app_client):
     ]})
     app_client.drain()
     assert app_client.bridge.dropped == []
+
+
+condition_like = st.recursive(
+    st.fixed_dictionaries({}, optional={
+        "trait": st.sampled_from(["plan", "birthday", "a.b"]) | field_values,
+        "event": st.sampled_from(["Order Completed", "Page Viewed"]) | field_values,
+        "equals": field_values, "in": field_values, "within": st.sampled_from(["30 days", "P1D", "0 days"]) | field_values,
+        "at_least": field_values, "at_most": field_values, "where": field_values, "before": field_values,
+        "anniversary": field_values, "segment": field_values, "score": field_values, "rfm": field_values,
+        "campaign_group": field_values, "message": field_values, "exists": field_values}),
+    lambda children: st.one_of(st.fixed_dictionaries({"all": st.lists(children, max_size=3)}),
+                               st.fixed_dictionaries({"any": st.lists(children, max_size=3)}),
+                               st.fixed_dictionaries({"not": children})),
+    max_leaves=6,
+)
+segment_docs = st.one_of(
+    st.fixed_dictionaries({"id": st.sampled_from(["fuzz", "other"]) | field_values,
+                           "name": field_values, "conditions": condition_like | field_values}).map(json.dumps),
+    st.sampled_from([
+        "id: fuzz\nname: F\nconditions:\n  trait: birthday\n  before: 2026-01-31\n",
+        "id: fuzz\nname: F\nconditions: !!python/object:os.system {}\n",
+        "id: fuzz\nname: 2026-11-22\nconditions:\n  trait: x\n  equals: 2026-11-22T10:00:00Z\n",
+        "- just\n- a list\n", "{", ": :", "id: fuzz\nname: [unclosed\n",
+    ]),
+    st.text(max_size=120),
+    st.binary(max_size=80),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=segment_docs, kind=st.sampled_from(["segments/fuzz", "segments/preview", "definitions/scoring/default",
+                                                "definitions/rfm/default", "definitions/personas/default",
+                                                "definitions/campaign/fuzz", "definitions/destination/fuzz",
+                                                "definitions/bogus/x", "segments/fuzz/exports"]))
+def test_definition_routes_never_answer_5xx(app_client, body, kind):
+    method = "POST" if kind.endswith(("preview", "exports")) else "PUT"
+    response = app_client.http.request(method, f"/v1/admin/{kind}", body=body,
+                                       headers={"Authorization": "Bearer test-admin-token-1",
+                                                "Content-Type": "application/yaml"})
+    assert response.status_code < 500, (kind, body, response.body)
