@@ -98,6 +98,8 @@ class ProfileRules:
                                            "since": iso(now)})
         if name == CONSENT_EVENT:
             kinds |= self._consent(contact, event)
+        if event["type"] in ("identify", "alias") or (event.get("context") or {}).get("clickId"):
+            kinds.add("identifiers")  # may have linked an email or phone: `reachable` can change
         if catalog.personas is not None and contact.persona is None and event["type"] == "identify":
             contact.persona = personas.assign(catalog.personas, contact)
             if contact.persona:

@@ -230,3 +230,14 @@ def test_the_six_groups_of_a_promotional_email(app_client, clock):
     assert "anon:visitor-r6" in r6["identifiers"]
     assert "promo-2026-11-group-6" in r6["segments"]
     assert "promo-2026-11-group-1" in contact(app_client, "user:r1")["segments"]
+
+
+def test_reachable_changes_when_an_identify_links_an_email(app_client, clock):
+    document = "id: emailable\nname: Emailable\nconditions:\n  reachable: email\n"
+    assert put_segment(app_client, document).status_code == 200
+    app_client.post("/v1/page", {"anonymousId": "soon-known"})
+    app_client.drain()
+    assert "emailable" not in contact(app_client, "anon:soon-known")["segments"]
+    app_client.post("/v1/identify", {"anonymousId": "soon-known", "traits": {"mail_opt_in": True, "email": "k@x.io"}})
+    app_client.drain()
+    assert "emailable" in contact(app_client, "anon:soon-known")["segments"]
