@@ -140,6 +140,7 @@ class EventProcessor:
                 cache.owners[identifier] = contact.id
                 contact.add_identifier(identifier)
 
+        self._publish(contact)  # what the previous write left to publish, once, before new effects
         applied = apply_event(contact, event, self.counter_days)
         if applied and self.rules is not None:
             for loser in losers:
@@ -159,6 +160,7 @@ class EventProcessor:
         """Events Mercurio emits about a contact (Segment Entered…): counted on the contact
         they name, and seen by the segments that read them."""
         contact = self._follow(event["contactId"], cache, consistent)
+        self._publish(contact)
         applied = apply_event(contact, event, self.counter_days)
         if applied:
             if self.rules is not None:
@@ -171,6 +173,11 @@ class EventProcessor:
         return Outcome(contact_id=contact.id, applied=applied)
 
     def _publish(self, contact: Contact) -> None:
+        """Publish the contact's outbox (idempotent effects) and empty it in memory.
+
+        A stored contact keeps the effects of its last write: if that write's publishing
+        was cut short, they are published again here, before the next write replaces them;
+        the next write then stores only its own effects, so the outbox never accumulates."""
         if self.publisher is not None and contact.outbox:
             self.publisher.publish(contact, self.clock.now())
 

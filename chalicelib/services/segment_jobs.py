@@ -55,6 +55,8 @@ class SegmentJobs:
                 hops += 1
             if contact is None or contact.merged_into:
                 return None
+            if contact.outbox:  # the previous write's effects, published before new ones
+                self.publisher.publish(contact, self.clock.now())
             before = copy.deepcopy(contact.to_document())
             change(contact)
             try:

@@ -213,3 +213,35 @@ def test_a_merge_and_the_event_that_caused_it_are_one_write(processor, repo):
     assert repo.calls.get("save", 0) + repo.calls.get("create", 0) == writes_before
     survivor = contact_of(repo, "user:u")
     assert survivor.traits == {"plan": "pro", "city": "Paris"}  # visible together with the merge
+
+
+def test_the_stored_outbox_holds_only_the_last_writes_effects(repo):
+    """Effects are published after each write; the next write must not carry them again
+    (they would be re-published forever and the contact item would grow)."""
+    from chalicelib.services.segmentation import EffectsPublisher
+    from tests.unit.fakes import FakeEventStore, FakeMembershipStore, FakeRecheckSchedule
+
+    published = []
+
+    class CountingPublisher(EffectsPublisher):
+        def publish(self, contact, now):
+            published.extend(contact.outbox)
+            return super().publish(contact, now)
+
+    class OneEffectPerEvent:
+        def forget_merged(self, survivor, loser):
+            pass
+
+        def on_event(self, contact, event, now, full=False):
+            contact.outbox.append({"kind": "schedule", "at": event["timestamp"]})
+
+    publisher = CountingPublisher(FakeMembershipStore(), FakeEventStore(), FakeRecheckSchedule())
+    processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=OneEffectPerEvent(),
+                               publisher=publisher)
+    for _ in range(6):
+        processor.process(ev(userId="u"), BatchCache())  # a new invocation each time
+        stored = repo.get(repo.identities["user:u"])
+        assert len(stored.outbox) == 1
+    # Each effect published once after its write, and once more when the next event finds
+    # it still stored (a crash may have cut the first publishing short): at most twice.
+    assert len(published) == 6 + 5
