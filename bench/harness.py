@@ -8,6 +8,7 @@ behind never reaches another.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -33,13 +34,42 @@ class Stage:
         return self.created["EventsTable.StreamArn"]
 
 
+class BenchEmulator:
+    """moto's server in its own process, bound to loopback, like local.run.Emulator; unless
+    `plain`, with Query reading only the queried partition (see bench/moto_server.py)."""
+
+    def __init__(self, port: int, plain: bool = False):
+        self.port = port
+        self.plain = plain
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from local.run import wait_until_up
+
+        module = "moto.server" if self.plain else "bench.moto_server"
+        self.process = subprocess.Popen([sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(self.port)],
+                                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_up(f"{self.url}/moto-api/")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 class Harness:
     """Owns what the benchmark starts; `close()` stops and removes all of it."""
 
-    def __init__(self, target: str = "moto", endpoint: str | None = None, run_id: str = "bench"):
+    def __init__(self, target: str = "moto", endpoint: str | None = None, run_id: str = "bench",
+                 plain_moto: bool = False):
         self.target = target
         self.endpoint = endpoint
         self.run_id = run_id
+        self.plain_moto = plain_moto  # moto's server as shipped (Query walks the whole table)
         self.emulator = None
         self.recorder = Recorder()
         self.stages: list[Stage] = []
@@ -53,10 +83,10 @@ class Harness:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         self.recorder.watch_new_clients()
-        from local.run import Emulator, configure_environment, free_port
+        from local.run import configure_environment, free_port
 
         if self.target == "moto" and self.endpoint is None:
-            self.emulator = Emulator(free_port())
+            self.emulator = BenchEmulator(free_port(), plain=self.plain_moto)
             self.emulator.start()
             self.endpoint = self.emulator.url
         if self.target == "aws":
@@ -68,6 +98,9 @@ class Harness:
                                "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                                "POWERTOOLS_LOG_LEVEL": "WARNING"})
         else:
+            # `make run` re-reads definitions every 2 s so that edits show at once; a deployed
+            # stage uses the default, 30 s (chalicelib/config.py). Measure what is deployed.
+            os.environ.setdefault("MERCURIO_DEFINITIONS_CACHE_SECONDS", "30")
             configure_environment(self.endpoint, WRITE_KEY, ADMIN_TOKEN)
         import app as mercurio
 
@@ -221,4 +254,19 @@ class TimedBridge:
                 time.sleep(0.2 if self.target == "aws" else 0.01)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {self.bridge.delivered} of {expected} stream records delivered")
+        return self.bridge.delivered
+
+    def drain_all(self, idle_polls: int = 3, timeout: float = 600.0) -> int:
+        """Deliver until the stream stays empty: processing writes events of its own (Segment
+        Entered…), which come back through the stream and are processed in turn."""
+        deadline = time.monotonic() + timeout
+        idle = 0
+        while idle < idle_polls:
+            if self.bridge.poll_once() == 0:
+                idle += 1
+                time.sleep(0.2 if self.target == "aws" else 0.01)
+            else:
+                idle = 0
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stream was still busy after {timeout:.0f} s")
         return self.bridge.delivered

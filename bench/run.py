@@ -1,6 +1,9 @@
-"""Mercurio's benchmark: ingest and stream-processing throughput, with DynamoDB request units.
+"""Mercurio's benchmark: ingest and stream-processing throughput, segmentation, with DynamoDB
+request units.
 
-    make bench                                   # the default run, on moto server
+    make bench                                   # the default run (core suite), on moto server
+    .venv/bin/python -m bench.run --suite segments   # segmentation (bench/segments.py), about 7 minutes
+    .venv/bin/python -m bench.run --suite all    # both
     .venv/bin/python -m bench.run --events 5000 --json out/bench.json
     .venv/bin/python -m bench.run --target aws   # real DynamoDB: creates and deletes bench-* tables
 
@@ -368,6 +371,10 @@ def verdicts(results: dict) -> list[str]:
                    f"{steady['rru_per_event']:.2f} RRU and {steady['wru_per_event']:.2f} WRU per event "
                    f"(budget <= 2 and <= 2); contact item written: "
                    f"{steady['contact_item_bytes_written'].get('mean_bytes', 0)} B mean")
+    if results.get("segments"):
+        from bench import segments
+
+        out += segments.verdicts(results["segments"])
     return out
 
 
@@ -381,8 +388,24 @@ def render(results: dict) -> str:
              f"Python {results['python']}, code {results['code']}",
              f"command: {results['command']}", ""]
 
-    lines.append("1. Ingest through the HTTP API (Chalice's local server in one process, "
-                 "the load generator in another)")
+    if results["ingest"]:
+        lines += render_ingest(results, reported)
+    if results["processing"]:
+        lines += render_processing(results, reported)
+    if results.get("segments"):
+        from bench import segments
+
+        lines += segments.render(results["segments"])
+    lines += ["", "Budgets and claims (on computed request units; request counts also checked)"]
+    lines += [f"   {v}" for v in results["verdicts"]]
+    lines += ["", "WRU/RRU = computed: DynamoDB's documented sizing rules applied to the items each request "
+                  "actually read or wrote.", legend,
+              f"moto's Query: {results.get('moto_query', 'as shipped')}."]
+    return "\n".join(lines)
+
+
+def render_ingest(results: dict, reported: str) -> list[str]:
+    lines = ["1. Ingest through the HTTP API (Chalice's local server in one process, the load generator in another)"]
     head = (f"{'route':<28} {'clients':>7} {'reqs':>5} {'events':>6} {'events/s':>8} {'req/s':>6} "
             f"{'p50 ms':>7} {'p95 ms':>7} {'WRU/ev':>6} {'item B':>6} {reported:>9}")
     lines += [head, "-" * len(head)]
@@ -400,8 +423,11 @@ def render(results: dict) -> str:
                      f"HTTP {r['statuses']}")
         if r["events_not_written"]:
             lines.append(f"  WARNING: {r['events_not_written']} events sent were never written (see harness.py)")
+    return lines
 
-    lines += ["", "2. Stream processing (StreamBridge -> app.process_events, batches of 100, one process)"]
+
+def render_processing(results: dict, reported: str) -> list[str]:
+    lines = ["", "2. Stream processing (StreamBridge -> app.process_events, batches of 100, one process)"]
     head = (f"{'scenario':<42} {'events':>6} {'events/s':>8} {'reads/ev':>8} {'writes/ev':>9} "
             f"{'RRU/ev':>6} {'WRU/ev':>6} {'contact B':>9} {reported:>9}")
     lines += [head, "-" * len(head)]
@@ -429,12 +455,7 @@ def render(results: dict) -> str:
                          f"compact+zlib (item written: 'contact B' above). Per field, compact JSON (B, or "
                          f"entries): {fields}. Bytes each part adds to the compressed document: "
                          + ", ".join(f"{k} {v}" for k, v in doc["compressed_share"].items()))
-
-    lines += ["", "3. Budgets (on computed request units; request counts also checked)"]
-    lines += [f"   {v}" for v in results["verdicts"]]
-    lines += ["", "WRU/RRU = computed: DynamoDB's documented sizing rules applied to the items each request "
-                  "actually read or wrote.", legend]
-    return "\n".join(lines)
+    return lines
 
 
 def code_version() -> str:
@@ -453,11 +474,11 @@ def measure(args, h: Harness, wl: Workload, results: dict) -> None:
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     say(f"starting ({args.target}{', ' + args.endpoint if args.endpoint else ''})…")
     h.start()
-    if not args.skip_ingest:
+    if args.suite in ("all", "core") and not args.skip_ingest:
         say("ingest through the HTTP API…")
         results["ingest"] = ingest_phase(h, wl, n, args.batch_size, args.track_requests or max(50, n // 5),
                                          args.clients)
-    if not args.skip_processing:
+    if args.suite in ("all", "core") and not args.skip_processing:
         say("processing: steady state…")
         results["processing"].append(steady_phase(h, wl, args.contacts or max(20, n // 10),
                                                   args.steady_events or max(100, n // 2), args.history))
@@ -465,6 +486,10 @@ def measure(args, h: Harness, wl: Workload, results: dict) -> None:
         results["processing"].append(new_visitor_phase(h, wl, args.new_visitors or max(50, n // 5)))
         say("processing: merges…")
         results["processing"].append(merge_phase(h, wl, args.merges or max(20, n // 10), args.history))
+    if args.suite in ("all", "segments"):
+        from bench import segments
+
+        results["segments"] = segments.run_suite(h, args, say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,6 +511,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", help="use this already running DynamoDB endpoint instead of starting moto")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-processing", action="store_true")
+    parser.add_argument("--suite", choices=("core", "segments", "all"), default="core",
+                        help="core (default, about 1 minute): ingest and stream processing; segments (about "
+                             "7 minutes): segmentation, bench/segments.py; all: both")
+    parser.add_argument("--segment-counts", type=lambda v: [int(x) for x in v.split(",")], default=[10, 100, 1000],
+                        help="segments defined in each per-event run (default 10,100,1000)")
+    parser.add_argument("--seg-contacts", type=int, default=300,
+                        help="contacts in the per-event segment runs (default 300)")
+    parser.add_argument("--seg-events", type=int, default=1000,
+                        help="track events in each per-event segment run (default 1000)")
+    parser.add_argument("--outbox-rounds", type=int, default=6,
+                        help="rounds of one event per contact, 100 contacts (default 6; 0 skips)")
+    parser.add_argument("--recheck-contacts", type=int, default=100_000,
+                        help="contacts in the large recheck run (default 100000; 0 skips it)")
+    parser.add_argument("--recheck-small", type=int, default=10_000,
+                        help="contacts in the small recheck runs (default 10000; 0 skips them)")
+    parser.add_argument("--recheck-due", type=int, default=1000,
+                        help="contacts due to flip at the recheck (default 1000)")
+    parser.add_argument("--backfill-contacts", type=int, default=2000,
+                        help="contacts a new segment is previewed and back-filled over (default 2000; 0 skips)")
+    parser.add_argument("--backfill-history", type=int, default=20,
+                        help="stored events per contact in the back-fill run (default 20)")
+    parser.add_argument("--plain-moto", action="store_true",
+                        help="moto's server as shipped (its Query reads the whole table; see bench/moto_server.py)")
     parser.add_argument("--json", help="also write every number to this JSON file")
     args = parser.parse_args(argv)
     if args.target == "aws" and args.endpoint:
@@ -496,10 +544,11 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "target": args.target,
         "cpus": os.cpu_count(), "python": sys.version.split()[0],
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "code": code_version(), "ingest": [], "processing": [],
+        "code": code_version(), "ingest": [], "processing": [], "suite": args.suite,
+        "moto_query": "as shipped" if args.plain_moto else "partition-indexed (bench/moto_server.py)",
     }
     wl = Workload(args.seed)
-    h = Harness(target=args.target, endpoint=args.endpoint, run_id=run_id)
+    h = Harness(target=args.target, endpoint=args.endpoint, run_id=run_id, plain_moto=args.plain_moto)
     started = time.perf_counter()
     # The app prints (EMF metric lines) on stdout; stdout is kept for the report.
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):

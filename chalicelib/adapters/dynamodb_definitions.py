@@ -70,6 +70,17 @@ class DynamoDBDefinitionStore(LazyTable, DefinitionStore):
         item = self.table.get_item(Key={"pk": "stats", "sk": f"{kind}#{definition_id}"}).get("Item") or {}
         return _plain({k: v for k, v in item.items() if k not in ("pk", "sk")})
 
+    def all_stats(self, kind: str) -> dict[str, dict]:
+        found, start = {}, None
+        while True:
+            page = self.table.query(KeyConditionExpression=Key("pk").eq("stats") & Key("sk").begins_with(f"{kind}#"),
+                                    **({"ExclusiveStartKey": start} if start else {}))
+            for item in page.get("Items", []):
+                found[item["sk"].partition("#")[2]] = _plain({k: v for k, v in item.items() if k not in ("pk", "sk")})
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found
+
     def set_stats(self, kind: str, definition_id: str, **fields) -> None:
         names = {f"#f{i}": name for i, name in enumerate(fields)}
         values = {f":v{i}": json.loads(json.dumps(v), parse_float=Decimal) for i, v in enumerate(fields.values())}

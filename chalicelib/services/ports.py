@@ -99,6 +99,10 @@ class DefinitionStore(abc.ABC):
     def set_stats(self, kind: str, definition_id: str, **fields) -> None: ...
 
     @abc.abstractmethod
+    def all_stats(self, kind: str) -> dict[str, dict]:
+        """Every definition of a kind that has stats: id -> stats, in one read."""
+
+    @abc.abstractmethod
     def get_state(self, name: str) -> dict | None: ...
 
     @abc.abstractmethod

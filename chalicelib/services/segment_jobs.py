@@ -76,29 +76,38 @@ class SegmentJobs:
         started = self.monotonic()
         now = self.clock.now()
         checked = changed = 0
-        for slot, contact_id in self.schedule.due(now, limit):
-            if self.monotonic() - started > budget_seconds:
+        while self.monotonic() - started <= budget_seconds:
+            batch = self.schedule.due(now, limit)
+            if not batch:
                 break
-            flips: list = []
-
-            def recheck(contact: Contact) -> None:
-                flips.extend(self.rules.evaluate(contact, now, set(), cause=f"recheck:{slot}"))
-
-            self._update(contact_id, recheck)
-            self.schedule.done(slot, contact_id)
-            checked += 1
-            changed += bool(flips)
+            for slot, contact_id in batch:
+                if self.monotonic() - started > budget_seconds:
+                    break
+                flipped = self._recheck_one(slot, contact_id, now)
+                checked += 1
+                changed += flipped
         return {"checked": checked, "changed": changed, "at": iso(now)}
+
+    def _recheck_one(self, slot: str, contact_id: str, now: datetime) -> bool:
+        """One due entry: evaluate what time may have changed, then drop the entry."""
+        flips: list = []
+
+        def recheck(contact: Contact) -> None:
+            flips.extend(self.rules.evaluate(contact, now, set(), cause=f"recheck:{slot}"))
+
+        self._update(contact_id, recheck)
+        self.schedule.done(slot, contact_id)
+        return bool(flips)
 
     # -- back-fills -------------------------------------------------------------------------
 
     def pending_backfills(self) -> list[tuple[str, str, dict]]:
         jobs = []
         for kind in ("segment", "personas"):
-            for row in self.definitions.list(kind):
-                progress = self.definitions.store.stats(kind, row["id"]).get("backfill")
+            for definition_id, stats in self.definitions.store.all_stats(kind).items():
+                progress = stats.get("backfill")
                 if progress and progress.get("status") in ("pending", "running"):
-                    jobs.append((kind, row["id"], progress))
+                    jobs.append((kind, definition_id, progress))
         return jobs
 
     def run_backfills(self, page_size: int = 100, budget_seconds: float = 100.0) -> list[dict]:

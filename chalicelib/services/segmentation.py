@@ -135,7 +135,7 @@ class ProfileRules:
         catalog = catalog or self.catalog_source()
         checks = contact.checks
         due = {sid for sid, at in list(checks.items()) if at <= iso(now)}
-        wanted = (set(segment_ids) | due) & set(catalog.segments)
+        wanted = {sid for sid in (set(segment_ids) | due) if sid in catalog.segments}
         # Memberships of segments that no longer exist are dropped.
         changes: list[tuple[str, bool]] = []
         for gone in [sid for sid in contact.segments if sid not in catalog.segments]:
@@ -143,6 +143,7 @@ class ProfileRules:
             checks.pop(gone, None)
             changes.append((gone, False))
         if not wanted and not changes:
+            self._reschedule(contact, now)  # an entry that fired early hands over to the next one
             return []
         pending = set(wanted)
         context = self.context_for(catalog, contact)
@@ -182,12 +183,19 @@ class ProfileRules:
             survivor.outbox.append({"kind": "leave", "segment_id": segment_id, "contact_id": loser.id})
 
     def _reschedule(self, contact: Contact, now: datetime) -> None:
+        """`next_check` is when the contact's recheck entry fires. A new entry is written
+        only when the next change comes earlier than that entry, or the entry has fired;
+        a check that moved later is left to the earlier entry, which reschedules when it
+        fires (sliding windows move later with every event: no write for them)."""
         checks = contact.checks
         upcoming = min(checks.values()) if checks else None
-        if upcoming != contact.next_check:
+        if upcoming is None:
+            contact.next_check = None
+            return
+        fired = contact.next_check is not None and contact.next_check <= iso(now)
+        if contact.next_check is None or upcoming < contact.next_check or fired:
             contact.next_check = upcoming
-            if upcoming is not None:
-                contact.outbox.append({"kind": "schedule", "at": upcoming})
+            contact.outbox.append({"kind": "schedule", "at": upcoming})
 
     def _emit(self, contact: Contact, name: str, properties: dict, now: datetime, cause: str) -> None:
         contact.outbox.append({"kind": "event", "event": internal_event(contact.id, name, properties, now, cause)})

@@ -241,3 +241,26 @@ def test_reachable_changes_when_an_identify_links_an_email(app_client, clock):
     app_client.post("/v1/identify", {"anonymousId": "soon-known", "traits": {"mail_opt_in": True, "email": "k@x.io"}})
     app_client.drain()
     assert "emailable" in contact(app_client, "anon:soon-known")["segments"]
+
+
+def test_a_window_that_moved_later_still_flips_when_its_time_comes(app_client, clock):
+    """Each event pushes the window's end later without writing a new recheck entry; the
+    earlier entry, when it fires, hands over to the new moment."""
+    document = ("id: active-today\nname: Active in the last day\nconditions:\n"
+                "  event: Page Viewed\n  within: 1 day\n")
+    assert put_segment(app_client, document).status_code == 200
+    app_client.post("/v1/page", {"userId": "regular", "properties": {"path": "/"}})
+    app_client.drain()
+    assert "active-today" in contact(app_client, "user:regular")["segments"]
+    clock.advance(hours=12)
+    app_client.post("/v1/page", {"userId": "regular", "properties": {"path": "/news"}})
+    app_client.drain()
+    clock.advance(hours=12, minutes=1)  # the first entry fires: the person is still active
+    run_jobs(app_client)
+    assert "active-today" in contact(app_client, "user:regular")["segments"]
+    clock.advance(hours=12)  # a day after the last page view
+    run_jobs(app_client)
+    app_client.drain()
+    person = contact(app_client, "user:regular")
+    assert "active-today" not in person["segments"]
+    assert person["counters"]["Segment Exited"]["total"] == 1

@@ -150,6 +150,9 @@ class FakeDefinitionStore(DefinitionStore):
     def stats(self, kind, definition_id):
         return dict(self._stats.get((kind, definition_id), {}))
 
+    def all_stats(self, kind):
+        return {i: dict(v) for (k, i), v in self._stats.items() if k == kind}
+
     def set_stats(self, kind, definition_id, **fields):
         self._stats.setdefault((kind, definition_id), {}).update(copy.deepcopy(fields))
 
