@@ -8,7 +8,6 @@ behind never reaches another.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -34,31 +33,12 @@ class Stage:
         return self.created["EventsTable.StreamArn"]
 
 
-class BenchEmulator:
-    """moto's server in its own process, bound to loopback, like local.run.Emulator; unless
-    `plain`, with Query reading only the queried partition (see bench/moto_server.py)."""
+def bench_emulator(port: int, plain: bool = False):
+    """local.run.Emulator, unless `plain` with Query reading only the queried partition
+    (see bench/moto_server.py)."""
+    from local.run import Emulator
 
-    def __init__(self, port: int, plain: bool = False):
-        self.port = port
-        self.plain = plain
-        self.url = f"http://127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        from local.run import wait_until_up
-
-        module = "moto.server" if self.plain else "bench.moto_server"
-        self.process = subprocess.Popen([sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(self.port)],
-                                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_up(f"{self.url}/moto-api/")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+    return Emulator(port, module="moto.server" if plain else "bench.moto_server")
 
 
 class Harness:
@@ -86,7 +66,7 @@ class Harness:
         from local.run import configure_environment, free_port
 
         if self.target == "moto" and self.endpoint is None:
-            self.emulator = BenchEmulator(free_port(), plain=self.plain_moto)
+            self.emulator = bench_emulator(free_port(), plain=self.plain_moto)
             self.emulator.start()
             self.endpoint = self.emulator.url
         if self.target == "aws":

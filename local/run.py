@@ -51,15 +51,16 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
 class Emulator:
     """moto's server in its own process, bound to loopback only."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, module: str = "moto.server"):
         self.port = port
+        self.module = module
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_until_up(f"{self.url}/moto-api/")
 
