@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from chalicelib.domain.sources import Source, SourceConfigError, parse_sources
@@ -64,7 +64,6 @@ class Settings:
     definitions_cache_seconds: float
     webhooks_allow_private: bool
     max_nesting_depth: int = 12
-    extra: dict = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)

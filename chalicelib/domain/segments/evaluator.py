@@ -27,7 +27,7 @@ from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from chalicelib.domain.contact import Contact
-from chalicelib.domain.segments.filters import PropertyFilter
+from chalicelib.domain.segments.filters import PropertyFilter, lookup_path
 from chalicelib.domain.segments.language import (
     REACHABLE_CHANNELS,
     AllOf,
@@ -126,12 +126,7 @@ def _any(parts: list[Evaluation]) -> Evaluation:
 def _trait_value(traits: dict, name: str) -> tuple[bool, object]:
     if name in traits:
         return True, traits[name]
-    node: object = traits
-    for part in name.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
+    return lookup_path(traits, name)
 
 
 def _parse_instant(value: object, tz: tzinfo) -> datetime | None:

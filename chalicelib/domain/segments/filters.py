@@ -34,7 +34,7 @@ class PropertyFilter:
         return f"{self.path} {self.op} {json.dumps(self.value, sort_keys=True)}"
 
     def matches(self, event: dict) -> bool:
-        found, actual = _lookup(event, self.path)
+        found, actual = lookup_path(event, self.path)
         if self.op == "exists":
             return found and actual is not None
         if not found:
@@ -61,7 +61,8 @@ class PropertyFilter:
         return {">": number > bound, ">=": number >= bound, "<": number < bound, "<=": number <= bound}[self.op]
 
 
-def _lookup(event: dict, path: str) -> tuple[bool, object]:
+def lookup_path(event: dict, path: str) -> tuple[bool, object]:
+    """(found, value) at a dotted path into nested mappings."""
     node: object = event
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
