@@ -61,6 +61,8 @@ class Emulator:
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Its own session: Ctrl-C reaches the runner, which stops the emulator last.
+            start_new_session=True,
         )
         wait_until_up(f"{self.url}/moto-api/")
 

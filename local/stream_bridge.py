@@ -128,6 +128,8 @@ class StreamBridge:
                     if self.poll_once() == 0:
                         self._stop.wait(self.poll_interval)
                 except Exception:  # keep the bridge alive, as Lambda's poller would
+                    if self._stop.is_set():
+                        return  # shutting down: the emulator may already be gone
                     log.exception("stream bridge poll failed")
                     self._stop.wait(1.0)
 
