@@ -104,7 +104,7 @@ class Harness:
 
     def use_stage(self, suffix: str) -> Stage:
         """Create a fresh set of tables and point the app (and the recorder) at them."""
-        from chalicelib import bootstrap
+        from chalicelib.entrypoints import runtime
 
         name = f"{self.run_id}-{suffix}"
         created, key_names = self._create_tables(name)
@@ -113,7 +113,7 @@ class Harness:
 
         os.environ["MERCURIO_STAGE"] = name
         os.environ["MERCURIO_EVENTS_STREAM_ARN"] = stage.stream_arn
-        bootstrap.reset()
+        runtime.reset()
         labels = {table: logical.removesuffix("Table").lower() for logical, table in created.items()
                   if "." not in logical}
         self.recorder.add_tables(key_names, labels)
@@ -156,17 +156,17 @@ class Harness:
         PynamoDB's (one botocore client per model connection, and the repository's own
         connection for transactions) for contacts and identities. Any other DynamoDB client,
         now or later, is hooked when it is created (Recorder.watch_new_clients)."""
-        from chalicelib import bootstrap
+        from chalicelib.entrypoints import runtime
 
-        store = bootstrap.event_store()
-        repo = bootstrap.contact_repository()
+        store = runtime.services().event_store
+        repo = runtime.services().contact_repository
         for client in (store.client,
                        repo.Contact._get_connection().connection.client,
                        repo.Identity._get_connection().connection.client,
                        repo._connection.client):
             self.recorder.instrument(client)
-        bootstrap.ingest_service()
-        bootstrap.event_processor()
+        runtime.services().ingest
+        runtime.services().event_processor
 
     def _delete(self, stage: Stage) -> None:
         import boto3

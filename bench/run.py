@@ -207,11 +207,11 @@ def ingest_phase(h: Harness, wl: Workload, batch_events: int, batch_size: int, t
 
 def append_events(events: list[dict]) -> None:
     """Store events the way the API does (in process: this part is not what is measured)."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.services.ingest import TrackingRequest
 
     auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    service = bootstrap.ingest_service()
+    service = runtime.services().ingest
     for start in range(0, len(events), 100):
         chunk = events[start:start + 100]
         result = service.ingest(TrackingRequest(body=Workload.batch_body(chunk), content_type="application/json",
@@ -225,11 +225,11 @@ def seed_contacts(wl: Workload, count: int, history: int, days: int, created_day
     """Contacts with a past, written straight to the tables (batch writes, not measured):
     a known customer has a userId, an email, its browser's anonymousId and `history` events;
     an anonymous visitor only its anonymousId and its few past events."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.domain.contact import Contact, apply_event
     from chalicelib.domain.events import iso
 
-    repo = bootstrap.contact_repository()
+    repo = runtime.services().contact_repository
     now = datetime.now(timezone.utc)
     people = []
     with repo.Contact.batch_write() as contacts, repo.Identity.batch_write() as identities:
@@ -282,9 +282,9 @@ def process_run(h: Harness, stage: Stage, name: str, events: list[dict], note: s
 def contact_breakdown(contact_ids: list[str]) -> dict:
     """Where a contact document's bytes go: each field as compact JSON, and the whole document
     as compact JSON and zlib-compressed (the item actually written is measured separately)."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
-    repo = bootstrap.contact_repository()
+    repo = runtime.services().contact_repository
     fields: dict[str, list[int]] = {}
     zipped: dict[str, list[int]] = {}
     compact: list[int] = []

@@ -119,12 +119,12 @@ def define_segments(documents: list[dict], backfilled: bool) -> float:
     documents are validated together first, as seed_directory does. `backfilled`: their
     back-fills are marked done, as for segments that existed before the contacts' history;
     otherwise pending, as DefinitionService.put leaves them."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.domain.events import iso
     from chalicelib.domain.segments.language import validate_catalog
     from chalicelib.services.catalog import parse_document
 
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     started = time.perf_counter()
     problems = validate_catalog([parse_document("segment", d) for d in documents])
     if problems:
@@ -147,9 +147,9 @@ def define_segments(documents: list[dict], backfilled: bool) -> float:
 def add_one_segment(h: Harness) -> dict:
     """A marketer saving one more segment through DefinitionService.put (the admin API's
     path): the new definition is checked against every existing one."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     doc = {"id": "added-later", "name": "Added later", "conditions": {"event": "Gift Card Redeemed", "within": "30 days"}}
     result, seconds, ops, _ = measured(h, lambda: defs.put("segment", doc["id"], doc))
     c = cost(ops, 1)
@@ -270,11 +270,11 @@ def browsing_history(wl: Workload, person: dict, count: int, days: int, now: dat
 def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> dict:
     """Batch-write contacts, identities (unless told not to), memberships (and segment sizes)
     and the recheck entries later than `after` (earlier ones the job has already done)."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.adapters.dynamodb_memberships import shard_of
     from chalicelib.adapters.dynamodb_schedule import RETENTION, slot_of
 
-    repo = bootstrap.contact_repository()
+    repo = runtime.services().contact_repository
     with repo.Contact.batch_write() as contacts, repo.Identity.batch_write() as owners:
         for contact in seeded.contacts:
             item = repo._to_item(contact)
@@ -283,7 +283,7 @@ def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> 
             contacts.save(item)
             for identifier in contact.identifiers if identities else ():
                 owners.save(repo.Identity(identifier, contact_id=contact.id))
-    memberships = bootstrap.membership_store()
+    memberships = runtime.services().membership_store
     rows = 0
     with memberships.members_table.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as writer:
         for segment_id, members in seeded.members.items():
@@ -300,11 +300,11 @@ def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> 
         if at > after:
             day, minute = slot_of(at)
             entries[(day, minute, contact_id)] = int((at + RETENTION).timestamp())
-    with bootstrap.recheck_schedule().table.batch_writer() as writer:
+    with runtime.services().recheck_schedule.table.batch_writer() as writer:
         for (day, minute, contact_id), expires in entries.items():
             writer.put_item(Item={"pk": f"due#{day}", "sk": f"{minute}#{contact_id}", "expires": expires})
     if seeded.stored_events:
-        bootstrap.event_store().append(seeded.stored_events)
+        runtime.services().event_store.append(seeded.stored_events)
     return {"contacts": len(seeded.contacts), "memberships": rows, "schedule_entries": len(entries),
             "stored_events": len(seeded.stored_events)}
 
@@ -366,14 +366,14 @@ def build_shop_profiles(wl: Workload, count: int, history: int, rules, now: date
 def per_event_run(h: Harness, n_segments: int, contacts: int, events: int, history: int, seed: int,
                   keep: dict) -> dict:
     from bench import run as core
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.domain.contact import counter_name
     from chalicelib.services.segmentation import ProfileRules
 
     stage = h.use_stage(f"seg{n_segments}-{len(h.stages)}")
     documents = segment_documents(n_segments)
     define_seconds = define_segments(documents, backfilled=True)
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     defs.invalidate()
     catalog = defs.catalog()
     rules = ProfileRules(lambda: catalog, counter_days=COUNTER_DAYS)
@@ -436,9 +436,9 @@ def per_event_run(h: Harness, n_segments: int, contacts: int, events: int, histo
 
 def stored_outboxes(contact_ids: list[str]) -> dict:
     """Effects left in the stored contact items (they are published again at the next write)."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
-    repo = bootstrap.contact_repository()
+    repo = runtime.services().contact_repository
     lengths, sizes = [], []
     for contact_id in contact_ids:
         contact = repo.get(contact_id)
@@ -454,12 +454,12 @@ def outbox_rounds(h: Harness, contacts: int, rounds: int, history: int, seed: in
     """One event per contact per round, each contact at most once per stream batch (as when
     a batch holds many people): what each write re-publishes as rounds go by."""
     from bench import run as core
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.services.segmentation import ProfileRules
 
     stage = h.use_stage("outbox")
     define_segments(segment_documents(10), backfilled=True)
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     catalog = defs.catalog()
     rules = ProfileRules(lambda: catalog, counter_days=COUNTER_DAYS)
     wl = Workload(seed)
@@ -492,9 +492,9 @@ def outbox_rounds(h: Harness, contacts: int, rounds: int, history: int, seed: in
 
 def catalog_load(h: Harness, repeats: int = 3) -> dict:
     """What a cold container (or a cache expiry) pays to load and index the catalog."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     runs = []
     for _ in range(repeats):
         defs.invalidate()
@@ -510,9 +510,9 @@ def catalog_load(h: Harness, repeats: int = 3) -> dict:
 
 def idle_jobs(h: Harness) -> dict:
     """The scheduled segment_jobs run (recheck, then back-fills) with nothing to do."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
-    jobs = bootstrap.segment_jobs()
+    jobs = runtime.services().segment_jobs
     out = {}
     for name, fn in (("recheck_due", jobs.recheck_due), ("run_backfills", jobs.run_backfills)):
         result, seconds, ops, _ = measured(h, fn)
@@ -608,13 +608,13 @@ def build_recheck_profiles(wl: Workload, contacts: int, flips: int, stale: int, 
 
 def recheck_run(h: Harness, contacts: int, flips: int, stale: int, history: int, seed: int,
                 follow_up: bool = True) -> dict:
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.services.segmentation import ProfileRules
 
     stage = h.use_stage(f"recheck{contacts}-{len(h.stages)}")
-    bootstrap.use_clock(FixedClock(PREVIOUS_RUN))
+    runtime.use_clock(FixedClock(PREVIOUS_RUN))
     define_segments([LAPSED], backfilled=True)
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     catalog = defs.catalog()
     rules = ProfileRules(lambda: catalog, counter_days=COUNTER_DAYS)
     started = time.perf_counter()
@@ -627,8 +627,8 @@ def recheck_run(h: Harness, contacts: int, flips: int, stale: int, history: int,
     write_seconds = time.perf_counter() - started
     del seeded
 
-    bootstrap.use_clock(FixedClock(RECHECK_AT))
-    jobs = bootstrap.segment_jobs()
+    runtime.use_clock(FixedClock(RECHECK_AT))
+    jobs = runtime.services().segment_jobs
     calls = []
     h.recorder.reset()
     begun = time.perf_counter()
@@ -703,14 +703,14 @@ def build_backfill_profiles(wl: Workload, contacts: int, history: int, rules, no
 
 
 def backfill_suite(h: Harness, contacts: int, history: int, seed: int) -> dict:
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
     from chalicelib.services.segmentation import ProfileRules
 
     stage = h.use_stage("backfill")
     now = RECHECK_AT
-    bootstrap.use_clock(FixedClock(now))
+    runtime.use_clock(FixedClock(now))
     define_segments(HOT_SEGMENTS, backfilled=True)
-    defs = bootstrap.definitions()
+    defs = runtime.services().definitions
     catalog = defs.catalog()
     rules = ProfileRules(lambda: catalog, counter_days=COUNTER_DAYS)
     started = time.perf_counter()
@@ -718,7 +718,7 @@ def backfill_suite(h: Harness, contacts: int, history: int, seed: int) -> dict:
     written = write_profiles(seeded, after=now)
     seed_seconds = time.perf_counter() - started
     del seeded
-    jobs = bootstrap.segment_jobs()
+    jobs = runtime.services().segment_jobs
 
     out = {"contacts": contacts, "history": history, "seeded": written, "seed_seconds": seed_seconds, "runs": []}
     for document, label in ((PREMIUM, "filtered event condition (history recounted)"),
@@ -739,7 +739,7 @@ def backfill_suite(h: Harness, contacts: int, history: int, seed: int) -> dict:
         (calls, reports), b_seconds, b_ops, b_tables = measured(h, backfill)
         scanned = reports[0]["scanned"] if reports else 0
         bc = cost(b_ops, max(1, scanned))
-        size = bootstrap.membership_store().size(document["id"])
+        size = runtime.services().membership_store.size(document["id"])
         out["runs"].append({
             "segment": document["id"], "label": label, "conditions": document["conditions"],
             "preview": {"seconds": p_seconds, "scanned": preview["scanned"], "size": preview["size"],

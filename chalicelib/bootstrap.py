@@ -1,163 +1,180 @@
-"""Composition root: builds the services with their AWS adapters, once per Lambda container."""
+"""Composition root: `bootstrap(settings, **overrides)` wires Mercurio's services.
+
+It returns a `Services` object that builds each service or adapter the first time it is
+asked for, from the settings, unless an override of that name was given (tests pass fakes:
+`bootstrap(settings, clock=FixedClock(...), contact_repository=FakeRepository())`). Nothing
+here is global: the Lambda entry points keep one `Services` per container
+(`chalicelib.entrypoints.runtime`), tests build their own.
+"""
 from __future__ import annotations
 
-import os
-from functools import lru_cache
+from functools import cached_property
 
-from chalicelib import config
+from chalicelib.config import Settings
 from chalicelib.domain import scoring
-from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
-from chalicelib.adapters.dynamodb_definitions import DynamoDBDefinitionStore
-from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
-from chalicelib.adapters.dynamodb_memberships import DynamoDBMembershipStore
-from chalicelib.adapters.dynamodb_schedule import DynamoDBRecheckSchedule
-from chalicelib.adapters.s3_definitions import S3DefinitionUploads
-from chalicelib.adapters.s3_exports import S3AudienceExporter
-from chalicelib.adapters.webhooks import WebhookSender
-from chalicelib.services.audiences import AudienceExports, SegmentEntryNotifier
-from chalicelib.services.contacts import ContactQueries
-from chalicelib.services.definitions import DefinitionService
-from chalicelib.services.imports import ContactImporter
-from chalicelib.services.ingest import IngestService
-from chalicelib.services.ports import SystemClock
-from chalicelib.services.process_events import EventProcessor
-from chalicelib.services.segment_jobs import SegmentJobs
-from chalicelib.services.segmentation import EffectsPublisher, ProfileRules
+from chalicelib.services.ports import Clock, SystemClock
 
 
-def _endpoint() -> str | None:
-    # boto3 honours AWS_ENDPOINT_URL by itself; PynamoDB needs it passed as `host`.
-    return os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+class Services:
+    """Every service and adapter, built lazily (a Lambda that only ingests never builds the
+    segment jobs) and once per `Services` object."""
+
+    def __init__(self, settings: Settings, overrides: dict):
+        self.settings = settings
+        unknown = [name for name in overrides if not isinstance(getattr(type(self), name, None), cached_property)]
+        if unknown:
+            raise TypeError(f"bootstrap: nothing called {', '.join(sorted(unknown))} to override")
+        # cached_property reads the instance dict first: an override is simply pre-cached.
+        self.__dict__.update(overrides)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    @cached_property
+    def clock(self) -> Clock:
+        return SystemClock()
+
+    # -- adapters ------------------------------------------------------------------------------
+
+    @cached_property
+    def event_store(self):
+        from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
+
+        return DynamoDBEventStore(self.settings.events_table)
+
+    @cached_property
+    def contact_repository(self):
+        from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
+
+        s = self.settings
+        return DynamoDBContactRepository(s.contacts_table, s.identities_table, host=s.dynamodb_endpoint,
+                                         region=s.aws_region)
+
+    @cached_property
+    def definition_store(self):
+        from chalicelib.adapters.dynamodb_definitions import DynamoDBDefinitionStore
+
+        return DynamoDBDefinitionStore(self.settings.definitions_table)
+
+    @cached_property
+    def membership_store(self):
+        from chalicelib.adapters.dynamodb_memberships import DynamoDBMembershipStore
+
+        return DynamoDBMembershipStore(self.settings.memberships_table, self.settings.definitions_table)
+
+    @cached_property
+    def recheck_schedule(self):
+        from chalicelib.adapters.dynamodb_schedule import DynamoDBRecheckSchedule
+
+        return DynamoDBRecheckSchedule(self.settings.schedule_table)
+
+    @cached_property
+    def definition_uploads(self):
+        from chalicelib.adapters.s3_definitions import S3DefinitionUploads
+
+        return S3DefinitionUploads(self.settings.data_bucket)
+
+    @cached_property
+    def audience_exporter(self):
+        from chalicelib.adapters.s3_exports import S3AudienceExporter
+
+        return S3AudienceExporter(self.settings.data_bucket)
+
+    @cached_property
+    def secrets(self):
+        """Reads a destination's signing secret (SSM SecureString, cached five minutes)."""
+        from aws_lambda_powertools.utilities.parameters import get_parameter
+
+        return lambda parameter: get_parameter(parameter, decrypt=True, max_age=300)
+
+    @cached_property
+    def webhook_sender(self):
+        from chalicelib.adapters.webhooks import WebhookSender
+
+        return WebhookSender(allow_private=self.settings.webhooks_allow_private)
+
+    # -- services ------------------------------------------------------------------------------
+
+    @cached_property
+    def ingest(self):
+        from chalicelib.services.ingest import IngestService
+
+        s = self.settings
+        return IngestService(self.event_store, s.sources, self.clock, ttl_days=s.event_ttl_days,
+                             ip_truncate=s.ip_truncate, max_depth=s.max_nesting_depth)
+
+    @cached_property
+    def definitions(self):
+        from chalicelib.services.definitions import DefinitionService
+
+        return DefinitionService(self.definition_store, self.clock,
+                                 cache_seconds=self.settings.definitions_cache_seconds)
+
+    @cached_property
+    def profile_rules(self):
+        from chalicelib.services.segmentation import ProfileRules
+
+        return ProfileRules(lambda: self.definitions.catalog(), counter_days=self.settings.counter_days)
+
+    @cached_property
+    def effects_publisher(self):
+        from chalicelib.services.segmentation import EffectsPublisher
+
+        return EffectsPublisher(self.membership_store, self.event_store, self.recheck_schedule,
+                                ttl_days=self.settings.event_ttl_days)
+
+    @cached_property
+    def entry_notifier(self):
+        from chalicelib.services.audiences import SegmentEntryNotifier
+
+        return SegmentEntryNotifier(lambda: list(self.definitions.catalog().destinations.values()),
+                                    self.webhook_sender, self.secrets)
+
+    @cached_property
+    def event_processor(self):
+        from chalicelib.services.process_events import EventProcessor
+
+        return EventProcessor(self.contact_repository, self.clock, counter_days=self.settings.counter_days,
+                              rules=self.profile_rules, publisher=self.effects_publisher,
+                              notifier=self.entry_notifier)
+
+    @cached_property
+    def audience_exports(self):
+        from chalicelib.services.audiences import AudienceExports
+
+        return AudienceExports(self.membership_store, self.contact_repository, self.audience_exporter,
+                               self.definitions, self.clock)
+
+    @cached_property
+    def segment_jobs(self):
+        from chalicelib.services.segment_jobs import SegmentJobs
+
+        return SegmentJobs(self.contact_repository, self.definitions, self.profile_rules, self.effects_publisher,
+                           self.recheck_schedule, self.membership_store, self.event_store, self.clock,
+                           counter_days=self.settings.counter_days)
+
+    @cached_property
+    def jobs(self):
+        from chalicelib.services.jobs import JobRunner
+
+        return JobRunner(self.definition_store, self.segment_jobs, self.clock)
+
+    @cached_property
+    def contact_queries(self):
+        from chalicelib.services.contacts import ContactQueries
+
+        def score_of(contact, now):
+            config = self.definitions.catalog().scoring
+            return scoring.score_now(config, contact, now) if config is not None else 0.0
+
+        return ContactQueries(self.contact_repository, self.event_store, self.clock, score_of=score_of)
+
+    @cached_property
+    def contact_importer(self):
+        from chalicelib.services.imports import ContactImporter
+
+        return ContactImporter(self.event_store, self.clock, ttl_days=self.settings.event_ttl_days)
 
 
-_clock_override = None
-
-
-class _Clock(SystemClock):
-    """The system clock, unless a test or the local stack set another one with use_clock."""
-
-    def now(self):
-        return _clock_override.now() if _clock_override is not None else super().now()
-
-
-_CLOCK = _Clock()
-
-
-def clock() -> SystemClock:
-    return _CLOCK
-
-
-def use_clock(replacement) -> None:
-    global _clock_override
-    _clock_override = replacement
-
-
-@lru_cache(maxsize=1)
-def event_store() -> DynamoDBEventStore:
-    return DynamoDBEventStore(config.settings().events_table)
-
-
-@lru_cache(maxsize=1)
-def contact_repository() -> DynamoDBContactRepository:
-    s = config.settings()
-    return DynamoDBContactRepository(s.contacts_table, s.identities_table, host=_endpoint(),
-                                     region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
-
-
-@lru_cache(maxsize=1)
-def ingest_service() -> IngestService:
-    s = config.settings()
-    return IngestService(event_store(), s.sources, clock(), ttl_days=s.event_ttl_days,
-                         ip_truncate=s.ip_truncate, max_depth=s.max_nesting_depth)
-
-
-@lru_cache(maxsize=1)
-def definition_store() -> DynamoDBDefinitionStore:
-    return DynamoDBDefinitionStore(config.settings().definitions_table)
-
-
-@lru_cache(maxsize=1)
-def membership_store() -> DynamoDBMembershipStore:
-    s = config.settings()
-    return DynamoDBMembershipStore(s.memberships_table, s.definitions_table)
-
-
-@lru_cache(maxsize=1)
-def recheck_schedule() -> DynamoDBRecheckSchedule:
-    return DynamoDBRecheckSchedule(config.settings().schedule_table)
-
-
-@lru_cache(maxsize=1)
-def definition_uploads() -> S3DefinitionUploads:
-    return S3DefinitionUploads(config.settings().data_bucket)
-
-
-@lru_cache(maxsize=1)
-def definitions() -> DefinitionService:
-    return DefinitionService(definition_store(), clock(), cache_seconds=config.settings().definitions_cache_seconds)
-
-
-@lru_cache(maxsize=1)
-def profile_rules() -> ProfileRules:
-    return ProfileRules(lambda: definitions().catalog(), counter_days=config.settings().counter_days)
-
-
-@lru_cache(maxsize=1)
-def effects_publisher() -> EffectsPublisher:
-    return EffectsPublisher(membership_store(), event_store(), recheck_schedule(),
-                            ttl_days=config.settings().event_ttl_days)
-
-
-@lru_cache(maxsize=1)
-def event_processor() -> EventProcessor:
-    return EventProcessor(contact_repository(), clock(), counter_days=config.settings().counter_days,
-                          rules=profile_rules(), publisher=effects_publisher(), notifier=entry_notifier())
-
-
-def _secret(parameter: str) -> str:
-    from aws_lambda_powertools.utilities.parameters import get_parameter
-
-    return get_parameter(parameter, decrypt=True, max_age=300)
-
-
-@lru_cache(maxsize=1)
-def entry_notifier() -> SegmentEntryNotifier:
-    sender = WebhookSender(allow_private=config.settings().webhooks_allow_private)
-    return SegmentEntryNotifier(lambda: list(definitions().catalog().destinations.values()), sender, _secret)
-
-
-@lru_cache(maxsize=1)
-def audience_exports() -> AudienceExports:
-    return AudienceExports(membership_store(), contact_repository(), S3AudienceExporter(config.settings().data_bucket),
-                           definitions(), clock())
-
-
-@lru_cache(maxsize=1)
-def segment_jobs() -> SegmentJobs:
-    return SegmentJobs(contact_repository(), definitions(), profile_rules(), effects_publisher(),
-                       recheck_schedule(), membership_store(), event_store(), clock(),
-                       counter_days=config.settings().counter_days)
-
-
-@lru_cache(maxsize=1)
-def contact_queries() -> ContactQueries:
-    def score_of(contact, now):
-        config = definitions().catalog().scoring
-        return scoring.score_now(config, contact, now) if config is not None else 0.0
-
-    return ContactQueries(contact_repository(), event_store(), clock(), score_of=score_of)
-
-
-@lru_cache(maxsize=1)
-def contact_importer() -> ContactImporter:
-    return ContactImporter(event_store(), clock(), ttl_days=config.settings().event_ttl_days)
-
-
-def reset() -> None:
-    """Forget every built object (tests change the environment between cases)."""
-    for builder in (event_store, contact_repository, ingest_service, event_processor, contact_queries,
-                    contact_importer, definition_store, membership_store, recheck_schedule, definition_uploads,
-                    definitions, profile_rules, effects_publisher, segment_jobs, entry_notifier, audience_exports):
-        builder.cache_clear()
-    config.settings.cache_clear()
-    use_clock(None)
+def bootstrap(settings: Settings, **overrides) -> Services:
+    """The wired services for these settings; any named part can be replaced."""
+    return Services(settings, overrides)

@@ -64,6 +64,10 @@ class Settings:
     definitions_cache_seconds: float
     webhooks_allow_private: bool
     max_nesting_depth: int = 12
+    # Where the AWS SDKs point: None on AWS; the emulator's URL locally. boto3 honours
+    # AWS_ENDPOINT_URL by itself; PynamoDB needs it passed as `host`.
+    dynamodb_endpoint: str | None = None
+    aws_region: str | None = None
 
 
 @lru_cache(maxsize=1)
@@ -91,6 +95,8 @@ def settings() -> Settings:
         counter_days=_int("MERCURIO_COUNTER_DAYS", 90),
         definitions_cache_seconds=float(_int("MERCURIO_DEFINITIONS_CACHE_SECONDS", 30)),
         webhooks_allow_private=_bool("MERCURIO_WEBHOOKS_ALLOW_PRIVATE", False),
+        dynamodb_endpoint=_env("AWS_ENDPOINT_URL_DYNAMODB") or _env("AWS_ENDPOINT_URL"),
+        aws_region=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION"),
     )
 
 

@@ -185,6 +185,8 @@ class LocalStack:
         os.environ["MERCURIO_EVENTS_STREAM_ARN"] = created["EventsTable.StreamArn"]
 
         import app as mercurio
+        from chalicelib.entrypoints.schedules import rfm_thresholds, segment_jobs
+        from chalicelib.entrypoints.stream import process_events
         from chalice.local import LambdaContext
 
         from local.api_server import make_api_server
@@ -192,7 +194,7 @@ class LocalStack:
 
         def invoke_process_events(event: dict) -> dict:
             context = LambdaContext("process_events", memory_size=512, max_runtime_ms=60_000)
-            return mercurio.process_events(event, context)
+            return process_events(event, context)
 
         self.bridge = StreamBridge(created["EventsTable.StreamArn"], invoke_process_events,
                                    endpoint_url=self.emulator.url)
@@ -200,12 +202,12 @@ class LocalStack:
 
         # The example definitions (segments, scoring, RFM, personas, campaigns) ship with the
         # app; marketers add theirs through the admin API or the data bucket.
-        from chalicelib import bootstrap
+        from chalicelib.entrypoints import runtime
 
-        bootstrap.definitions().seed_directory(ROOT / "chalicelib" / "definitions")
+        runtime.services().definitions.seed_directory(ROOT / "chalicelib" / "definitions")
         self.jobs = ScheduledJobs({
-            "segment_jobs": (mercurio.segment_jobs, self.jobs_interval),
-            "rfm_thresholds": (mercurio.rfm_thresholds, max(self.jobs_interval, 600)),
+            "segment_jobs": (segment_jobs, self.jobs_interval),
+            "rfm_thresholds": (rfm_thresholds, max(self.jobs_interval, 600)),
         })
         self.jobs.start()
 

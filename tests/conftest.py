@@ -38,12 +38,12 @@ def aws_tables():
 @pytest.fixture
 def app_env(aws_tables, monkeypatch):
     """Environment for importing the Chalice app against the moto tables."""
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
     monkeypatch.setenv("MERCURIO_STAGE", "test")
     monkeypatch.setenv("MERCURIO_WRITE_KEY", "test-write-key-1")
     monkeypatch.setenv("MERCURIO_ADMIN_TOKEN", "test-admin-token-1")
     monkeypatch.setenv("MERCURIO_EVENTS_STREAM_ARN", aws_tables["EventsTable.StreamArn"])
-    bootstrap.reset()
+    runtime.reset()
     yield aws_tables
-    bootstrap.reset()
+    runtime.reset()

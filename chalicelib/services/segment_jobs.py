@@ -14,19 +14,16 @@ from typing import Callable, Iterable
 
 from chalicelib.domain import engagement, personas, rfm
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
-from chalicelib.domain.events import iso
+from chalicelib.domain.events import iso, parse_timestamp
 from chalicelib.domain.identity import kind_of
 from chalicelib.domain.segments.evaluator import evaluate
 from chalicelib.services.catalog import Catalog, parse_document
 from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionService
+from chalicelib.services.jobs import JobError
 from chalicelib.services.ports import Clock, ConcurrentUpdate, EventStore, MembershipStore, RecheckSchedule
 from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE, EffectsPublisher, ProfileRules
 
 MAX_ATTEMPTS = 5
-
-
-class JobError(ValueError):
-    """A request for a job that cannot run (unknown segment, bad parameters)."""
 
 
 class SegmentJobs:
@@ -210,56 +207,85 @@ class SegmentJobs:
                 break
         return {"size": members, "scanned": scanned, "complete": cursor is None, "sample": sample}
 
-    # -- RFM --------------------------------------------------------------------------------
+    # -- RFM (one slice of the `rfm` job at a time) ------------------------------------------
 
-    def recompute_rfm(self, page_size: int = 500) -> dict:
-        """Quintile thresholds from the current distribution, then every customer's class."""
+    def rfm_slice(self, cursor: str | None, partial: dict | None, page_size: int = 500) -> dict:
+        """Phase `collect` reads a page of contacts into the distribution; when every contact
+        has been read, the thresholds are stored and phase `classify` re-classifies a page of
+        customers per slice. Returns the job's next cursor and partial state, its progress,
+        and its result once done."""
         catalog = self.definitions.catalog()
         if catalog.rfm is None:
-            return {"status": "no rfm definition"}
-        now = self.clock.now()
-        values, cursor = [], None
-        while True:
-            contacts, cursor = self.repo.scan(cursor, page_size)
-            values.extend(c.rfm for c in contacts if c.rfm.get("orders"))
-            if not cursor:
-                break
-        thresholds = rfm.compute_thresholds(catalog.rfm, values, now)
-        self.definitions.store.put_state(RFM_THRESHOLDS, thresholds.to_dict())
-        self.definitions.invalidate()
-        catalog = self.definitions.catalog()
-        reclassified, cursor = 0, None
-        affected = set(catalog.index.affected_by("rfm"))
-        while True:
-            contacts, cursor = self.repo.scan(cursor, page_size)
+            raise JobError("no rfm definition: PUT one at /v1/admin/definitions/rfm/default")
+        partial = dict(partial or {"phase": "collect", "now": iso(self.clock.now()), "read": 0,
+                                   "reclassified": 0, "distribution": None})
+        now = parse_timestamp(partial["now"])
+        contacts, cursor = self.repo.scan(cursor, page_size)
+        if partial["phase"] == "collect":
+            distribution = rfm.RfmDistribution.from_dict(partial["distribution"])
             for contact in contacts:
-                if not contact.rfm.get("orders"):
-                    continue
-                fresh = rfm.classify(catalog.rfm, contact.rfm, catalog.rfm_thresholds, now)
-                if any(contact.rfm.get(k) != v for k, v in fresh.items()):
-                    def apply(c: Contact, fresh=fresh) -> None:
-                        c.rfm.update(fresh)
-                        self.rules.evaluate(c, now, affected, cause=f"rfm:{iso(now)}", catalog=catalog)
-                    self._update(contact.id, apply)
-                    reclassified += 1
+                distribution.add(contact.rfm, now)
+            partial["read"] += len(contacts)
+            partial["distribution"] = distribution.to_dict()
             if not cursor:
-                break
-        return {"customers": len(values), "reclassified": reclassified, "thresholds": thresholds.to_dict()}
+                thresholds = distribution.thresholds(catalog.rfm, now)
+                self.definitions.store.put_state(RFM_THRESHOLDS, thresholds.to_dict())
+                self.definitions.invalidate()
+                partial.update(phase="classify", thresholds=thresholds.to_dict(), distribution=None)
+            return {"cursor": cursor, "partial": partial, "progress": self._rfm_progress(partial)}
+        catalog_now = self.definitions.catalog()
+        affected = set(catalog_now.index.affected_by("rfm"))
+        for contact in contacts:
+            if not contact.rfm.get("orders"):
+                continue
+            fresh = rfm.classify(catalog_now.rfm, contact.rfm, catalog_now.rfm_thresholds, now)
+            if any(contact.rfm.get(k) != v for k, v in fresh.items()):
+                def apply(c: Contact, fresh=fresh) -> None:
+                    c.rfm.update(fresh)
+                    self.rules.evaluate(c, now, affected, cause=f"rfm:{partial['now']}", catalog=catalog_now)
+                self._update(contact.id, apply)
+                partial["reclassified"] += 1
+        partial["classified_read"] = partial.get("classified_read", 0) + len(contacts)
+        step = {"cursor": cursor, "partial": partial, "progress": self._rfm_progress(partial)}
+        if not cursor:
+            step["result"] = {"customers": partial["thresholds"]["customers"],
+                              "reclassified": partial["reclassified"], "thresholds": partial["thresholds"]}
+        return step
 
-    # -- campaigns ----------------------------------------------------------------------------
+    @staticmethod
+    def _rfm_progress(partial: dict) -> dict:
+        return {"phase": partial["phase"], "contacts_read": partial["read"],
+                "contacts_classified": partial.get("classified_read", 0), "reclassified": partial["reclassified"]}
 
-    def campaign_groups(self, campaign_id: str, page_size: int = 100) -> dict:
-        catalog = self.definitions.catalog()
-        campaign = catalog.campaigns.get(campaign_id)
+    # -- campaigns (one slice of the `campaign-groups` job at a time) -------------------------
+
+    def check_campaign(self, campaign_id: str) -> None:
+        if campaign_id not in self.definitions.catalog().campaigns:
+            raise JobError(f"no campaign {campaign_id!r} is defined")
+
+    def campaign_groups_slice(self, campaign_id: str, cursor: str | None, partial: dict | None,
+                              page_size: int = 100) -> dict:
+        """Classify one page of the campaign's recipients into the six groups; the report is
+        the sum of the pages' reports."""
+        campaign = self.definitions.catalog().campaigns.get(campaign_id)
         if campaign is None:
             raise JobError(f"no campaign {campaign_id!r} is defined")
-        summaries, cursor = [], None
-        while True:
-            rows, cursor = self.memberships.members(CAMPAIGN_AUDIENCE.format(campaign_id), page_size, cursor)
-            for row in rows:
-                contact = self.repo.get(row["contact_id"])
-                if contact is not None and campaign_id in contact.campaigns:
-                    summaries.append(contact.campaigns[campaign_id])
-            if not cursor:
-                break
-        return {"campaign": campaign_id, **engagement.groups_report(summaries, campaign)}
+        rows, cursor = self.memberships.members(CAMPAIGN_AUDIENCE.format(campaign_id), page_size, cursor)
+        summaries = []
+        for row in rows:
+            contact = self.repo.get(row["contact_id"])
+            if contact is not None and campaign_id in contact.campaigns:
+                summaries.append(contact.campaigns[campaign_id])
+        page = engagement.groups_report(summaries, campaign)
+        report = partial or {"recipients": 0, "groups": {g: 0 for g in page["groups"]}, "converted": 0}
+        report["recipients"] += page["recipients"]
+        report["converted"] += page["converted"]
+        for group, n in page["groups"].items():
+            report["groups"][group] = report["groups"].get(group, 0) + n
+        progress = {"recipients_read": report.get("read", 0) + len(rows)}
+        report["read"] = progress["recipients_read"]
+        step = {"cursor": cursor, "partial": report, "progress": progress}
+        if not cursor:
+            step["result"] = {"campaign": campaign_id,
+                              **{k: v for k, v in report.items() if k != "read"}}
+        return step

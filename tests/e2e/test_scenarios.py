@@ -23,15 +23,15 @@ ADMIN = {"Authorization": "Bearer test-admin-token-1"}
 
 @pytest.fixture
 def shipped(app_client, monkeypatch):
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
     monkeypatch.setenv("MERCURIO_WEBHOOKS_ALLOW_PRIVATE", "true")
-    bootstrap.reset()
+    runtime.reset()
     fake = FakeClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
-    bootstrap.use_clock(fake)
-    bootstrap.definitions().seed_directory(Path("chalicelib/definitions"))
+    runtime.use_clock(fake)
+    runtime.services().definitions.seed_directory(Path("chalicelib/definitions"))
     yield fake
-    bootstrap.use_clock(None)
+    runtime.use_clock(None)
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -132,7 +132,10 @@ def test_scenario_6_win_back_and_champions_from_rfm(app_client, shipped):
     app_client.post("/v1/batch", {"batch": events})
     app_client.drain()
     response = app_client.http.post("/v1/admin/jobs/rfm", headers=ADMIN, body="")
-    assert response.status_code == 200 and json.loads(response.body)["customers"] == 3
+    job = json.loads(response.body)
+    assert response.status_code == 200 and job["status"] == "done" and job["result"]["customers"] == 3
+    status, seen = app_client.admin(f"/v1/admin/jobs/{job['id']}")
+    assert status == 200 and seen["result"] == job["result"] and seen["progress"]["phase"] == "classify"
     app_client.drain()
     champion, regular, once = (contact(app_client, f"user:{u}") for u in ("champion", "regular", "once"))
     assert champion["rfm"]["class"] == "champions"

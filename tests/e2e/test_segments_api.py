@@ -37,12 +37,12 @@ conditions:
 
 @pytest.fixture
 def clock(app_client):
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
     fake = FakeClock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))
-    bootstrap.use_clock(fake)
+    runtime.use_clock(fake)
     yield fake
-    bootstrap.use_clock(None)
+    runtime.use_clock(None)
 
 
 def run_jobs(app_client):
@@ -186,9 +186,9 @@ conditions:
 def test_the_six_groups_of_a_promotional_email(app_client, clock):
     from pathlib import Path
 
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
-    bootstrap.definitions().seed_directory(Path("chalicelib/definitions"))
+    runtime.services().definitions.seed_directory(Path("chalicelib/definitions"))
     campaign = {"campaign_id": "promo-2026-11"}
     recipients = {f"r{i}": f"r{i}@example.com" for i in range(1, 8)}
     batch = [{"type": "identify", "userId": r, "traits": {"email": e}} for r, e in recipients.items()]

@@ -121,12 +121,12 @@ def test_cors_preflight_and_origin_echo(app_client):
 
 
 def test_a_source_only_accepts_its_own_origins(app_client, monkeypatch):
-    from chalicelib import bootstrap
+    from chalicelib.entrypoints import runtime
 
     monkeypatch.delenv("MERCURIO_WRITE_KEY")
     monkeypatch.setenv("MERCURIO_SOURCES", json.dumps([{"name": "shop", "write_key": "shop-key-0001",
                                                          "origins": ["https://shop.example"]}]))
-    bootstrap.reset()
+    runtime.reset()
     ok = app_client.post("/v1/t", {"anonymousId": "a", "event": "E"}, key="shop-key-0001",
                          headers={"Origin": "https://shop.example"})
     assert ok.status_code == 200

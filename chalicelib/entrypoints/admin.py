@@ -6,81 +6,37 @@ from __future__ import annotations
 
 import json
 
-from chalice import Blueprint, Response
+from chalice import Blueprint
 
-from chalicelib import bootstrap
-from chalicelib.admin_auth import is_admin
-from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.entrypoints.http import Accepted, admin_call, json_body, limit_param, query
+from chalicelib.entrypoints.runtime import services
 from chalicelib.services.contacts import BadQuery, NotFound
 from chalicelib.services.imports import ImportRejected
-from chalicelib.services.segment_jobs import JobError
 
 admin_api = Blueprint(__name__)
 ANY = ["*/*"]
-JOBS = ("recheck", "backfills", "rfm", "uploads")
 
 
-def _json(status: int, body: dict, headers: dict | None = None) -> Response:
-    return Response(body=json.dumps(body, default=str), status_code=status,
-                    headers={"Content-Type": "application/json", **(headers or {})})
-
-
-def _admin(action):
-    request = admin_api.current_request
-    if not is_admin(request.headers.get("authorization")):
-        return _json(401, {"error": "admin endpoints need Authorization: Bearer <admin token>"},
-                     {"WWW-Authenticate": 'Bearer realm="mercurio-admin"'})
-    try:
-        return _json(200, action(request))
-    except DefinitionError as exc:
-        return _json(400, {"error": "; ".join(exc.problems), "problems": exc.problems})
-    except (BadQuery, ImportRejected, JobError) as exc:
-        return _json(400, {"error": str(exc)})
-    except NotFound as exc:
-        return _json(404, {"error": str(exc)})
-
-
-def _query(request, name: str) -> str | None:
-    return (request.query_params or {}).get(name)
-
-
-def _json_body(request) -> dict:
-    try:
-        body = json.loads(request.raw_body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadQuery(f"body is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise BadQuery("body must be a JSON object")
-    return body
-
-
-def _limit(request, default: int = 100, most: int = 1000) -> int:
-    raw = _query(request, "limit")
-    try:
-        value = int(raw) if raw is not None else default
-    except ValueError:
-        raise BadQuery(f"limit {raw!r} is not a whole number") from None
-    if not 1 <= value <= most:
-        raise BadQuery(f"limit must be between 1 and {most}")
-    return value
+def _admin(action, status: int = 200):
+    return admin_call(admin_api.current_request, action, status)
 
 
 # -- contacts ---------------------------------------------------------------------------------
 
 @admin_api.route("/v1/admin/contacts", methods=["GET"])
 def admin_contact_by_identifier():
-    return _admin(lambda r: bootstrap.contact_queries().by_identifier(_query(r, "identifier")))
+    return _admin(lambda r: services().contact_queries.by_identifier(query(r, "identifier")))
 
 
 @admin_api.route("/v1/admin/contacts/{contact_id}", methods=["GET"])
 def admin_contact(contact_id):
-    return _admin(lambda r: bootstrap.contact_queries().by_id(contact_id))
+    return _admin(lambda r: services().contact_queries.by_id(contact_id))
 
 
 @admin_api.route("/v1/admin/contacts/{contact_id}/events", methods=["GET"])
 def admin_contact_events(contact_id):
-    return _admin(lambda r: bootstrap.contact_queries().timeline(
-        contact_id, limit=_query(r, "limit"), cursor=_query(r, "cursor"), kind=_query(r, "kind")))
+    return _admin(lambda r: services().contact_queries.timeline(
+        contact_id, limit=query(r, "limit"), cursor=query(r, "cursor"), kind=query(r, "kind")))
 
 
 @admin_api.route("/v1/admin/imports", methods=["POST"], content_types=ANY)
@@ -90,7 +46,7 @@ def admin_import():
             body = json.loads(request.raw_body or b"")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ImportRejected(f"body is not valid JSON ({exc})") from None
-        return bootstrap.contact_importer().run(body)
+        return services().contact_importer.run(body)
 
     return _admin(run)
 
@@ -98,11 +54,11 @@ def admin_import():
 # -- definitions --------------------------------------------------------------------------------
 
 def _definition_view(kind: str, row: dict) -> dict:
-    stats = bootstrap.definition_store().stats(kind, row["id"])
+    stats = services().definition_store.stats(kind, row["id"])
     view = {"kind": kind, "id": row["id"], "version": row["version"], "updated_at": row["updated_at"],
             "document": row["document"]}
     if kind == "segment":
-        view["size"] = bootstrap.membership_store().size(row["id"])
+        view["size"] = services().membership_store.size(row["id"])
     if "backfill" in stats:
         view["backfill"] = {k: v for k, v in stats["backfill"].items() if k != "cursor"}
     if "last_upload" in stats:
@@ -111,14 +67,14 @@ def _definition_view(kind: str, row: dict) -> dict:
 
 
 def _get_definition(kind: str, definition_id: str) -> dict:
-    row = bootstrap.definitions().get(kind, definition_id)
+    row = services().definitions.get(kind, definition_id)
     if row is None:
         raise NotFound(f"no {kind} {definition_id!r}")
     return _definition_view(kind, row)
 
 
 def _put_definition(kind: str, definition_id: str, request) -> dict:
-    result = bootstrap.definitions().put(kind, definition_id, request.raw_body,
+    result = services().definitions.put(kind, definition_id, request.raw_body,
                                          request.headers.get("content-type"))
     return {**result, **_get_definition(kind, definition_id)}
 
@@ -126,8 +82,8 @@ def _put_definition(kind: str, definition_id: str, request) -> dict:
 @admin_api.route("/v1/admin/segments", methods=["GET"])
 def admin_segments():
     def listing(request):
-        rows = bootstrap.definitions().list("segment")
-        sizes = {row["id"]: bootstrap.membership_store().size(row["id"]) for row in rows}
+        rows = services().definitions.list("segment")
+        sizes = {row["id"]: services().membership_store.size(row["id"]) for row in rows}
         return {"segments": [{"id": row["id"], "name": row["document"].get("name"), "version": row["version"],
                               "size": sizes[row["id"]]} for row in rows]}
 
@@ -138,7 +94,7 @@ def admin_segments():
 def admin_segment_preview():
     from chalicelib.services.definitions import decode_document
 
-    return _admin(lambda r: bootstrap.segment_jobs().preview(decode_document(r.raw_body)))
+    return _admin(lambda r: services().segment_jobs.preview(decode_document(r.raw_body)))
 
 
 @admin_api.route("/v1/admin/segments/{segment_id}", methods=["GET", "PUT"], content_types=ANY)
@@ -154,11 +110,11 @@ def admin_segment(segment_id):
 @admin_api.route("/v1/admin/segments/{segment_id}/members", methods=["GET"])
 def admin_segment_members(segment_id):
     def members(request):
-        if bootstrap.definitions().get("segment", segment_id) is None:
+        if services().definitions.get("segment", segment_id) is None:
             raise NotFound(f"no segment {segment_id!r}")
-        cursor = _query(request, "cursor")
+        cursor = query(request, "cursor")
         try:
-            rows, next_cursor = bootstrap.membership_store().members(segment_id, _limit(request), cursor)
+            rows, next_cursor = services().membership_store.members(segment_id, limit_param(request), cursor)
         except (ValueError, KeyError, TypeError):
             raise BadQuery("cursor is not one this API returned") from None
         page = {"segment_id": segment_id, "members": rows}
@@ -172,8 +128,8 @@ def admin_segment_members(segment_id):
 @admin_api.route("/v1/admin/segments/{segment_id}/exports", methods=["POST"], content_types=ANY)
 def admin_segment_export(segment_id):
     def export(request):
-        body = _json_body(request)
-        return bootstrap.audience_exports().export(segment_id, body.get("format", "csv"), body.get("traits") or [])
+        body = json_body(request)
+        return services().audience_exports.export(segment_id, body.get("format", "csv"), body.get("traits") or [])
 
     return _admin(export)
 
@@ -190,22 +146,57 @@ def admin_definition(kind, definition_id):
 
 @admin_api.route("/v1/admin/campaigns/{campaign_id}/groups", methods=["GET"])
 def admin_campaign_groups(campaign_id):
-    return _admin(lambda r: bootstrap.segment_jobs().campaign_groups(campaign_id))
+    """The six groups of a campaign's recipients, computed by a `campaign-groups` job: the
+    answer is the fresh report when the job finishes within the request (200), otherwise
+    202 with the running job and the last finished report, if any."""
+    jobs = services().jobs
+    params = {"campaign": campaign_id}
+
+    def report(request):
+        latest = jobs.latest("campaign-groups", params)
+        job = latest if latest is not None and latest["status"] == "running" else \
+            jobs.start("campaign-groups", params)
+        if job["status"] == "done":
+            return {**job["result"], "as_of": job["finished_at"], "job": job["id"]}
+        if job["status"] == "failed":
+            raise NotFound(job.get("error", "the report could not be computed"))
+        answer = {"job": job}
+        if latest is not None and latest["status"] == "done":
+            answer["last_report"] = {**latest["result"], "as_of": latest["finished_at"]}
+        return Accepted(answer)
+
+    return _admin(report)
 
 
-@admin_api.route("/v1/admin/jobs/{job}", methods=["POST"], content_types=ANY)
-def admin_run_job(job):
-    """Run a scheduled job now (operators; tests)."""
-    def run(request):
-        jobs = bootstrap.segment_jobs()
+INLINE_JOBS = ("recheck", "backfills", "uploads")
+
+
+@admin_api.route("/v1/admin/jobs/{job}", methods=["GET", "POST"], content_types=ANY)
+def admin_job(job):
+    """POST runs a job now: the bounded ones (recheck, backfills, uploads) inline; `rfm` and
+    `campaign-groups` (body `{"campaign": id}`) start a resumable job, answered 200 when it
+    finished within the request and 202 while it runs on. GET shows a job by its id."""
+    runner = services().jobs
+
+    def act(request):
+        if request.method == "GET":
+            try:
+                return runner.get(job)
+            except LookupError as exc:
+                raise NotFound(str(exc)) from None
+        jobs = services().segment_jobs
         if job == "recheck":
             return jobs.recheck_due()
         if job == "backfills":
             return {"backfills": jobs.run_backfills()}
-        if job == "rfm":
-            return jobs.recompute_rfm()
         if job == "uploads":
-            return bootstrap.definitions().sync_uploads(bootstrap.definition_uploads())
-        raise NotFound(f"no job {job!r} (jobs: {', '.join(JOBS)})")
+            return services().definitions.sync_uploads(services().definition_uploads)
+        if job in ("rfm", "campaign-groups"):
+            params = json_body(request) if job == "campaign-groups" else {}
+            started = runner.start(job, {k: params[k] for k in ("campaign",) if k in params})
+            if started["status"] == "running":
+                return Accepted(started)
+            return started
+        raise NotFound(f"no job {job!r} (jobs: {', '.join(INLINE_JOBS + ('rfm', 'campaign-groups'))})")
 
-    return _admin(run)
+    return _admin(act)

@@ -1,5 +1,7 @@
 """The events-table stream → EventProcessor, with Powertools' partial batch failure reporting.
 
+Registered as the `process_events` Lambda (a DynamoDB stream event source).
+
 Only INSERT records are processed: an SDK retry rewrites the same key (a MODIFY), so a
 resent event is never processed twice.
 """
@@ -11,8 +13,26 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
     DynamoDBRecordEventName,
 )
 
+from chalice import Blueprint
+
+from chalicelib import config
 from chalicelib.adapters.dynamodb_events import decode_body
+from chalicelib.entrypoints.runtime import flush_metrics, logger, metrics, services, tracer
 from chalicelib.services.process_events import BatchCache, EventProcessor
+
+stream_handlers = Blueprint(__name__)
+
+
+@stream_handlers.on_dynamodb_record(stream_arn=config.events_stream_arn(), batch_size=100,
+                                    starting_position="TRIM_HORIZON", name="process_events")
+@tracer.capture_method(capture_response=False)
+def process_events(event):
+    logger.append_keys(stream_records=len(event.to_dict().get("Records", [])))
+    try:
+        return handle_stream(event.to_dict(), event.context, services().event_processor, logger, metrics)
+    finally:
+        logger.remove_keys(["stream_records"])
+        flush_metrics()
 
 
 def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None) -> dict:

@@ -1,0 +1,41 @@
+"""Scheduled entry points (EventBridge rules on AWS, a timer in the local runner)."""
+from __future__ import annotations
+
+from chalice import Blueprint, Rate
+
+from chalicelib import config
+from chalicelib.entrypoints.runtime import flush_metrics, logger, services
+
+scheduled_jobs = Blueprint(__name__)
+
+
+@scheduled_jobs.schedule(Rate(config.recheck_minutes(), unit=Rate.MINUTES), name="segment_jobs")
+def segment_jobs(event):
+    """Time-based segment rechecks, back-fills of new definitions, uploaded definitions, and
+    the next slices of unfinished jobs (RFM recomputes, campaign reports)."""
+    wired = services()
+    try:
+        report = {"uploads": wired.definitions.sync_uploads(wired.definition_uploads),
+                  "recheck": wired.segment_jobs.recheck_due(), "backfills": wired.segment_jobs.run_backfills(),
+                  "jobs": [{k: job[k] for k in ("id", "status", "progress")} for job in wired.jobs.resume()]}
+        logger.info("segment jobs", extra={"recheck": report["recheck"], "backfills": report["backfills"],
+                                           "uploads_applied": len(report["uploads"]["applied"]),
+                                           "uploads_rejected": report["uploads"]["rejected"],
+                                           "jobs": report["jobs"]})
+        return report
+    finally:
+        flush_metrics()
+
+
+@scheduled_jobs.schedule(Rate(1, unit=Rate.DAYS), name="rfm_thresholds")
+def rfm_thresholds(event):
+    """RFM quintiles from the current distribution, then every customer's class: started as
+    a job; what does not fit in this invocation continues with the segment jobs."""
+    try:
+        if services().definitions.catalog().rfm is None:
+            return {"status": "no rfm definition"}
+        job = services().jobs.start("rfm", budget_seconds=600.0)
+        logger.info("rfm recompute", extra={k: job.get(k) for k in ("id", "status", "progress")})
+        return job
+    finally:
+        flush_metrics()
