@@ -17,14 +17,12 @@ from typing import Callable
 import boto3
 from boto3.dynamodb.conditions import Key
 
-from chalicelib.services.ports import AppendResult, EventStore, StoredEvent
+from chalicelib.services.ports import AppendResult, EventStore, EventStoreUnavailable, StoredEvent
 
 BATCH_WRITE_MAX = 25
 MAX_RETRIES = 8
 
 
-class EventStoreUnavailable(Exception):
-    """DynamoDB kept throttling the write: the client should retry (503)."""
 
 
 def encode_body(body: dict) -> bytes:

@@ -8,11 +8,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from chalice import Blueprint, Response
 
 from chalicelib import config
-from chalicelib.adapters.dynamodb_events import EventStoreUnavailable
 from chalicelib.domain.events import SHORT_PATHS, RequestError
 from chalicelib.entrypoints.http import json_response
 from chalicelib.entrypoints.runtime import logger, metrics, services, tracer
 from chalicelib.services.ingest import OriginNotAllowed, TrackingRequest, Unauthorized
+from chalicelib.services.ports import EventStoreUnavailable
 
 tracking_api = Blueprint(__name__)
 SNIPPET = Path(__file__).resolve().parent.parent / "web" / "mercurio.js"

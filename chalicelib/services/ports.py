@@ -12,6 +12,10 @@ class ConcurrentUpdate(Exception):
     """Someone else changed the item first: re-read and try again."""
 
 
+class EventStoreUnavailable(Exception):
+    """The event store kept refusing the write (throttling): the client should retry (503)."""
+
+
 class Clock(abc.ABC):
     @abc.abstractmethod
     def now(self) -> datetime: ...
