@@ -503,6 +503,8 @@ def categories_from_event(event: dict) -> tuple[dict[str, bool], list[str]]:
     context = event.get("context") if isinstance(event, dict) else None
     consent = context.get("consent") if isinstance(context, dict) else None
     if consent is None:
+        if isinstance(event, dict) and event.get("event") == SEGMENT_CONSENT_EVENT:
+            return {}, [f"{SEGMENT_CONSENT_EVENT!r} carries no context.consent.categoryPreferences: nothing changed"]
         return {}, []
     prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
     if not isinstance(prefs, dict):

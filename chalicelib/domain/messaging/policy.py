@@ -40,6 +40,7 @@ from fractions import Fraction
 from typing import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from chalicelib.domain.contact import Contact
 from chalicelib.domain.messaging.consent import (
     ALL_TOPICS,
     CHANNELS,
@@ -105,6 +106,18 @@ class ContactSendState:
     consent: ConsentState
     suppressions: tuple[SuppressionEntry, ...] = ()  # the entries found for the recipient's address hash
     time_zone: str | None = None  # IANA name from the contact's profile
+
+
+    @classmethod
+    def of(cls, contact: Contact, suppressions: tuple[SuppressionEntry, ...] = ()) -> "ContactSendState":
+        """What the gate reads from a stored contact: its consent map and time zone
+        (`traits.timezone`, else the last context's, as segments read it)."""
+        zone = None
+        for candidate in ((contact.traits or {}).get("timezone"), (contact.last_context or {}).get("timezone")):
+            if isinstance(candidate, str) and candidate.strip():
+                zone = candidate.strip()
+                break
+        return cls(ConsentState.from_document(contact.consent), tuple(suppressions), zone)
 
 
 @dataclass(frozen=True)
@@ -374,8 +387,8 @@ def _when(moment: datetime, zone: ZoneInfo) -> str:
 
 def decide(request: SendRequest, contact: ContactSendState, history: SendHistory, settings: PolicySettings,
            now: datetime) -> Decision:
-    if now.tzinfo is None:
-        raise ValueError("now must carry a time zone")
+    if now.tzinfo is None or request.requested_at.tzinfo is None:
+        raise ValueError("now and requested_at must carry a time zone")
     # 1. the request
     if request.channel not in CHANNELS:
         return skip(Reason("invalid_request", f"There is no channel called {request.channel!r}."))

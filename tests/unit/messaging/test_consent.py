@@ -416,3 +416,10 @@ def test_only_a_later_confirmed_opt_in_lifts_a_suppression_and_never_a_hard_boun
     assert not unsubscribed.lifted_by(imported_later)
     assert not unsubscribed.lifted_by(confirmed_before)
     assert not suppress("email", "ada@example.com", BOUNCED_HARD, NOW, SALT).lifted_by(confirmed_later)
+
+
+def test_the_explicit_consent_event_without_preferences_is_reported():
+    event = {"type": "track", "event": "Segment Consent Preference Updated", "timestamp": "2026-12-02T10:00:00Z",
+             "context": {}}
+    assert categories_from_event(event) == ({}, [
+        "'Segment Consent Preference Updated' carries no context.consent.categoryPreferences: nothing changed"])

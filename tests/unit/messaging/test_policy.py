@@ -523,3 +523,48 @@ def test_a_busy_channel_defers_briefly_and_a_receipt_goes_first():
 def test_a_fractional_quota_rounds_the_interval_up():
     assert RateBudget(per_second=3).interval_us() == 333_334
     assert RateBudget(per_second=0.5).interval_us() == 2_000_000
+
+
+# -- reading a stored contact, and the module's purity ----------------------------------------
+
+
+def test_the_gate_reads_a_stored_contacts_consent_and_time_zone():
+    from chalicelib.domain.contact import Contact
+
+    stored = Contact(id="c1", created_at="2026-01-01T00:00:00.000Z",
+                     consent={"email": {"status": "granted", "at": "2026-11-01T00:00:00.000Z", "source": "form"}},
+                     last_context={"timezone": "America/New_York"})
+    state = ContactSendState.of(stored)
+    assert state.time_zone == "America/New_York" and state.suppressions == ()
+    assert state.consent.effective("email", "offers").granted
+    stored.traits["timezone"] = "Europe/Rome"
+    assert ContactSendState.of(stored).time_zone == "Europe/Rome"
+    late = local(ROME, 2026, 12, 2, 23, 0)
+    assert judge(request(now=late), ContactSendState.of(stored), now=late).reason.code == "quiet_hours"
+    assert judge(request(channel="sms"), ContactSendState.of(stored)).reason.code == "no_consent"
+
+
+def test_requested_at_must_be_aware():
+    with pytest.raises(ValueError):
+        decide(replace(request(), requested_at=datetime(2026, 12, 2, 12)), contact(), NO_HISTORY, SETTINGS, NOON)
+
+
+def test_the_messaging_domain_imports_no_aws_and_reads_no_clock():
+    import ast
+    import sys
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[3] / "chalicelib" / "domain" / "messaging"
+    for name in ("consent.py", "policy.py", "sms.py", "experiments.py"):
+        tree = ast.parse((package / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                roots = [node.module.split(".")[0]]
+            elif isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            else:
+                roots = []
+            for root in roots:
+                assert root in sys.stdlib_module_names or root in ("chalicelib", "__future__"), (name, root)
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("now", "utcnow", "today", "time_ns"), (name, node.attr)
