@@ -409,15 +409,17 @@ def accept_change(change: ConsentChange, site: SiteConsentPolicy, now: datetime)
 
 
 def apply_change(state: ConsentState, acceptance: Acceptance, token_id: str | None = None,
-                 ttl: timedelta = CONFIRMATION_TTL) -> "OptInOutcome":
-    """Record an accepted change. A pending grant starts (or repeats, idempotently) a double opt-in."""
+                 now: datetime | None = None, ttl: timedelta = CONFIRMATION_TTL) -> "OptInOutcome":
+    """Record an accepted change. A pending grant starts (or repeats, idempotently) a double
+    opt-in, timed from `now`, the moment it was received: the confirmation's expiry must not
+    depend on a client's clock."""
     record = acceptance.record
     if not acceptance.accepted or record is None:
         return OptInOutcome(state, acceptance.code, False, acceptance.reason)
     if record.status == PENDING:
-        if not token_id:
-            raise ConsentError("a pending grant needs a confirmation token id")
-        return request_opt_in(state, record, token_id, record.at, ttl)
+        if not token_id or now is None:
+            raise ConsentError("a pending grant needs a confirmation token id and the time it was received")
+        return request_opt_in(state, record, token_id, now, ttl)
     current = state.record(record.channel, record.topic)
     if current is not None and current.at > record.at:
         return OptInOutcome(state, "stale", False, "A newer decision is already recorded; this older one is ignored.")

@@ -198,6 +198,11 @@ class RateBudget:
     burst: int = 1  # sends allowed back to back
     transactional_reserve: int = 0  # of the burst, kept for the transactional lane
 
+    def __post_init__(self) -> None:
+        if not self.per_second > 0 or self.burst < 1 or not 0 <= self.transactional_reserve < self.burst:
+            raise ValueError("a send rate is positive, with a burst of at least one send and a transactional "
+                             "reserve smaller than the burst")
+
     def interval_us(self) -> int:
         # Rounded up: the budget never allows more than the quota.
         return -(-1_000_000 * Fraction(self.per_second).denominator // Fraction(self.per_second).numerator)

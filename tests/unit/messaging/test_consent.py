@@ -220,8 +220,17 @@ def test_the_write_key_grants_email_only_as_pending_with_the_forms_own_wording()
     assert acceptance.accepted and acceptance.record.status == PENDING
     assert acceptance.record.proof.shown == "Yes, send me the weekly coffee newsletter"
     assert acceptance.record.proof.where == "https://shop.example/" and acceptance.record.proof.ip == "203.0.113.7"
-    outcome = apply_change(ConsentState(), acceptance, token_id="tok-1")
+    outcome = apply_change(ConsentState(), acceptance, token_id="tok-1", now=NOW)
     assert outcome.code == "confirmation_sent" and outcome.send_confirmation
+    assert outcome.state.record("email", "newsletter").confirmation.expires_at == NOW + 7 * DAY
+
+
+def test_a_late_delivered_write_key_grant_is_timed_from_its_receipt():
+    acceptance = accept_change(change(at=NOW - 3 * DAY), SITE, NOW)
+    assert acceptance.record.at == NOW - 3 * DAY
+    outcome = apply_change(ConsentState(), acceptance, token_id="tok-1", now=NOW)
+    conf = outcome.state.record("email", "newsletter").confirmation
+    assert conf.sent == (NOW,) and conf.expires_at == NOW + 7 * DAY
 
 
 def test_the_write_key_cannot_grant_beyond_the_form():
@@ -287,6 +296,8 @@ def test_an_older_change_does_not_overwrite_a_newer_decision():
 def test_a_pending_grant_needs_a_token():
     with pytest.raises(ConsentError, match="token"):
         apply_change(ConsentState(), accept_change(change(), SITE, NOW))
+    with pytest.raises(ConsentError, match="received"):
+        apply_change(ConsentState(), accept_change(change(), SITE, NOW), token_id="tok-1")
 
 
 # -- merging two contacts ---------------------------------------------------------------------

@@ -568,3 +568,10 @@ def test_the_messaging_domain_imports_no_aws_and_reads_no_clock():
                 assert root in sys.stdlib_module_names or root in ("chalicelib", "__future__"), (name, root)
             if isinstance(node, ast.Attribute):
                 assert node.attr not in ("now", "utcnow", "today", "time_ns"), (name, node.attr)
+
+
+@pytest.mark.parametrize("per_second, burst, reserve", [(0, 1, 0), (-1, 1, 0), (float("nan"), 1, 0), (1, 0, 0),
+                                                        (10, 10, 10), (10, 10, -1)])
+def test_an_impossible_rate_budget_is_refused(per_second, burst, reserve):
+    with pytest.raises(ValueError, match="a send rate is positive"):
+        RateBudget(per_second, burst, reserve)
