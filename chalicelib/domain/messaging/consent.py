@@ -355,6 +355,8 @@ def accept_change(change: ConsentChange, site: SiteConsentPolicy, now: datetime)
     """Decide whether a consent change from this source is accepted, and what it records.
 
     - A denial is accepted from every source: withdrawing must be as easy as giving (GDPR 7(3)).
+      A forged withdrawal through the public key can cost a message, never send one: when
+      unsure, Mercurio errs on the side of silence.
     - The public write key can only grant what a registered consent form collects; the form's
       wording replaces whatever the browser claims was shown, and on channels that need
       confirmation (email by default) the grant is recorded as pending until the person clicks
