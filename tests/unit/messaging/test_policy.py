@@ -575,3 +575,25 @@ def test_the_messaging_domain_imports_no_aws_and_reads_no_clock():
 def test_an_impossible_rate_budget_is_refused(per_second, burst, reserve):
     with pytest.raises(ValueError, match="a send rate is positive"):
         RateBudget(per_second, burst, reserve)
+
+
+def test_the_cap_wait_is_the_first_allowed_moment_against_a_brute_force_count():
+    import random
+
+    from chalicelib.domain.messaging.policy import cap_ready_at
+
+    rng = random.Random(1202)
+    caps = (FrequencyCap(2, DAY), FrequencyCap(4, 7 * DAY))
+
+    def allowed(sends, t):
+        return all(sum(1 for s in sends if t - cap.period < s <= t) < cap.max_messages for cap in caps)
+
+    for _ in range(200):
+        sends = [NOON - rng.randrange(1, 8 * 24 * 60) * MIN for _ in range(rng.randrange(0, 7))]
+        ready, _ = cap_ready_at(caps, sends, NOON)
+        assert allowed(sends, ready)
+        # Being allowed changes only when a send leaves a window: check every such moment
+        # before `ready`, now, and the instant just before `ready`.
+        moments = {NOON, ready - timedelta(microseconds=1)} | {s + cap.period for s in sends for cap in caps}
+        for moment in sorted(m for m in moments if NOON <= m < ready):
+            assert not allowed(sends, moment), (sends, moment, ready)
