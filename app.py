@@ -10,9 +10,11 @@ from chalice import Chalice, Rate, Response
 
 from chalicelib import bootstrap, config
 from chalicelib.api_admin import admin_api
+from chalicelib.api_deliveries import deliveries_api
 from chalicelib.adapters.dynamodb_events import EventStoreUnavailable
 from chalicelib.domain.events import SHORT_PATHS, RequestError
 from chalicelib.services.ingest import OriginNotAllowed, TrackingRequest, Unauthorized
+from chalicelib.effects_consumer import handle_effects
 from chalicelib.stream import handle_stream
 
 app = Chalice(app_name="mercurio", configure_logs=False)
@@ -137,6 +139,7 @@ def health():
 # -- admin API (bearer token only) and scheduled jobs ------------------------------------------
 
 app.register_blueprint(admin_api)
+app.register_blueprint(deliveries_api)
 
 
 # -- stream processing ------------------------------------------------------------------------
@@ -150,6 +153,18 @@ def process_events(event):
         return handle_stream(event.to_dict(), event.context, bootstrap.event_processor(), logger, metrics)
     finally:
         logger.remove_keys(["stream_records"])
+        _flush_metrics()
+
+
+# -- effects queue: deliveries to destinations, one attempt per receive ------------------------
+
+@app.on_sqs_message(queue=config.effects_queue_name(), batch_size=10, name="deliver_effects")
+@tracer.capture_method(capture_response=False)
+def deliver_effects(event):
+    try:
+        return handle_effects(event.to_dict(), event.context, bootstrap.delivery_service(),
+                              bootstrap.effects_queue(), logger, metrics)
+    finally:
         _flush_metrics()
 
 

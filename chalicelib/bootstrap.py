@@ -2,27 +2,36 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from chalicelib import config
 from chalicelib.domain import scoring
+from chalicelib.domain.deliveries import RetryPolicy
+from chalicelib.domain.events import iso
 from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
 from chalicelib.adapters.dynamodb_definitions import DynamoDBDefinitionStore
+from chalicelib.adapters.dynamodb_deliveries import DynamoDBDeliveryStore
 from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
 from chalicelib.adapters.dynamodb_memberships import DynamoDBMembershipStore
 from chalicelib.adapters.dynamodb_schedule import DynamoDBRecheckSchedule
 from chalicelib.adapters.s3_definitions import S3DefinitionUploads
 from chalicelib.adapters.s3_exports import S3AudienceExporter
+from chalicelib.adapters.sqs_effects import SqsEffectsQueue
+from chalicelib.adapters.ssm_secrets import SsmSecretStore
 from chalicelib.adapters.webhooks import WebhookSender
-from chalicelib.services.audiences import AudienceExports, SegmentEntryNotifier
+from chalicelib.services.audiences import AudienceExports
 from chalicelib.services.contacts import ContactQueries
 from chalicelib.services.definitions import DefinitionService
+from chalicelib.services.deliveries import DeliveryService
 from chalicelib.services.imports import ContactImporter
 from chalicelib.services.ingest import IngestService
+from chalicelib.services.messagebus import MessageBus
 from chalicelib.services.ports import SystemClock
 from chalicelib.services.process_events import EventProcessor
 from chalicelib.services.segment_jobs import SegmentJobs
-from chalicelib.services.segmentation import EffectsPublisher, ProfileRules
+from chalicelib.services.effects import EffectsPublisher
+from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries
+from chalicelib.services.segmentation import ProfileRules
 
 
 def _endpoint() -> str | None:
@@ -94,7 +103,8 @@ def definition_uploads() -> S3DefinitionUploads:
 
 @lru_cache(maxsize=1)
 def definitions() -> DefinitionService:
-    return DefinitionService(definition_store(), clock(), cache_seconds=config.settings().definitions_cache_seconds)
+    return DefinitionService(definition_store(), clock(), cache_seconds=config.settings().definitions_cache_seconds,
+                             allow_private_destinations=config.settings().webhooks_allow_private)
 
 
 @lru_cache(maxsize=1)
@@ -104,26 +114,14 @@ def profile_rules() -> ProfileRules:
 
 @lru_cache(maxsize=1)
 def effects_publisher() -> EffectsPublisher:
-    return EffectsPublisher(membership_store(), event_store(), recheck_schedule(),
+    return EffectsPublisher(membership_store(), event_store(), recheck_schedule(), message_bus(), score_of,
                             ttl_days=config.settings().event_ttl_days)
 
 
 @lru_cache(maxsize=1)
 def event_processor() -> EventProcessor:
     return EventProcessor(contact_repository(), clock(), counter_days=config.settings().counter_days,
-                          rules=profile_rules(), publisher=effects_publisher(), notifier=entry_notifier())
-
-
-def _secret(parameter: str) -> str:
-    from aws_lambda_powertools.utilities.parameters import get_parameter
-
-    return get_parameter(parameter, decrypt=True, max_age=300)
-
-
-@lru_cache(maxsize=1)
-def entry_notifier() -> SegmentEntryNotifier:
-    sender = WebhookSender(allow_private=config.settings().webhooks_allow_private)
-    return SegmentEntryNotifier(lambda: list(definitions().catalog().destinations.values()), sender, _secret)
+                          rules=profile_rules(), publisher=effects_publisher())
 
 
 @lru_cache(maxsize=1)
@@ -141,10 +139,6 @@ def segment_jobs() -> SegmentJobs:
 
 @lru_cache(maxsize=1)
 def contact_queries() -> ContactQueries:
-    def score_of(contact, now):
-        config = definitions().catalog().scoring
-        return scoring.score_now(config, contact, now) if config is not None else 0.0
-
     return ContactQueries(contact_repository(), event_store(), clock(), score_of=score_of)
 
 
@@ -153,11 +147,56 @@ def contact_importer() -> ContactImporter:
     return ContactImporter(event_store(), clock(), ttl_days=config.settings().event_ttl_days)
 
 
+# -- effects: the message bus, the effects queue and deliveries to destinations -----------------
+
+def score_of(contact, now) -> float:
+    """The decayed score, as the admin API and the webhook payloads show it (0.0 without scoring)."""
+    config_ = definitions().catalog().scoring
+    return scoring.score_now(config_, contact, now) if config_ is not None else 0.0
+
+
+@lru_cache(maxsize=1)
+def effects_queue() -> SqsEffectsQueue:
+    return SqsEffectsQueue(config.settings().effects_queue)
+
+
+@lru_cache(maxsize=1)
+def message_bus() -> MessageBus:
+    dependencies = {
+        enqueue_destination_deliveries: {
+            "destinations": lambda: list(definitions().catalog().destinations.values()),
+            "queue": effects_queue(), "now": lambda: iso(clock().now())},
+    }
+    return MessageBus({event_type: [partial(handler, **dependencies[handler]) for handler in handlers]
+                       for event_type, handlers in EVENT_HANDLERS.items()})
+
+
+@lru_cache(maxsize=1)
+def delivery_store() -> DynamoDBDeliveryStore:
+    return DynamoDBDeliveryStore(config.settings().deliveries_table)
+
+
+@lru_cache(maxsize=1)
+def secret_store() -> SsmSecretStore:
+    return SsmSecretStore()
+
+
+@lru_cache(maxsize=1)
+def delivery_service() -> DeliveryService:
+    s = config.settings()
+    policy = RetryPolicy(first_retry=s.delivery_first_retry_seconds, max_delay=s.delivery_max_delay_seconds,
+                         horizon=s.delivery_horizon_seconds)
+    return DeliveryService(delivery_store(), lambda d: definitions().catalog().destinations.get(d),
+                           WebhookSender(max_attempts=1, allow_private=s.webhooks_allow_private),
+                           secret_store(), effects_queue(), clock(), policy)
+
+
 def reset() -> None:
     """Forget every built object (tests change the environment between cases)."""
     for builder in (event_store, contact_repository, ingest_service, event_processor, contact_queries,
                     contact_importer, definition_store, membership_store, recheck_schedule, definition_uploads,
-                    definitions, profile_rules, effects_publisher, segment_jobs, entry_notifier, audience_exports):
+                    definitions, profile_rules, effects_publisher, segment_jobs, audience_exports, message_bus, effects_queue,
+                    delivery_store, secret_store, delivery_service):
         builder.cache_clear()
     config.settings.cache_clear()
     use_clock(None)

@@ -45,6 +45,22 @@ def events_stream_arn() -> str:
     )
 
 
+def effects_queue_name() -> str:
+    """Read at import time by the queue consumer's decorator (Chalice needs a literal)."""
+    return _env("MERCURIO_EFFECTS_QUEUE", f"mercurio-{stage()}-effects")
+
+
+def _seconds(name: str, default: float) -> float:
+    value = _env(name)
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError as exc:
+        raise SourceConfigError(f"{name}={value!r} is not a number of seconds") from exc
+    if seconds <= 0:
+        raise SourceConfigError(f"{name}={value!r} must be more than zero")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str
@@ -64,6 +80,12 @@ class Settings:
     definitions_cache_seconds: float
     webhooks_allow_private: bool
     max_nesting_depth: int = 12
+    effects_queue: str = "mercurio-dev-effects"
+    deliveries_table: str = "mercurio-dev-deliveries"
+    # Deliveries: first retry after this, doubling up to the cap, for `horizon` seconds.
+    delivery_first_retry_seconds: float = 2.0
+    delivery_max_delay_seconds: float = 900.0
+    delivery_horizon_seconds: float = 24 * 3600.0
 
 
 @lru_cache(maxsize=1)
@@ -91,6 +113,11 @@ def settings() -> Settings:
         counter_days=_int("MERCURIO_COUNTER_DAYS", 90),
         definitions_cache_seconds=float(_int("MERCURIO_DEFINITIONS_CACHE_SECONDS", 30)),
         webhooks_allow_private=_bool("MERCURIO_WEBHOOKS_ALLOW_PRIVATE", False),
+        effects_queue=effects_queue_name(),
+        deliveries_table=_env("MERCURIO_DELIVERIES_TABLE", f"mercurio-{st}-deliveries"),
+        delivery_first_retry_seconds=_seconds("MERCURIO_DELIVERY_FIRST_RETRY_SECONDS", 2.0),
+        delivery_max_delay_seconds=_seconds("MERCURIO_DELIVERY_MAX_DELAY_SECONDS", 900.0),
+        delivery_horizon_seconds=_seconds("MERCURIO_DELIVERY_HORIZON_SECONDS", 24 * 3600.0),
     )
 
 
