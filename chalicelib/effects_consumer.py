@@ -44,7 +44,7 @@ def handle_effects(event: dict, context, service: DeliveryService, queue, logger
                 logger.error("unreadable effects message", extra={"messageId": record.message_id, "reason": str(exc)})
             postpone(record, INVALID_MESSAGE_RETRY)
             raise RetryLater(str(exc)) from None
-        outcome = service.deliver(message)
+        outcome = service.deliver(message, record.message_id)
         counts[outcome.status] += 1
         if logger is not None and outcome.status in ("retrying", "parked"):
             log = logger.warning if outcome.status == "retrying" else logger.error

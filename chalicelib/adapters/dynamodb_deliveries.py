@@ -4,8 +4,9 @@ pk `destination_id`, sk `delivery_id`. Two indexes serve the admin listing newes
 `by_updated` (sort `updated_at`) and `by_status` (sort `status_updated` =
 `<status>#<updated_at>`, for `?status=`). The payload is stored as JSON text (numbers stay
 exactly what the receiver gets). Every write is conditional: a delivered or parked delivery
-is never attempted again by a redelivered queue message, and a lease (`lease_until`) keeps
-two consumers from attempting the same delivery at once.
+is never attempted again by a redelivered queue message, a lease (`lease_until`) keeps two
+consumers from attempting the same delivery at once, and an attempt starts only when it is
+due (`next_attempt_at`). `carrier` is the queue message that carries the delivery's retries.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def _decode_cursor(cursor: str, destination_id: str) -> dict:
 
 
 class DynamoDBDeliveryStore(LazyTable, DeliveryStore):
-    def claim(self, message: DeliveryMessage, now: datetime, lease_seconds: float) -> dict | None:
+    def claim(self, message: DeliveryMessage, carrier: str, now: datetime, lease_seconds: float) -> dict | None:
         stamp = iso(now)
         try:
             item = self.table.update_item(
@@ -74,16 +75,17 @@ class DynamoDBDeliveryStore(LazyTable, DeliveryStore):
                     "first_attempt_at = if_not_exists(first_attempt_at, :now), "
                     "updated_at = if_not_exists(updated_at, :now), "
                     "status_updated = if_not_exists(status_updated, :status_updated), "
-                    "attempt_log = if_not_exists(attempt_log, :empty), lease_until = :lease"),
+                    "attempt_log = if_not_exists(attempt_log, :empty), lease_until = :lease, carrier = :carrier"),
                 ConditionExpression=(
                     "attribute_not_exists(delivery_id) OR "
-                    "(#status IN (:pending, :retrying) AND (attribute_not_exists(lease_until) OR lease_until < :now))"),
+                    "(#status IN (:pending, :retrying) AND (attribute_not_exists(lease_until) OR lease_until < :now) "
+                    "AND (attribute_not_exists(next_attempt_at) OR next_attempt_at <= :now))"),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":pending": PENDING, ":retrying": RETRYING, ":zero": 0, ":now": stamp, ":empty": [],
                     ":payload": json.dumps(message.payload, ensure_ascii=False, separators=(",", ":"), default=str),
                     ":type": str(message.payload.get("type", "")), ":status_updated": f"{PENDING}#{stamp}",
-                    ":lease": iso(now + timedelta(seconds=lease_seconds)),
+                    ":lease": iso(now + timedelta(seconds=lease_seconds)), ":carrier": carrier,
                 },
                 ReturnValues="ALL_NEW",
             )["Attributes"]
@@ -144,7 +146,7 @@ class DynamoDBDeliveryStore(LazyTable, DeliveryStore):
                 UpdateExpression=("SET #status = :pending, first_attempt_at = :now, updated_at = :now, "
                                   "status_updated = :status_updated, replayed_at = :now, "
                                   "replays = if_not_exists(replays, :zero) + :one "
-                                  "REMOVE next_attempt_at, lease_until, parked_reason"),
+                                  "REMOVE next_attempt_at, lease_until, parked_reason, carrier"),
                 ConditionExpression="#status = :parked",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={":pending": PENDING, ":parked": PARKED, ":now": stamp, ":zero": 0,

@@ -60,18 +60,25 @@ class DeliveryService:
 
     # -- the queue consumer's unit of work ---------------------------------------------------
 
-    def deliver(self, message: DeliveryMessage) -> DeliveryOutcome:
+    def deliver(self, message: DeliveryMessage, carrier: str) -> DeliveryOutcome:
+        """`carrier`: the id of the queue message that brought it (the same delivery may be
+        enqueued twice when an outbox is published again)."""
         now = self.clock.now()
-        record = self.store.claim(message, now, self.lease_seconds)
+        record = self.store.claim(message, carrier, now, self.lease_seconds)
         if record is None:
             current = self.store.get(message.destination_id, message.delivery_id)
             status = current["status"] if current else "unknown"
             if status in (DELIVERED, PARKED):
                 return DeliveryOutcome("skipped", done=True, reason=f"already {status}")
-            # Another consumer holds the lease: look again once it has ended.
-            lease = current.get("lease_until") if current else None
-            wait = (parse_timestamp(lease) - now).total_seconds() if lease else self.lease_seconds
-            return DeliveryOutcome("busy", done=False, retry_in=max(1.0, wait), reason="attempt in progress")
+            if current is not None and current.get("carrier") not in (None, carrier):
+                # A second copy of a delivery another message carries: removing it keeps
+                # the back-off schedule (the carrier stays on the queue until it is done).
+                return DeliveryOutcome("skipped", done=True, reason="duplicate of a queued delivery")
+            # Attempted right now, or received before its next attempt: look again then.
+            moments = [parse_timestamp(current[k]) for k in ("lease_until", "next_attempt_at")
+                       if current is not None and current.get(k)]
+            wait = max((m - now).total_seconds() for m in moments) if moments else self.lease_seconds
+            return DeliveryOutcome("busy", done=False, retry_in=max(1.0, wait), reason="not due yet")
 
         destination = self.destination_of(message.destination_id)
         if destination is None:
@@ -144,7 +151,7 @@ class DeliveryService:
         message = DeliveryMessage(delivery_id=delivery_id, destination_id=destination_id, payload=row["payload"],
                                   enqueued_at=iso(now))
         try:
-            self.queue.send([message])
+            self.queue.send([message])  # its carrier is whichever message claims it first
         except Exception as exc:
             # Not on the queue: park it again so it stays visible and can be replayed later.
             self.store.record_attempt(destination_id, delivery_id, PARKED,

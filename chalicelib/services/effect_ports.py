@@ -39,10 +39,11 @@ class DeliveryStore(abc.ABC):
     a redelivered queue message for a delivered delivery changes nothing."""
 
     @abc.abstractmethod
-    def claim(self, message: DeliveryMessage, now: datetime, lease_seconds: float) -> dict | None:
-        """Record the delivery if new and take the right to attempt it now (no other
-        consumer attempts it until the lease ends). None when it must not be attempted:
-        already delivered or parked, or another consumer holds the lease."""
+    def claim(self, message: DeliveryMessage, carrier: str, now: datetime, lease_seconds: float) -> dict | None:
+        """Record the delivery if new and take the right to attempt it now, for the queue
+        message `carrier` (which becomes the delivery's carrier; no other attempt starts
+        until the lease ends). None when it must not be attempted now: delivered, parked,
+        leased, or its next attempt is not due yet."""
 
     @abc.abstractmethod
     def get(self, destination_id: str, delivery_id: str) -> dict | None: ...

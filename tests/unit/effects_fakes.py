@@ -46,7 +46,7 @@ class FakeDeliveryStore(DeliveryStore):
     def __init__(self):
         self.items: dict[tuple[str, str], dict] = {}
 
-    def claim(self, message, now, lease_seconds):
+    def claim(self, message, carrier, now, lease_seconds):
         key = (message.destination_id, message.delivery_id)
         item = self.items.get(key)
         stamp = iso(now)
@@ -56,9 +56,11 @@ class FakeDeliveryStore(DeliveryStore):
                     "event_type": message.payload.get("type", ""), "created_at": stamp,
                     "first_attempt_at": stamp, "updated_at": stamp, "attempt_log": []}
             self.items[key] = item
-        elif item["status"] not in (PENDING, RETRYING) or item.get("lease_until", "") >= stamp:
+        elif item["status"] not in (PENDING, RETRYING) or item.get("lease_until", "") >= stamp \
+                or item.get("next_attempt_at", "") > stamp:
             return None
         item["lease_until"] = iso(now + timedelta(seconds=lease_seconds))
+        item["carrier"] = carrier
         return copy.deepcopy(item)
 
     def get(self, destination_id, delivery_id):
@@ -87,7 +89,7 @@ class FakeDeliveryStore(DeliveryStore):
         if item["status"] != PARKED:
             raise DeliveryConflict(f"delivery {delivery_id} is {item['status']}: only a parked delivery can be replayed")
         item.update(status=PENDING, first_attempt_at=iso(now), updated_at=iso(now))
-        for name in ("next_attempt_at", "lease_until", "parked_reason"):
+        for name in ("next_attempt_at", "lease_until", "parked_reason", "carrier"):
             item.pop(name, None)
         return copy.deepcopy(item)
 

@@ -35,10 +35,10 @@ class World:
         self.service = DeliveryService(self.store, known.get, self.sender, self.secrets, self.queue, self.clock,
                                        policy or RetryPolicy())
 
-    def deliver_until_done(self, message=MESSAGE, most: int = 500):
+    def deliver_until_done(self, message=MESSAGE, most: int = 500, carrier: str = "msg-1"):
         outcomes = []
         for _ in range(most):
-            outcome = self.service.deliver(message)
+            outcome = self.service.deliver(message, carrier)
             outcomes.append(outcome)
             if outcome.done:
                 return outcomes
@@ -95,7 +95,7 @@ def test_a_receiver_that_never_recovers_is_parked_after_the_horizon_with_the_rea
 
 def test_retrying_records_the_next_attempt_and_the_last_error():
     world = World(server_error(503))
-    outcome = world.service.deliver(MESSAGE)
+    outcome = world.service.deliver(MESSAGE, "msg-1")
     record = world.record()
     assert outcome.status == "retrying" and not outcome.done
     assert record["status"] == "retrying" and record["last_error"] == "HTTP 503"
@@ -104,43 +104,58 @@ def test_retrying_records_the_next_attempt_and_the_last_error():
 
 def test_a_missing_secret_is_retried_and_a_secret_that_appears_later_gets_the_delivery():
     world = World(ok(), secrets={})
-    first = world.service.deliver(MESSAGE)
+    first = world.service.deliver(MESSAGE, "msg-1")
     assert first.status == "retrying" and world.sender.calls == []  # nothing is sent unsigned
     assert SECRET_NAME in world.record()["last_error"] and "/v1/admin/destinations/crm/secret" in \
         world.record()["last_error"]
     world.clock.advance(seconds=first.retry_in)
-    assert world.service.deliver(MESSAGE).status == "retrying"  # still missing
+    assert world.service.deliver(MESSAGE, "msg-1").status == "retrying"  # still missing
     world.service.set_secret("crm", "whsec-appeared-later-0001")
     world.clock.advance(hours=1)
-    assert world.service.deliver(MESSAGE).status == "delivered"
+    assert world.service.deliver(MESSAGE, "msg-1").status == "delivered"
     assert world.sender.calls[0]["secret"] == "whsec-appeared-later-0001"
     assert world.record()["attempts"] == 3
 
 
 def test_a_redelivered_message_for_a_delivered_delivery_changes_nothing():
     world = World(ok())
-    assert world.service.deliver(MESSAGE).status == "delivered"
-    again = world.service.deliver(MESSAGE)
+    assert world.service.deliver(MESSAGE, "msg-1").status == "delivered"
+    again = world.service.deliver(MESSAGE, "msg-1")
     assert again.status == "skipped" and again.done
     assert len(world.sender.calls) == 1 and world.record()["attempts"] == 1
 
 
-def test_a_delivery_being_attempted_elsewhere_is_not_attempted_twice():
-    world = World(ok())
-    world.store.claim(MESSAGE, world.clock.now(), 60)  # another consumer holds the lease
-    busy = world.service.deliver(MESSAGE)
+def test_a_second_copy_of_a_queued_delivery_is_removed_and_keeps_the_back_off():
+    """The same outbox published twice enqueues the delivery twice: the copy must not
+    attempt it again before its next attempt is due."""
+    world = World(server_error(), ok())
+    assert world.service.deliver(MESSAGE, "msg-1").status == "retrying"
+    copy = world.service.deliver(MESSAGE, "msg-2")
+    assert copy.status == "skipped" and copy.done
+    assert len(world.sender.calls) == 1 and world.record()["attempts"] == 1
+    world.clock.advance(seconds=2)
+    assert world.service.deliver(MESSAGE, "msg-1").status == "delivered"
+
+
+def test_a_delivery_is_never_attempted_twice_at_once_nor_before_it_is_due():
+    world = World(server_error(), ok())
+    world.store.claim(MESSAGE, "msg-1", world.clock.now(), 60)  # msg-1 is being attempted
+    assert world.service.deliver(MESSAGE, "msg-2").status == "skipped"  # a copy: removed
+    busy = world.service.deliver(MESSAGE, "msg-1")  # its own carrier, seen again meanwhile
     assert busy.status == "busy" and not busy.done and busy.retry_in == 60
     assert world.sender.calls == []
-    world.clock.advance(seconds=61)  # that consumer died: its lease ended
-    assert world.service.deliver(MESSAGE).status == "delivered"
+    world.clock.advance(seconds=61)  # that attempt died: its lease ended
+    assert world.service.deliver(MESSAGE, "msg-1").status == "retrying"
+    early = world.service.deliver(MESSAGE, "msg-1")  # shown again before its delay (2 s) is over
+    assert early.status == "busy" and early.retry_in == 2 and len(world.sender.calls) == 1
 
 
 def test_a_refused_url_or_a_deleted_destination_is_parked_at_once():
     world = World(refused())
-    assert world.service.deliver(MESSAGE).status == "parked"
+    assert world.service.deliver(MESSAGE, "msg-1").status == "parked"
     assert world.record()["parked_reason"].startswith("refused:")
     gone = World(ok(), destinations=[])
-    assert gone.service.deliver(MESSAGE).status == "parked"
+    assert gone.service.deliver(MESSAGE, "msg-1").status == "parked"
     assert gone.record()["parked_reason"] == "destination 'crm' no longer exists"
 
 
@@ -154,7 +169,7 @@ def test_a_parked_delivery_is_replayed_through_the_queue_with_a_fresh_horizon():
     assert [m.delivery_id for m in world.queue.sent] == [MESSAGE.delivery_id]
     assert world.queue.sent[0].payload == MESSAGE.payload
     world.sender.outcomes = [ok()]
-    assert world.service.deliver(world.queue.sent[0]).status == "delivered"
+    assert world.service.deliver(world.queue.sent[0], "msg-replay").status == "delivered"
     with pytest.raises(BadQuery, match="only a parked delivery can be replayed"):
         world.service.replay("crm", MESSAGE.delivery_id)
     with pytest.raises(NotFound):
@@ -163,10 +178,10 @@ def test_a_parked_delivery_is_replayed_through_the_queue_with_a_fresh_horizon():
 
 def test_the_log_lists_by_status_and_rejects_unknown_statuses():
     world = World(server_error())
-    world.service.deliver(MESSAGE)
+    world.service.deliver(MESSAGE, "msg-1")
     other = DeliveryMessage("mercurio-def:crm", "crm", {"type": "segment.entered"}, "2026-11-22T12:00:00.000Z")
     world.sender.outcomes = [ok()]
-    world.service.deliver(other)
+    world.service.deliver(other, "msg-2")
     page = world.service.deliveries("crm", "retrying", 10, None)
     assert [d["delivery_id"] for d in page["deliveries"]] == ["mercurio-abc:crm"]
     assert "payload" not in page["deliveries"][0]
