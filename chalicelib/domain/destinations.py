@@ -135,6 +135,16 @@ def check_url(url: str, allow_private: bool) -> list[str]:
     return problems
 
 
+def _is_http_url(url: object) -> bool:
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+
+
 def parse_destination(doc: object, allow_private: bool = True) -> Destination:
     """`allow_private=False` also refuses literal non-public addresses (definitions being
     saved); stored definitions are read with the default, the sender checking at delivery."""
@@ -146,7 +156,7 @@ def parse_destination(doc: object, allow_private: bool = True) -> Destination:
     definition_id = expect_name(mapping.get("id"), "id", problems)
     name = mapping.get("name") or definition_id
     url = mapping.get("url")
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    if not _is_http_url(url):
         problems.append(f"url: {url!r} is not an http(s) URL")
     else:
         problems.extend(check_url(url, allow_private))

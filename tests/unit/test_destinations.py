@@ -100,3 +100,9 @@ def test_the_definition_service_refuses_them_unless_configured():
         strict.put("destination", "crm", doc("http://169.254.169.254/latest/meta-data/"))
     relaxed = DefinitionService(FakeDefinitionStore(), FakeClock(), allow_private_destinations=True)
     assert relaxed.put("destination", "crm", doc("http://127.0.0.1:9000/hook"))["version"] == 1
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[fd00::1/x", "https://", 42, None])
+def test_a_malformed_url_is_a_problem_not_a_crash(url):
+    with pytest.raises(DefinitionError, match="is not an http\\(s\\) URL"):
+        parse_destination(doc(url))
