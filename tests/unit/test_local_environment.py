@@ -15,14 +15,16 @@ LOCAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
 
 
 @pytest.fixture
-def clean_environment(monkeypatch):
+def clean_environment():
+    """configure_environment writes os.environ directly: put it back exactly as it was."""
+    saved = dict(os.environ)
     for name in LOCAL_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    yield
-    # monkeypatch restores what it removed; the names configure_environment added go too
-    for name in LOCAL_NAMES:
-        if name in os.environ:
-            monkeypatch.delenv(name, raising=False)
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_make_run_does_not_allow_private_addresses_by_itself(clean_environment):
@@ -38,15 +40,15 @@ def test_make_run_does_not_allow_private_addresses_by_itself(clean_environment):
 
 
 @pytest.mark.parametrize("choice", ["true", "false"])
-def test_the_operators_choice_is_passed_through(clean_environment, monkeypatch, choice):
-    monkeypatch.setenv("MERCURIO_WEBHOOKS_ALLOW_PRIVATE", choice)
+def test_the_operators_choice_is_passed_through(clean_environment, choice):
+    os.environ["MERCURIO_WEBHOOKS_ALLOW_PRIVATE"] = choice
     configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
     assert os.environ["MERCURIO_WEBHOOKS_ALLOW_PRIVATE"] == choice
 
 
-def test_deliveries_give_up_sooner_locally_unless_told_otherwise(clean_environment, monkeypatch):
+def test_deliveries_give_up_sooner_locally_unless_told_otherwise(clean_environment):
     configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
     assert os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] == "900"
-    monkeypatch.setenv("MERCURIO_DELIVERY_HORIZON_SECONDS", "86400")
+    os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] = "86400"
     configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
     assert os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] == "86400"
