@@ -39,9 +39,6 @@ class Destination:
     segments: tuple[str, ...]
     events: tuple[str, ...] = DEFAULT_EVENTS
 
-    def wants(self, segment_id: str) -> bool:
-        return segment_id in self.segments
-
     def hears(self, kind: str, segment_id: str | None = None) -> bool:
         """Whether an event of this kind (about this segment) is sent here."""
         if kind not in self.events:

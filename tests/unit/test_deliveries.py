@@ -232,3 +232,20 @@ def test_delivery_messages_round_trip_and_bad_ones_are_named():
     for body in ("", "[]", json.dumps({"delivery_id": "x"}), json.dumps({**json.loads(MESSAGE.to_json()), "payload": 3})):
         with pytest.raises(InvalidDeliveryMessage):
             DeliveryMessage.from_json(body)
+
+
+def test_the_consumer_counts_delivered_retried_and_parked_deliveries():
+    class Metrics:
+        def __init__(self):
+            self.values = {}
+
+        def add_metric(self, name, unit, value):
+            self.values[name] = self.values.get(name, 0) + value
+
+    world = World(server_error(), ok(), refused())
+    bodies = [DeliveryMessage(f"m-{i}:crm", "crm", {"type": "segment.entered"}, "2026-11-22T12:00:00.000Z").to_json()
+              for i in range(3)]
+    metrics = Metrics()
+    handle_effects(_sqs_event(*bodies), None, world.service, world.queue, metrics=metrics)
+    assert {k: v for k, v in metrics.values.items() if k != "DeliveriesUnreadable"} == {
+        "DeliveriesDelivered": 1, "DeliveriesRetried": 1, "DeliveriesParked": 1}
