@@ -31,6 +31,7 @@ from chalicelib.services.effect_ports import DeliveryConflict, DeliveryStore, Ef
 from chalicelib.services.ports import Clock
 
 MIN_SECRET, MAX_SECRET = 16, 4096
+INTERNAL_FIELDS = ("lease_until", "carrier")  # bookkeeping of the consumer, not for operators
 LEASE_SECONDS = 60.0  # longer than one attempt (the sender's timeout), shorter than any back-off cap
 
 
@@ -129,7 +130,8 @@ class DeliveryService:
         except ValueError as exc:
             raise BadQuery(str(exc)) from None
         page = {"destination_id": destination_id,
-                "deliveries": [{k: v for k, v in row.items() if k not in ("payload", "lease_until")} for row in rows]}
+                "deliveries": [{k: v for k, v in row.items() if k not in ("payload", *INTERNAL_FIELDS)}
+                               for row in rows]}
         if next_cursor:
             page["next_cursor"] = next_cursor
         return page
@@ -138,7 +140,7 @@ class DeliveryService:
         row = self.store.get(destination_id, delivery_id)
         if row is None:
             raise NotFound(f"no delivery {delivery_id!r} to {destination_id!r}")
-        return row
+        return {k: v for k, v in row.items() if k not in INTERNAL_FIELDS}
 
     def replay(self, destination_id: str, delivery_id: str) -> dict:
         """A parked delivery goes back on the queue, with a fresh retry horizon."""
@@ -158,7 +160,7 @@ class DeliveryService:
                                       attempt_entry(now, "replay failed", None, str(exc)), now,
                                       error=f"replay could not be enqueued: {exc}")
             raise
-        return {k: v for k, v in reopened.items() if k not in ("payload", "lease_until")}
+        return {k: v for k, v in reopened.items() if k not in ("payload", *INTERNAL_FIELDS)}
 
     def set_secret(self, destination_id: str, value: object) -> dict:
         destination = self._destination(destination_id)
