@@ -4,9 +4,10 @@ Back-off is done with the queue itself: a failed delivery's message is made visi
 after the delay (ChangeMessageVisibility) and reported as a batch item failure, so Lambda
 leaves it on the queue. Chosen over re-sending a copy with DelaySeconds because the
 delivery keeps one message for its whole life: no window in which a crash between sending
-the copy and deleting the original duplicates it, the queue's receive count is the number
-of attempts (its redrive policy to the dead-letter queue is a real safety net), and a delay
-may exceed DelaySeconds' 15-minute ceiling if the cap is raised (up to 12 hours per receive).
+the copy and deleting the original duplicates it, the queue's receive count follows the
+attempts (so its redrive policy to the dead-letter queue is a real safety net: 300 receives
+against about 105 attempts in 24 hours), and a delay may exceed DelaySeconds' 15-minute
+ceiling if the cap is raised (up to 12 hours per receive).
 The event source mapping must report batch item failures (infrastructure/deploy.sh and
 single-stack.yaml turn ReportBatchItemFailures on).
 """
