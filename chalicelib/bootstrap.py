@@ -8,7 +8,7 @@ here is global: the Lambda entry points keep one `Services` per container
 """
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 
 from chalicelib.config import Settings
 from chalicelib.domain import scoring
@@ -79,19 +79,6 @@ class Services:
 
         return S3AudienceExporter(self.settings.data_bucket)
 
-    @cached_property
-    def secrets(self):
-        """Reads a destination's signing secret (SSM SecureString, cached five minutes)."""
-        from aws_lambda_powertools.utilities.parameters import get_parameter
-
-        return lambda parameter: get_parameter(parameter, decrypt=True, max_age=300)
-
-    @cached_property
-    def webhook_sender(self):
-        from chalicelib.adapters.webhooks import WebhookSender
-
-        return WebhookSender(allow_private=self.settings.webhooks_allow_private)
-
     # -- services ------------------------------------------------------------------------------
 
     @cached_property
@@ -107,7 +94,8 @@ class Services:
         from chalicelib.services.definitions import DefinitionService
 
         return DefinitionService(self.definition_store, self.clock,
-                                 cache_seconds=self.settings.definitions_cache_seconds)
+                                 cache_seconds=self.settings.definitions_cache_seconds,
+                                 allow_private_destinations=self.settings.webhooks_allow_private)
 
     @cached_property
     def profile_rules(self):
@@ -117,25 +105,75 @@ class Services:
 
     @cached_property
     def effects_publisher(self):
-        from chalicelib.services.segmentation import EffectsPublisher
+        from chalicelib.services.effects import EffectsPublisher
 
-        return EffectsPublisher(self.membership_store, self.event_store, self.recheck_schedule,
-                                ttl_days=self.settings.event_ttl_days)
-
-    @cached_property
-    def entry_notifier(self):
-        from chalicelib.services.audiences import SegmentEntryNotifier
-
-        return SegmentEntryNotifier(lambda: list(self.definitions.catalog().destinations.values()),
-                                    self.webhook_sender, self.secrets)
+        return EffectsPublisher(self.membership_store, self.event_store, self.recheck_schedule, self.message_bus,
+                                self.score_of, ttl_days=self.settings.event_ttl_days)
 
     @cached_property
     def event_processor(self):
         from chalicelib.services.process_events import EventProcessor
 
         return EventProcessor(self.contact_repository, self.clock, counter_days=self.settings.counter_days,
-                              rules=self.profile_rules, publisher=self.effects_publisher,
-                              notifier=self.entry_notifier)
+                              rules=self.profile_rules, publisher=self.effects_publisher)
+
+    # -- effects: the message bus, the effects queue and deliveries to destinations --------------
+
+    @cached_property
+    def score_of(self):
+        """The decayed score, as the admin API and webhook payloads show it (0.0 without scoring)."""
+        def score_of(contact, now) -> float:
+            config = self.definitions.catalog().scoring
+            return scoring.score_now(config, contact, now) if config is not None else 0.0
+
+        return score_of
+
+    @cached_property
+    def effects_queue(self):
+        from chalicelib.adapters.sqs_effects import SqsEffectsQueue
+
+        return SqsEffectsQueue(self.settings.effects_queue)
+
+    @cached_property
+    def message_bus(self):
+        """Every typed contact event's handlers, with their dependencies bound (cosmicpython's
+        bootstrap): a new reaction is a handler in services/handlers.py and its line here."""
+        from chalicelib.domain.events import iso
+        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries
+        from chalicelib.services.messagebus import MessageBus
+
+        dependencies = {
+            enqueue_destination_deliveries: {
+                "destinations": lambda: list(self.definitions.catalog().destinations.values()),
+                "queue": self.effects_queue, "now": lambda: iso(self.clock.now())},
+        }
+        return MessageBus({event_type: [partial(handler, **dependencies[handler]) for handler in handlers]
+                           for event_type, handlers in EVENT_HANDLERS.items()})
+
+    @cached_property
+    def delivery_store(self):
+        from chalicelib.adapters.dynamodb_deliveries import DynamoDBDeliveryStore
+
+        return DynamoDBDeliveryStore(self.settings.deliveries_table)
+
+    @cached_property
+    def secret_store(self):
+        from chalicelib.adapters.ssm_secrets import SsmSecretStore
+
+        return SsmSecretStore()
+
+    @cached_property
+    def delivery_service(self):
+        from chalicelib.adapters.webhooks import WebhookSender
+        from chalicelib.domain.deliveries import RetryPolicy
+        from chalicelib.services.deliveries import DeliveryService
+
+        s = self.settings
+        policy = RetryPolicy(first_retry=s.delivery_first_retry_seconds, max_delay=s.delivery_max_delay_seconds,
+                             horizon=s.delivery_horizon_seconds)
+        return DeliveryService(self.delivery_store, lambda d: self.definitions.catalog().destinations.get(d),
+                               WebhookSender(max_attempts=1, allow_private=s.webhooks_allow_private),
+                               self.secret_store, self.effects_queue, self.clock, policy)
 
     @cached_property
     def audience_exports(self):
@@ -162,11 +200,7 @@ class Services:
     def contact_queries(self):
         from chalicelib.services.contacts import ContactQueries
 
-        def score_of(contact, now):
-            config = self.definitions.catalog().scoring
-            return scoring.score_now(config, contact, now) if config is not None else 0.0
-
-        return ContactQueries(self.contact_repository, self.event_store, self.clock, score_of=score_of)
+        return ContactQueries(self.contact_repository, self.event_store, self.clock, score_of=self.score_of)
 
     @cached_property
     def contact_importer(self):

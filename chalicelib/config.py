@@ -45,6 +45,22 @@ def events_stream_arn() -> str:
     )
 
 
+def effects_queue_name() -> str:
+    """Read at import time by the queue consumer's decorator (Chalice needs a literal)."""
+    return _env("MERCURIO_EFFECTS_QUEUE", f"mercurio-{stage()}-effects")
+
+
+def _seconds(name: str, default: float) -> float:
+    value = _env(name)
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError as exc:
+        raise SourceConfigError(f"{name}={value!r} is not a number of seconds") from exc
+    if seconds <= 0:
+        raise SourceConfigError(f"{name}={value!r} must be more than zero")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str
@@ -68,6 +84,12 @@ class Settings:
     # AWS_ENDPOINT_URL by itself; PynamoDB needs it passed as `host`.
     dynamodb_endpoint: str | None = None
     aws_region: str | None = None
+    effects_queue: str = "mercurio-dev-effects"
+    deliveries_table: str = "mercurio-dev-deliveries"
+    # Deliveries: first retry after this, doubling up to the cap, for `horizon` seconds.
+    delivery_first_retry_seconds: float = 2.0
+    delivery_max_delay_seconds: float = 900.0
+    delivery_horizon_seconds: float = 24 * 3600.0
 
 
 @lru_cache(maxsize=1)
@@ -97,6 +119,11 @@ def settings() -> Settings:
         webhooks_allow_private=_bool("MERCURIO_WEBHOOKS_ALLOW_PRIVATE", False),
         dynamodb_endpoint=_env("AWS_ENDPOINT_URL_DYNAMODB") or _env("AWS_ENDPOINT_URL"),
         aws_region=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION"),
+        effects_queue=effects_queue_name(),
+        deliveries_table=_env("MERCURIO_DELIVERIES_TABLE", f"mercurio-{st}-deliveries"),
+        delivery_first_retry_seconds=_seconds("MERCURIO_DELIVERY_FIRST_RETRY_SECONDS", 2.0),
+        delivery_max_delay_seconds=_seconds("MERCURIO_DELIVERY_MAX_DELAY_SECONDS", 900.0),
+        delivery_horizon_seconds=_seconds("MERCURIO_DELIVERY_HORIZON_SECONDS", 24 * 3600.0),
     )
 
 

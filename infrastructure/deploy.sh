@@ -24,7 +24,8 @@
 #      (the committed file keeps placeholders, because the ARN embeds the account id and the
 #      stream's creation time and the bucket name the account id; it is restored afterwards);
 #   5. turns on ReportBatchItemFailures (plus bounded retries and the dead-letter queue) on the
-#      event source mapping Chalice created, which Chalice itself cannot configure;
+#      stream's event source mapping Chalice created, and ReportBatchItemFailures on the effects
+#      queue's, which Chalice itself cannot configure;
 #   6. prints the API URL.
 set -euo pipefail
 
@@ -226,8 +227,8 @@ with open(path, "w") as f:
 PY
 }
 
-# The tables are named in two places (template.yaml and the stage's environment); refuse to
-# deploy code that would talk to tables the data stack did not create.
+# The tables and the effects queue are named in two places (template.yaml and the stage's
+# environment); refuse to deploy code that would talk to resources the data stack did not create.
 check_table_names() {
   local stack="$1" pair variable output expected actual
   for pair in MERCURIO_EVENTS_TABLE:EventsTableName \
@@ -235,7 +236,9 @@ check_table_names() {
     MERCURIO_IDENTITIES_TABLE:IdentitiesTableName \
     MERCURIO_DEFINITIONS_TABLE:DefinitionsTableName \
     MERCURIO_MEMBERSHIPS_TABLE:MembershipsTableName \
-    MERCURIO_SCHEDULE_TABLE:ScheduleTableName; do
+    MERCURIO_SCHEDULE_TABLE:ScheduleTableName \
+    MERCURIO_DELIVERIES_TABLE:DeliveriesTableName \
+    MERCURIO_EFFECTS_QUEUE:EffectsQueueName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"
@@ -285,6 +288,31 @@ configure_stream_mapping() {
   done
 }
 
+# Chalice creates the effects queue's event source mapping without ReportBatchItemFailures;
+# without it Lambda deletes the failed deliveries with their batch instead of leaving them
+# on the queue for their back-off (chalicelib/effects_consumer.py).
+configure_queue_mapping() {
+  local queue_arn="$1" function_name uuids uuid response_types
+  function_name="${APP_NAME}-${STAGE}-deliver_effects"
+  uuids="$(aws lambda list-event-source-mappings --event-source-arn "${queue_arn}" \
+    --query "EventSourceMappings[?ends_with(FunctionArn, ':function:${function_name}')].UUID" \
+    --output text)"
+  [[ -n "${uuids}" && "${uuids}" != "None" ]] ||
+    die "no event source mapping from ${queue_arn} to ${function_name}"
+
+  for uuid in ${uuids}; do
+    wait_for_mapping "${uuid}"
+    log "event source mapping ${uuid}: ReportBatchItemFailures"
+    aws lambda update-event-source-mapping --uuid "${uuid}" \
+      --function-response-types ReportBatchItemFailures >/dev/null
+    wait_for_mapping "${uuid}"
+    response_types="$(aws lambda get-event-source-mapping --uuid "${uuid}" \
+      --query 'FunctionResponseTypes' --output text)"
+    [[ "${response_types}" == *ReportBatchItemFailures* ]] ||
+      die "event source mapping ${uuid} did not keep ReportBatchItemFailures"
+  done
+}
+
 finish() {
   local url="$1" token
   if [[ "${PRINT_ADMIN_TOKEN:-0}" == "1" ]]; then
@@ -297,7 +325,7 @@ finish() {
 # --- commands --------------------------------------------------------------------------
 
 deploy_two_stacks() {
-  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn bucket url
+  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn bucket url
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -315,6 +343,7 @@ deploy_two_stacks() {
   check_table_names "${data_stack}"
   stream_arn="$(stack_output "${data_stack}" EventsStreamArn)"
   dlq_arn="$(stack_output "${data_stack}" EventsDeadLetterQueueArn)"
+  effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
@@ -328,6 +357,7 @@ deploy_two_stacks() {
   restore_chalice_config
 
   configure_stream_mapping "${stream_arn}" "${dlq_arn}"
+  configure_queue_mapping "${effects_queue_arn}"
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
   finish "${url}"
@@ -396,7 +426,7 @@ teardown() {
   cat >&2 <<EOF
 Done. Kept (DeletionPolicy Retain / not managed by CloudFormation):
   DynamoDB tables ${APP_NAME}-${STAGE}-events, ${APP_NAME}-${STAGE}-contacts, ${APP_NAME}-${STAGE}-identities,
-    ${APP_NAME}-${STAGE}-definitions, ${APP_NAME}-${STAGE}-memberships
+    ${APP_NAME}-${STAGE}-definitions, ${APP_NAME}-${STAGE}-memberships, ${APP_NAME}-${STAGE}-deliveries
   S3 bucket ${APP_NAME}-${STAGE}-data-<account id> (uploaded definitions, exports)
   SSM parameters ${parameter} and /${APP_NAME}/${STAGE}/destinations/*
 Deleting them destroys the data for good; see docs/DEPLOY.md, Tearing down.

@@ -5,6 +5,7 @@ the ones production has.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def _resolve(value, params: dict):
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(params[m.group(1)]), text)
         if "Ref" in value:
             return params[value["Ref"]]
+        if "Fn::GetAtt" in value:
+            logical, attribute = value["Fn::GetAtt"]
+            return params[f"{logical}.{attribute}"]  # a resource created earlier in the file
         return {k: _resolve(v, params) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve(v, params) for v in value]
@@ -96,7 +100,13 @@ def provision(stage: str, endpoint_url: str | None = None, region: str = "us-eas
             created[logical] = props["BucketName"]
         elif kind == "AWS::SQS::Queue":
             sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
-            created[logical] = sqs.create_queue(QueueName=props["QueueName"])["QueueUrl"]
+            attributes = {k: (json.dumps(props[k]) if isinstance(props[k], dict) else str(props[k]))
+                          for k in ("VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy") if k in props}
+            url = sqs.create_queue(QueueName=props["QueueName"], Attributes=attributes)["QueueUrl"]
+            created[logical] = url
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            created[f"{logical}.Arn"] = params[f"{logical}.Arn"] = arn
+            created[f"{logical}.QueueName"] = params[f"{logical}.QueueName"] = props["QueueName"]
         elif kind == "AWS::SNS::Topic":
             sns = boto3.client("sns", endpoint_url=endpoint_url, region_name=region)
             created[logical] = sns.create_topic(Name=props["TopicName"])["TopicArn"]

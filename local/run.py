@@ -2,8 +2,9 @@
 
 1. starts moto in server mode on loopback (its own process: the embedded AWS);
 2. creates every resource of infrastructure/template.yaml in it (the file deployed on AWS);
-3. bridges the events table's DynamoDB stream to the app's `process_events` handler, the
-   way Lambda's event source mapping does (partial batch failures honoured);
+3. bridges the events table's DynamoDB stream to the app's `process_events` handler, and
+   the effects queue to its `deliver_effects` handler, the way Lambda's event source
+   mappings do (partial batch failures and message visibility honoured);
 4. serves the Chalice app's HTTP API and a small demo shop that embeds the snippet.
 
 Stops everything it started on Ctrl-C or SIGTERM. Never shipped to Lambda.
@@ -112,8 +113,11 @@ def configure_environment(emulator_url: str, write_key: str, admin_token: str) -
         "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "MERCURIO_DEFINITIONS_CACHE_SECONDS": os.environ.get("MERCURIO_DEFINITIONS_CACHE_SECONDS", "2"),
-        "MERCURIO_WEBHOOKS_ALLOW_PRIVATE": "true",  # local CRMs listen on loopback
+        # Deliveries locally: retried for 15 minutes, not 24 hours, unless the operator says otherwise.
+        "MERCURIO_DELIVERY_HORIZON_SECONDS": os.environ.get("MERCURIO_DELIVERY_HORIZON_SECONDS", "900"),
     })
+    # MERCURIO_WEBHOOKS_ALLOW_PRIVATE is the operator's choice (a CRM on loopback needs it):
+    # inherited from the environment as it is, never turned on here.
 
 
 def scheduled_event(name: str) -> dict:
@@ -170,6 +174,7 @@ class LocalStack:
         self.api_url = f"http://{host}:{port}"
         self.shop_url = f"http://{host}:{shop_port}"
         self.bridge = None
+        self.queue_bridge = None
         self.api_server = None
         self.shop_server = None
         self.jobs = None
@@ -186,6 +191,7 @@ class LocalStack:
 
         import app as mercurio
         from chalicelib.entrypoints.schedules import rfm_thresholds, segment_jobs
+        from chalicelib.entrypoints.effects import deliver_effects
         from chalicelib.entrypoints.stream import process_events
         from chalice.local import LambdaContext
 
@@ -199,6 +205,15 @@ class LocalStack:
         self.bridge = StreamBridge(created["EventsTable.StreamArn"], invoke_process_events,
                                    endpoint_url=self.emulator.url)
         self.bridge.start()
+
+        from local.queue_bridge import QueueBridge
+
+        def invoke_deliver_effects(event: dict) -> dict:
+            context = LambdaContext("deliver_effects", memory_size=512, max_runtime_ms=60_000)
+            return deliver_effects(event, context)
+
+        self.queue_bridge = QueueBridge(created["EffectsQueue"], invoke_deliver_effects, endpoint_url=self.emulator.url)
+        self.queue_bridge.start()
 
         # The example definitions (segments, scoring, RFM, personas, campaigns) ship with the
         # app; marketers add theirs through the admin API or the data bucket.
@@ -227,6 +242,8 @@ class LocalStack:
                 (server.shutdown if hasattr(server, "shutdown") else server.server.shutdown)()
         if self.bridge is not None:
             self.bridge.stop()
+        if self.queue_bridge is not None:
+            self.queue_bridge.stop()
         self.emulator.stop()
 
     def banner(self) -> str:

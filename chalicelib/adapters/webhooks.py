@@ -13,10 +13,11 @@ Verifying a delivery (receiver side): read the raw body bytes before parsing the
 constant time, and refuse timestamps more than five minutes from your clock (replays).
 `verify_signature` below does exactly this.
 
-Outcomes are values: `{"status": "delivered"|"failed", "attempts", "http_status", "reason"}`.
-Network errors, 429 and 5xx are retried with exponential back-off (honouring a Retry-After
-of up to `MAX_RETRY_AFTER` seconds); other 4xx and redirects are not retried (redirects are
-never followed).
+`attempt` makes exactly one POST and returns a `WebhookAttempt` (the effects queue's
+consumer retries with its own back-off). `send` retries inline and returns
+`{"status": "delivered"|"failed", "attempts", "http_status", "reason"}`: network errors,
+429 and 5xx are retried with exponential back-off (honouring a Retry-After of up to
+`MAX_RETRY_AFTER` seconds); other 4xx and redirects are not (redirects are never followed).
 
 Only http and https URLs are accepted. Unless `allow_private=True`, a host that resolves to
 a loopback, private, link-local, shared, multicast or otherwise non-public address is
@@ -35,7 +36,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from chalicelib.domain.destinations import is_public_address
 
 USER_AGENT = "Mercurio-Webhooks/1"
 SIGNATURE_VERSION = "v1"
@@ -67,10 +71,7 @@ class RefusedDestination(ValueError):
 
 
 def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    return is_public_address(ipaddress.ip_address(address.split("%")[0]))
 
 
 def resolve_destination(url: str, allow_private: bool) -> tuple[str, int, str]:
@@ -151,6 +152,19 @@ def _retry_after(headers) -> float | None:
         return None  # an HTTP date: fall back to the back-off
 
 
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST and what came of it. `retryable`: a later attempt may succeed (network
+    errors, 429, 5xx, other 4xx); a refused URL cannot until the definition changes."""
+
+    delivered: bool
+    http_status: int | None
+    reason: str
+    retryable: bool
+    retry_after: float | None = None
+    sent: bool = True  # False when refused before any connection
+
+
 class WebhookSender:
     def __init__(self, timeout: float = 5, max_attempts: int = 3, sleep=time.sleep, opener=None,
                  backoff: float = 0.5, allow_private: bool = False, clock=time.time):
@@ -165,50 +179,71 @@ class WebhookSender:
         self.allow_private = allow_private
         self.clock = clock
 
+    @staticmethod
+    def encode(payload: object) -> bytes:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+
+    def attempt(self, url: str, payload: object, secret: str | bytes, delivery_id: str, *,
+                allow_private: bool | None = None) -> WebhookAttempt:
+        """Exactly one signed POST (no waiting, no retry): the queue consumer's unit of work,
+        its back-off being the queue's."""
+        allow = self.allow_private if allow_private is None else allow_private
+        body = self.encode(payload)
+        try:
+            _, _, address = resolve_destination(url, allow)
+        except RefusedDestination as exc:
+            return WebhookAttempt(False, None, f"refused: {exc}"[:MAX_REASON], retryable=False, sent=False)
+        except OSError as exc:
+            return WebhookAttempt(False, None, f"cannot resolve the host: {exc}"[:MAX_REASON], retryable=True,
+                                  sent=False)
+        timestamp = str(int(self.clock()))
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Mercurio-Delivery": delivery_id,
+            "X-Mercurio-Timestamp": timestamp,
+            "X-Mercurio-Signature": sign(secret, timestamp, body),
+        })
+        try:
+            with self._open(request, address) as response:
+                response.read(64 * 1024)
+                return WebhookAttempt(True, response.status, f"HTTP {response.status}", retryable=False)
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code} {exc.reason or ''}".strip()
+            retry_after = _retry_after(exc.headers)
+            exc.close()
+            if 300 <= exc.code < 400:
+                reason = f"{reason}: redirects are not followed"
+            return WebhookAttempt(False, exc.code, reason[:MAX_REASON], retryable=True, retry_after=retry_after)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            return WebhookAttempt(False, None, f"network error: {detail or type(exc).__name__}"[:MAX_REASON],
+                                  retryable=True)
+
     def send(self, url: str, payload: object, secret: str | bytes, *, allow_private: bool | None = None,
              delivery_id: str | None = None) -> dict:
-        """POST `payload` as signed JSON; the outcome as a value, never an exception."""
-        allow = self.allow_private if allow_private is None else allow_private
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+        """POST `payload` as signed JSON, retrying inline; the outcome as a value, never an
+        exception. (Deliveries to destinations go through the effects queue instead, one
+        `attempt` per receive.)"""
         delivery_id = delivery_id or str(uuid.uuid4())
         attempts, http_status, reason, retry_after = 0, None, "", None
         while attempts < self.max_attempts:
             if attempts:
                 self.sleep(self._delay(attempts, retry_after))
-            retry_after = None
-            try:
-                _, _, address = resolve_destination(url, allow)
-            except RefusedDestination as exc:
-                return _result("failed", attempts, None, f"refused: {exc}")
-            except OSError as exc:
-                attempts += 1
-                http_status, reason = None, f"cannot resolve the host: {exc}"
-                continue
+            outcome = self.attempt(url, payload, secret, delivery_id, allow_private=allow_private)
+            retry_after = outcome.retry_after
+            if not outcome.sent and not outcome.retryable:
+                return _result("failed", attempts, None, outcome.reason)
             attempts += 1
-            timestamp = str(int(self.clock()))
-            request = urllib.request.Request(url, data=body, method="POST", headers={
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                "X-Mercurio-Delivery": delivery_id,
-                "X-Mercurio-Timestamp": timestamp,
-                "X-Mercurio-Signature": sign(secret, timestamp, body),
-            })
-            try:
-                with self._open(request, address) as response:
-                    response.read(64 * 1024)
-                    return _result("delivered", attempts, response.status, f"HTTP {response.status}")
-            except urllib.error.HTTPError as exc:
-                http_status, reason = exc.code, f"HTTP {exc.code} {exc.reason or ''}".strip()
-                retry_after = _retry_after(exc.headers)
-                exc.close()
-                if 300 <= exc.code < 400:
-                    return _result("failed", attempts, exc.code, f"{reason}: redirects are not followed")
-                if exc.code != 429 and exc.code < 500:
-                    return _result("failed", attempts, exc.code, reason)
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            http_status, reason = outcome.http_status, outcome.reason
+            if outcome.delivered:
+                return _result("delivered", attempts, http_status, reason)
+            if http_status is not None and 300 <= http_status < 400:
+                return _result("failed", attempts, http_status, reason)
+            if http_status is not None and http_status != 429 and http_status < 500:
+                return _result("failed", attempts, http_status, reason)
+            if not outcome.sent:
                 http_status = None
-                detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-                reason = f"network error: {detail or type(exc).__name__}"
         return _result("failed", attempts, http_status, f"gave up after {attempts} attempts: {reason}")
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:

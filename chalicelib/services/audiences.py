@@ -1,9 +1,10 @@
 """Audiences out: a segment exported to S3 (CSV of chosen traits, or the hashed customer
-list ad platforms match on) behind a signed link, and segment entries pushed to CRMs."""
+list ad platforms match on) behind a signed link. (Segment entries reach CRMs through the
+effects queue: services/handlers.py and services/deliveries.py.)"""
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from typing import Iterator
 
 from chalicelib.domain.audiences import csv_rows, hashed_audience_rows
 from chalicelib.domain.events import iso
@@ -54,28 +55,3 @@ class AudienceExports:
         if skipped is not None:
             answer["skipped_without_identifier"] = skipped.skipped
         return answer
-
-
-class SegmentEntryNotifier:
-    """Posts each Segment Entered to the destinations that follow that segment."""
-
-    def __init__(self, destinations: Callable[[], list], sender, secret_of: Callable[[str], str]):
-        self.destinations = destinations
-        self.sender = sender
-        self.secret_of = secret_of
-
-    def notify(self, contact, event: dict) -> list[dict]:
-        if event.get("event") != "Segment Entered":
-            return []
-        segment_id = (event.get("properties") or {}).get("segment_id")
-        outcomes = []
-        for destination in self.destinations():
-            if not destination.wants(segment_id):
-                continue
-            payload = {"type": "segment.entered", "segment_id": segment_id, "at": event["timestamp"],
-                       "contact": {"id": contact.id, "traits": contact.traits, "identifiers": contact.identifiers,
-                                   "stage": contact.stage, "score": contact.score.get("points")}}
-            outcome = self.sender.send(destination.url, payload, self.secret_of(destination.secret_parameter),
-                                       delivery_id=event["messageId"] + ":" + destination.id)
-            outcomes.append({"destination": destination.id, **outcome})
-        return outcomes

@@ -13,6 +13,7 @@ from typing import Callable
 import yaml
 
 from chalicelib.domain.definition_errors import DefinitionError, load_yaml
+from chalicelib.domain.destinations import parse_destination
 from chalicelib.domain.events import iso
 from chalicelib.domain.segments.language import validate_catalog
 from chalicelib.services.catalog import KINDS, SINGLETONS, Catalog, build_catalog, check_id, parse_document, \
@@ -45,8 +46,10 @@ def decode_document(body: bytes | str | dict | None, content_type: str | None = 
 
 class DefinitionService:
     def __init__(self, store: DefinitionStore, clock: Clock, cache_seconds: float = 30.0,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, allow_private_destinations: bool = False):
         self.store = store
+        # Saving a destination refuses literal private addresses unless this is on.
+        self.allow_private_destinations = allow_private_destinations
         self.clock = clock
         self.cache_seconds = cache_seconds
         self.monotonic = monotonic
@@ -83,6 +86,8 @@ class DefinitionService:
                 raise DefinitionError([f"id: the document says {stated!r} but is stored as {definition_id!r}"])
             document = {**document, "id": definition_id}
         parsed = parse_document(kind, document)
+        if kind == "destination":
+            parse_destination(document, allow_private=self.allow_private_destinations)
         if kind == "segment" and check_references:
             existing = {row["id"]: parse_document("segment", row["document"])
                         for row in self.store.current("segment") if row["id"] != definition_id}

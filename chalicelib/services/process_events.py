@@ -64,7 +64,6 @@ class EventProcessor:
         sleep: Callable[[float], None] = time.sleep,
         rules=None,
         publisher=None,
-        notifier=None,
     ):
         self.repo = repo
         self.clock = clock
@@ -73,7 +72,6 @@ class EventProcessor:
         self.sleep = sleep
         self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
         self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
-        self.notifier = notifier  # SegmentEntryNotifier: CRM webhooks on Segment Entered
 
     def process(self, event: dict, cache: BatchCache | None = None) -> Outcome:
         cache = cache if cache is not None else BatchCache()
@@ -168,8 +166,6 @@ class EventProcessor:
             self.repo.save(contact)
         cache.contacts[contact.id] = contact
         self._publish(contact)
-        if applied and self.notifier is not None:
-            self.notifier.notify(contact, event)
         return Outcome(contact_id=contact.id, applied=applied)
 
     def _publish(self, contact: Contact) -> None:

@@ -21,7 +21,8 @@ from chalicelib.services.catalog import Catalog, parse_document
 from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionService
 from chalicelib.services.jobs import JobError
 from chalicelib.services.ports import Clock, ConcurrentUpdate, EventStore, MembershipStore, RecheckSchedule
-from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE, EffectsPublisher, ProfileRules
+from chalicelib.services.effects import EffectsPublisher
+from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE, ProfileRules
 
 MAX_ATTEMPTS = 5
 

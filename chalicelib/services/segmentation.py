@@ -9,21 +9,18 @@ idempotent, so a crash between the two only means they are published again.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
-from chalicelib.domain.events import iso, parse_timestamp
+from chalicelib.domain.events import iso
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
 from chalicelib.services.catalog import Catalog
-from chalicelib.services.ports import EventStore, MembershipStore, RecheckSchedule, StoredEvent
 
 INTERNAL_SOURCE = "mercurio"
 INTERNAL_LIBRARY = {"name": CONTACT_INTERNAL_LIBRARY, "version": "1"}
 CONSENT_EVENT = "Consent Updated"
-OUTBOX_LIMIT = 200
 CAMPAIGN_AUDIENCE = "~campaign-{}"  # membership set of a campaign's recipients (not a segment id)
 
 
@@ -43,7 +40,7 @@ def trait_names(event: dict) -> set[str]:
 
 class ProfileRules:
     """Applies the catalog's rules to one contact. Pure logic over the Catalog; the outbox
-    it fills is published by EffectsPublisher after the contact is saved."""
+    it fills is published by EffectsPublisher (services/effects.py) after the contact is saved."""
 
     def __init__(self, catalog_source, counter_days: int = 90):
         self.catalog_source = catalog_source  # callable returning the current Catalog
@@ -199,38 +196,3 @@ class ProfileRules:
 
     def _emit(self, contact: Contact, name: str, properties: dict, now: datetime, cause: str) -> None:
         contact.outbox.append({"kind": "event", "event": internal_event(contact.id, name, properties, now, cause)})
-        del contact.outbox[:-OUTBOX_LIMIT]
-
-
-@dataclass
-class EffectsPublisher:
-    """Publishes a saved contact's outbox. Every effect is idempotent."""
-
-    memberships: MembershipStore
-    events: EventStore
-    schedule: RecheckSchedule
-    ttl_days: int = 395
-
-    def publish(self, contact: Contact, now: datetime) -> int:
-        if not contact.outbox:
-            return 0
-        internal = []
-        for effect in contact.outbox:
-            kind = effect["kind"]
-            member = effect.get("contact_id", contact.id)
-            if kind == "enter":
-                self.memberships.enter(effect["segment_id"], member, effect["since"])
-            elif kind == "leave":
-                self.memberships.leave(effect["segment_id"], member)
-            elif kind == "schedule":
-                self.schedule.schedule(contact.id, parse_timestamp(effect["at"]))
-            elif kind == "event":
-                event = effect["event"]
-                internal.append(StoredEvent(partition=f"contact:{event['contactId']}",
-                                            sort=f"{event['originalTimestamp']}#{event['messageId']}",
-                                            body=event, ttl=int((now + timedelta(days=self.ttl_days)).timestamp())))
-        if internal:
-            self.events.append(internal)
-        published = len(contact.outbox)
-        contact.outbox.clear()  # persisted empty with the contact's next write
-        return published

@@ -3,7 +3,8 @@
 `local_stack`: the real local system (`python -m local.run`) in a subprocess on free
 loopback ports — moto server, the stream bridge, the HTTP API and the demo shop.
 `app_client`: the Chalice app in-process through `chalice.test.Client`, on moto, with a
-`drain()` that runs the stream handler over what the events stream holds.
+`drain()` that runs the stream handler over what the events stream holds and a
+`drain_effects()` that runs the effects queue's consumer until the queue is empty.
 """
 from __future__ import annotations
 
@@ -112,15 +113,27 @@ def local_stack(tmp_path_factory):
 class AppClient:
     """chalice.test.Client plus the stream bridge, so tests see processing happen."""
 
-    def __init__(self, client, stream_arn: str):
+    def __init__(self, client, stream_arn: str, effects_queue_url: str):
+        from local.queue_bridge import QueueBridge
         from local.stream_bridge import StreamBridge
 
         self.client = client
         self.http = client.http
         self.bridge = StreamBridge(stream_arn, lambda event: client.lambda_.invoke("process_events", event).payload)
+        self.effects = QueueBridge(effects_queue_url,
+                                   lambda event: client.lambda_.invoke("deliver_effects", event).payload)
 
     def drain(self) -> int:
         return self.bridge.drain(timeout=30)
+
+    def drain_effects(self, timeout: float = 30) -> int:
+        """Run the effects queue's consumer until the queue is empty, waiting out the
+        back-off of failed deliveries (real seconds: the queue's visibility)."""
+        return self.effects.drain(timeout=timeout)
+
+    def deliver_effects_once(self, wait_seconds: int = 1) -> int:
+        """One receive of the effects queue and one consumer call; how many messages it got."""
+        return self.effects.poll_once(wait_seconds)
 
     def post(self, path: str, body, key: str = "test-write-key-1", headers: dict | None = None):
         import base64
@@ -148,7 +161,7 @@ def app_client(app_env):
 
     # A stage absent from .chalice/config.json: only the moto tables of this test apply.
     with Client(mercurio.app, stage_name="test") as client:
-        yield AppClient(client, app_env["EventsTable.StreamArn"])
+        yield AppClient(client, app_env["EventsTable.StreamArn"], app_env["EffectsQueue"])
 
 
 @pytest.fixture(scope="session")

@@ -84,11 +84,17 @@ def test_scenario_4_lead_scoring_to_mql_posts_to_the_crm(app_client, shipped, cr
     lead = contact(app_client, "anon:b2b-visitor")
     assert lead["stage"] == "mql" and lead["score"] >= 50
     assert "mql" in lead["segments"] and "educational-sequence" not in lead["segments"]
+    assert Receiver.received == []  # the stream handler makes no outbound call: the queue's consumer does
+    app_client.drain_effects()
     assert len(Receiver.received) == 1
     headers, body = Receiver.received[0]
     payload = json.loads(body)
     assert payload["type"] == "segment.entered" and payload["segment_id"] == "mql"
     assert payload["contact"]["id"] == lead["id"]
+    assert payload["contact"]["score"] == lead["score"] and payload["contact"]["stage"] == "mql"
+    status, log = app_client.admin("/v1/admin/destinations/crm/deliveries")
+    assert status == 200 and [d["status"] for d in log["deliveries"]] == ["delivered"]
+    assert log["deliveries"][0]["delivery_id"] == headers["X-Mercurio-Delivery"]
     signature = headers["X-Mercurio-Signature"].split("=", 1)[1]
     expected = hmac.new(b"crm-signing-secret", headers["X-Mercurio-Timestamp"].encode() + b"." + body,
                         hashlib.sha256).hexdigest()

@@ -49,6 +49,7 @@ FUNCTIONS = {
     "process_events": ("ProcessEvents", 1024, 120),
     "segment_jobs": ("SegmentJobs", 1024, 600),
     "rfm_thresholds": ("RfmThresholds", 1024, 900),
+    "deliver_effects": ("DeliverEffects", 512, 60),
 }
 # How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
 # know the account id of a static policy file, `?` matches exactly one character.
@@ -204,6 +205,7 @@ def test_packaged_functions_get_the_stage_configuration(plain_package):
     for name in ("MERCURIO_STAGE", *_table_variables().values(), "MERCURIO_DATA_BUCKET",
                  "MERCURIO_EVENTS_STREAM_ARN", "MERCURIO_SOURCES", "MERCURIO_ADMIN_TOKEN_PARAMETER",
                  "MERCURIO_EVENT_TTL_DAYS", "MERCURIO_IP_TRUNCATE", "MERCURIO_RECHECK_MINUTES",
+                 "MERCURIO_EFFECTS_QUEUE", "MERCURIO_DELIVERY_HORIZON_SECONDS",
                  "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"):
         assert env.get(name), name
     assert "MERCURIO_ADMIN_TOKEN" not in env, "on AWS the admin token lives in SSM only"
@@ -237,6 +239,7 @@ def test_single_stack_wires_the_stream_processor(single_stack_package):
     expected = {variable: {"Ref": table} for table, variable in _table_variables().items()}
     expected["MERCURIO_DATA_BUCKET"] = {"Ref": "DataBucket"}
     expected["MERCURIO_EVENTS_STREAM_ARN"] = {"Fn::GetAtt": ["EventsTable", "StreamArn"]}
+    expected["MERCURIO_EFFECTS_QUEUE"] = {"Fn::GetAtt": ["EffectsQueue", "QueueName"]}
     for function, (logical, _, _) in FUNCTIONS.items():
         props = resources[logical]["Properties"]
         assert props["FunctionName"] == {"Fn::Sub": f"mercurio-${{Stage}}-{function}"}
@@ -245,6 +248,17 @@ def test_single_stack_wires_the_stream_processor(single_stack_package):
     for logical in ("SegmentJobs", "RfmThresholds"):
         events = resources[logical]["Properties"]["Events"]
         assert [e["Type"] for e in events.values()] == ["Schedule"], logical
+    # The effects queue's consumer: from this stack's queue, reporting batch item failures.
+    events = resources["DeliverEffects"]["Properties"]["Events"]
+    assert list(events) == ["DeliverEffectsSqsEventSource"], list(events)
+    queue_source = events["DeliverEffectsSqsEventSource"]
+    assert queue_source["Type"] == "SQS"
+    assert queue_source["Properties"]["Queue"] == {"Fn::Sub": "${EffectsQueue.Arn}"}
+    assert queue_source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert queue_source["Properties"]["BatchSize"] == 10
+    script = DEPLOY_SCRIPT.read_text()
+    assert "configure_queue_mapping \"${effects_queue_arn}\"" in script
+    assert 'effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"' in script
 
 
 def test_single_stack_copy_of_the_data_resources_matches_the_data_template():
@@ -346,6 +360,22 @@ TABLE_CALLS = {
     "MERCURIO_MEMBERSHIPS_TABLE": ("Query", "TransactWriteItems(Put)", "TransactWriteItems(Delete)"),
     # dynamodb_schedule.py: file a contact under a minute, walk the due minutes, drop what is done
     "MERCURIO_SCHEDULE_TABLE": ("PutItem", "GetItem", "Query", "DeleteItem"),
+    # dynamodb_deliveries.py: conditional updates (claim, attempt, reopen), reads, and the
+    # listing through its indexes (INDEXED_TABLES)
+    "MERCURIO_DELIVERIES_TABLE": ("UpdateItem", "GetItem", "Query"),
+}
+# Tables queried through secondary indexes: Query must be allowed on `<table>/index/*` too.
+INDEXED_TABLES = ("MERCURIO_DELIVERIES_TABLE",)
+# SQS actions on each queue of the data template (by name pattern): the stream mapping
+# reports failed batches to the events dead-letter queue through the function's role; the
+# effects are enqueued in batches (sqs:SendMessage authorizes SendMessageBatch), consumed by
+# the event source mapping (receive, delete, attributes) and delayed by the consumer; the
+# effects dead-letter queue is fed by SQS's own redrive, so no role sends to it.
+QUEUE_CALLS = {
+    "mercurio-{stage}-events-dlq": {"sqs:sendmessage"},
+    "mercurio-{stage}-effects": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage", "sqs:deletemessage",
+                                 "sqs:changemessagevisibility", "sqs:getqueueattributes"},
+    "mercurio-{stage}-effects-dlq": set(),
 }
 # Object actions on the data bucket, by key prefix. Listing is s3:ListBucket on the bucket,
 # conditioned on the prefix (LIST_PREFIX).
@@ -367,11 +397,12 @@ STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:Ge
                   "dynamodb:ListStreams"]
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
 TRACE_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
-# Nothing in the code drops or reconfigures tables, deletes uploads or exports, or writes
-# secrets; granting it would only widen what a bug could do.
+# Nothing in the code drops or reconfigures tables, deletes uploads or exports, or deletes
+# secrets; granting it would only widen what a bug could do. (It writes the destinations'
+# signing secrets only: ssm:PutParameter and kms:Encrypt are checked on those below.)
 NEVER_GRANTED = ["dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:PartiQLDelete",
                  "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:DeleteBucket", "s3:PutBucketPolicy",
-                 "ssm:PutParameter", "ssm:DeleteParameter", "kms:Encrypt"]
+                 "ssm:DeleteParameter", "sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:SetQueueAttributes"]
 
 
 def _list_prefix_conditions(statement: dict) -> list[str]:
@@ -399,6 +430,8 @@ def test_policy_allows_every_call_the_code_makes(stage):
         for call in calls:
             for action in CALL_ACTIONS[call]:
                 need(action, _table_arn(env[variable]))
+    for variable in INDEXED_TABLES:
+        need("dynamodb:Query", _table_arn(env[variable]) + "/index/by_status")
     stream = _table_arn(env["MERCURIO_EVENTS_TABLE"]) + "/stream/2026-01-01T00:00:00.000"
     for action in STREAM_ACTIONS:
         need(action, stream)
@@ -434,9 +467,20 @@ def test_policy_allows_every_call_the_code_makes(stage):
             need(action, f"{group}:log-stream:2026/01/01/[$LATEST]0123456789abcdef")
     for action in TRACE_ACTIONS:
         need(action, "*")
-    for queue in _physical_names("AWS::SQS::Queue", "QueueName", stage):
-        # The event source mapping reports failed batches through the function's role.
-        need("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}")
+    assert {q.format(stage=stage) for q in QUEUE_CALLS} == _physical_names("AWS::SQS::Queue", "QueueName", stage)
+    for queue, actions in QUEUE_CALLS.items():
+        for action in actions:
+            need(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue.format(stage=stage)}")
+    assert env["MERCURIO_EFFECTS_QUEUE"] == f"mercurio-{stage}-effects"
+    # The admin API stores destinations' signing secrets (PUT /v1/admin/destinations/{id}/secret).
+    destination_secret = _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm")
+    need("ssm:PutParameter", destination_secret)
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b3e9a5c-1111-2222-3333-444455556666"
+    for statement in need("kms:Encrypt", key):
+        conditions = statement.get("Condition", {}).get("StringLike", {})
+        assert fnmatch.fnmatchcase(f"ssm.{REGION}.amazonaws.com", conditions.get("kms:ViaService", ""))
+        assert all(fnmatch.fnmatchcase(p, f"arn:aws:ssm:*:*:parameter/mercurio/{stage}/destinations/*")
+                   for p in _as_list(conditions.get("kms:EncryptionContext:PARAMETER_ARN", [])))
     assert missing == []
 
 
@@ -486,10 +530,20 @@ def test_policy_grants_nothing_more(stage):
             problems.append(f"s3 objects under {prefix!r}: grants {sorted(granted)}, expected {sorted(expected)}")
     if _granted(policy, "s3", bucket) != {"s3:listbucket"}:
         problems.append(f"the data bucket itself: grants {sorted(_granted(policy, 's3', bucket))}")
-    # Secrets: the admin token and the destinations' signing secrets, no other parameter.
+    # Secrets: the admin token and the destinations' signing secrets, no other parameter;
+    # only the destinations' secrets are ever written.
     for name in (f"/mercurio/{stage}/other", f"/mercurio/{stage}/destinations-old/x", "/other/secret"):
         if _allowing(policy, "ssm:GetParameter", _parameter_arn(name)):
             problems.append(f"ssm:GetParameter on {name}")
+    for name in (env["MERCURIO_ADMIN_TOKEN_PARAMETER"], f"/mercurio/{stage}/other", "/other/secret"):
+        if _allowing(policy, "ssm:PutParameter", _parameter_arn(name)):
+            problems.append(f"ssm:PutParameter on {name}")
+    # Per queue: exactly the actions of the calls made there.
+    for queue, expected in QUEUE_CALLS.items():
+        granted = _granted(policy, "sqs", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue.format(stage=stage)}")
+        if granted != expected:
+            problems.append(f"queue {queue}: grants {sorted(granted - expected)} more, "
+                            f"{sorted(expected - granted)} less than the code calls")
 
     probes = ["*", bucket, f"{bucket}/definitions/x.yaml", f"{bucket}/exports/x.csv",
               *(_table_arn(env[variable]) for variable in TABLE_CALLS)]
@@ -516,7 +570,7 @@ def test_policy_resources_name_resources_the_templates_define(stage):
     for statement in _policy(stage)["Statement"]:
         for resource in _as_list(statement["Resource"]):
             if resource.startswith("arn:aws:dynamodb:"):
-                match = re.fullmatch(r"arn:aws:dynamodb:\*:\*:table/([^/]+)(/stream/\*)?", resource)
+                match = re.fullmatch(r"arn:aws:dynamodb:\*:\*:table/([^/]+)(/stream/\*|/index/\*)?", resource)
                 if not match or match.group(1) not in tables:
                     unknown.append(resource)
             elif resource.startswith("arn:aws:sqs:"):

@@ -218,7 +218,8 @@ def test_a_merge_and_the_event_that_caused_it_are_one_write(processor, repo):
 def test_the_stored_outbox_holds_only_the_last_writes_effects(repo):
     """Effects are published after each write; the next write must not carry them again
     (they would be re-published forever and the contact item would grow)."""
-    from chalicelib.services.segmentation import EffectsPublisher
+    from chalicelib.services.effects import EffectsPublisher
+    from chalicelib.services.messagebus import MessageBus
     from tests.unit.fakes import FakeEventStore, FakeMembershipStore, FakeRecheckSchedule
 
     published = []
@@ -235,7 +236,8 @@ def test_the_stored_outbox_holds_only_the_last_writes_effects(repo):
         def on_event(self, contact, event, now, full=False):
             contact.outbox.append({"kind": "schedule", "at": event["timestamp"]})
 
-    publisher = CountingPublisher(FakeMembershipStore(), FakeEventStore(), FakeRecheckSchedule())
+    publisher = CountingPublisher(FakeMembershipStore(), FakeEventStore(), FakeRecheckSchedule(), MessageBus({}),
+                                  lambda contact, now: 0.0)
     processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=OneEffectPerEvent(),
                                publisher=publisher)
     for _ in range(6):

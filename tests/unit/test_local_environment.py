@@ -1,0 +1,54 @@
+"""`make run`'s environment: private webhook addresses are the operator's choice."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from local.run import configure_environment
+
+LOCAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_ENDPOINT_URL", "AWS_ACCOUNT_ID_ENDPOINT_MODE", "MERCURIO_STAGE", "MERCURIO_WRITE_KEY",
+               "MERCURIO_ADMIN_TOKEN", "POWERTOOLS_TRACE_DISABLED", "POWERTOOLS_METRICS_DISABLED",
+               "POWERTOOLS_LOG_LEVEL", "MERCURIO_DEFINITIONS_CACHE_SECONDS", "MERCURIO_DELIVERY_HORIZON_SECONDS",
+               "MERCURIO_WEBHOOKS_ALLOW_PRIVATE")
+
+
+@pytest.fixture
+def clean_environment():
+    """configure_environment writes os.environ directly: put it back exactly as it was."""
+    saved = dict(os.environ)
+    for name in LOCAL_NAMES:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_make_run_does_not_allow_private_addresses_by_itself(clean_environment):
+    configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
+    assert os.environ.get("MERCURIO_WEBHOOKS_ALLOW_PRIVATE") is None
+    from chalicelib import config
+
+    config.settings.cache_clear()
+    try:
+        assert config.settings().webhooks_allow_private is False
+    finally:
+        config.settings.cache_clear()
+
+
+@pytest.mark.parametrize("choice", ["true", "false"])
+def test_the_operators_choice_is_passed_through(clean_environment, choice):
+    os.environ["MERCURIO_WEBHOOKS_ALLOW_PRIVATE"] = choice
+    configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
+    assert os.environ["MERCURIO_WEBHOOKS_ALLOW_PRIVATE"] == choice
+
+
+def test_deliveries_give_up_sooner_locally_unless_told_otherwise(clean_environment):
+    configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
+    assert os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] == "900"
+    os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] = "86400"
+    configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
+    assert os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] == "86400"
