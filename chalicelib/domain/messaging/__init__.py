@@ -1,0 +1,1 @@
+"""Messaging: what Mercurio says to people, on which channel, and whether it may say it now."""
