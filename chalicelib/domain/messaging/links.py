@@ -277,7 +277,7 @@ def classify_interaction(facts: InteractionFacts, *, min_click_delay: timedelta 
         reasons.append(f"user agent looks like a scanner or link checker ({agent[:80]})")
     if facts.method.upper() == "HEAD":
         reasons.append("HEAD request (link checkers probe without reading)")
-    if facts.kind == OPEN or facts.kind == "open":
+    if facts.kind == "open":
         if facts.from_apple_proxy or (agent and _APPLE_PREFETCH_AGENT.match(agent)):
             reasons.append("looks like Apple Mail Privacy Protection prefetch")
     else:

@@ -95,6 +95,10 @@ def build_email(content: EmailContent) -> bytes:
             targets.append(f"<mailto:{_address(content.unsubscribe_mailto, 'unsubscribe_mailto').addr_spec}>")
         message["List-Unsubscribe"] = ", ".join(targets)
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(content.text, subtype="plain", charset="utf-8")
-    message.add_alternative(content.html, subtype="html", charset="utf-8")
+    # Quoted-printable keeps the message 7-bit clean whatever relays it, and a literal "="
+    # is always encoded in it, so a boundary starting "=_" can never occur in a body: that
+    # lets the boundary be derived from the message id, and a retry build the same bytes.
+    message.set_content(content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(content.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    message.set_boundary("=_" + hashlib.sha256(content.message_id.encode()).hexdigest()[:32])
     return message.as_bytes(policy=SMTP)

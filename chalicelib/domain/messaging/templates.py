@@ -536,8 +536,13 @@ def locale_filters() -> dict[str, Callable]:
     @pass_context
     def percent_filter(context, value, decimals=0):
         number = _number(value, "percent")
-        pattern = "#,##0" + ("." + "0" * decimals if isinstance(decimals, int) and 0 < decimals <= 10 else "") + "%"
-        return babel.numbers.format_percent(number, format=pattern, locale=_babel_locale(context.get("locale")))
+        locale = _babel_locale(context.get("locale"))
+        if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 10:
+            raise TemplateRenderError(f"|percent: decimals must be a whole number from 0 to 10, got {decimals!r}")
+        if decimals:  # the locale's own pattern (spacing, sign position) with more fraction digits
+            pattern = re.sub(r"0(?=[^0-9#.]*%)", "0." + "0" * decimals, locale.percent_formats[None].pattern, count=1)
+            return babel.numbers.format_percent(number, format=pattern, locale=locale)
+        return babel.numbers.format_percent(number, locale=locale)
 
     def days_later(value, days):
         moment = _instant(value, "days_later")
