@@ -1,1 +1,1 @@
-"""Messaging: what Mercurio says to people, on which channel, and whether it may say it now."""
+"""Messaging: who may be sent what, when, on which channel, and how it is measured."""
