@@ -27,8 +27,10 @@ from datetime import datetime, timedelta
 CLICK, OPEN = "c", "o"
 _TRACKED_SCHEMES = ("http", "https")
 _UNTOUCHED_SCHEMES = ("mailto", "tel", "sms")
-_ANCHOR = re.compile(r"<(?:a|area)\b[^>]*>", re.I)
-_HREF = re.compile(r"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
+# A tag runs to the first `>` outside quotes (a title may hold ">"), and only a real `href`
+# attribute counts (not `data-href`), so no link can hide from the checks below.
+_ANCHOR = re.compile(r"""<(?:a|area)\b(?:[^>"']|"[^"]*"|'[^']*')*>""", re.I)
+_HREF = re.compile(r"""(?<![\w-])(href\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):")
 _INVISIBLE = re.compile(r"[\x00-\x20\x7f]")  # browsers drop tabs/newlines inside a URL: java\tscript:
 _MAX_TOKEN = 2048

@@ -142,6 +142,15 @@ def test_script_and_data_links_are_refused_at_send_time(tracker, href):
     assert caught.value.hrefs == [href]
 
 
+def test_links_cannot_hide_behind_quoted_brackets_or_look_alike_attributes(tracker):
+    hidden = '<a title="a > b" href="javascript:alert(1)">x</a>'
+    assert unsafe_links(hidden) == ["javascript:alert(1)"]
+    decoy = '<a data-href="https://decoy.example" title=\'>\' href="https://real.example/x">x</a>'
+    out = tracker.rewrite(decoy, "msg-1", EXPIRES)
+    assert out.links == ("https://real.example/x",)
+    assert 'data-href="https://decoy.example"' in out.html and "real.example" not in out.html
+
+
 def test_href_actions():
     assert [href_action(h) for h in ("https://a", "HTTP://a", "mailto:x@y", "tel:1", "#a", "/p", "", "ftp://a")] == \
         ["track", "track", "keep", "keep", "keep", "keep", "keep", "refuse"]
