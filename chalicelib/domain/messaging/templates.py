@@ -37,6 +37,7 @@ import difflib
 import functools
 import html as html_lib
 import re
+import string
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -361,12 +362,32 @@ class MarketingSandbox(ImmutableSandboxedEnvironment):
         _spend(1)
         return super().getitem(obj, argument)
 
+    def wrap_str_format(self, value):
+        """`'...'.format(...)` stays sandboxed (Jinja's own wrapper) and may not pad to a
+        huge width: `'{:>999999999}'.format(1)` is one C call that builds a gigabyte."""
+        sandboxed = super().wrap_str_format(value)
+        if sandboxed is None:
+            return None
+        for _, _, spec, _ in string.Formatter().parse(value.__self__):
+            if spec and ("{" in spec or re.search(r"\d{4,}", spec)):
+                raise TemplateLimitExceeded("format() with a width or precision of 1000 or more, or a nested "
+                                            "field in the format spec, is not allowed")
+
+        @functools.wraps(sandboxed)
+        def bounded(*args, **kwargs):
+            _spend(1)
+            return _check_value(sandboxed(*args, **kwargs), "the result of format()")
+
+        return bounded
+
     def call_binop(self, context, operator, left, right):
         _spend(1)
         limits = _active_limits()
         if operator == "**" and isinstance(left, (int, float)) and isinstance(right, (int, float)):
             if abs(right) > 64 and abs(left) > 1:
                 raise TemplateLimitExceeded(f"{left!r} ** {right!r} is too large a power")
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > 4096:
+                raise TemplateLimitExceeded("a power this large is not allowed")
         if operator == "*":
             sized, times = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
             if isinstance(sized, (str, list, tuple)) and isinstance(times, int):
@@ -487,6 +508,8 @@ def _number(value: object, filter_name: str) -> Decimal:
         raise TemplateRenderError(f"|{filter_name}: expected a number, got {value!r}") from None
     if not number.is_finite():
         raise TemplateRenderError(f"|{filter_name}: expected a finite number, got {value!r}")
+    if number and not -30 <= number.adjusted() <= 30:  # 1e999999 would print a million digits
+        raise TemplateRenderError(f"|{filter_name}: {value!r} is out of range")
     return number
 
 

@@ -122,6 +122,20 @@ def test_sandbox_refuses_escapes_and_mutation(engine, attack):
     assert "unsafe" in str(verdict.problems[0]) and verdict.problems[0].line == 4
 
 
+@pytest.mark.parametrize("assignment", [
+    "{% set traits.email = 'attacker@example.com' %}",
+    "{% set contact.segments = [] %}",
+    "{% set x = 'text' %}{% set x.upper = 1 %}",
+])
+def test_attributes_can_only_be_assigned_on_a_namespace(engine, assignment):
+    with pytest.raises(TemplateRenderError, match="cannot assign attribute on non-namespace object"):
+        render(engine, "p.sms.j2", sms(assignment + "ok"), traits={"email": "a@example.com"})
+
+
+def test_formatting_stays_sandboxed_and_ordinary_formatting_works(engine):
+    assert render(engine, "p.sms.j2", sms("{{ '{} has {:>3} points'.format('Ada', 42) }}")).text == "Ada has  42 points"
+
+
 def test_mutation_is_refused_and_the_data_is_untouched(engine):
     traits = {"email": "a@example.com"}
     with pytest.raises(TemplateRenderError, match="unsafe"):
@@ -193,6 +207,11 @@ def test_header_text_is_one_line_whatever_the_traits_hold(engine):
     ("{{ 10 ** 100000 }}", "too large a power"),
     ("{{ '%999999999s' % 1 }}", "'%' formatting"),
     ("{{ '%.*f' % (100000, 1.0) }}", "'%' formatting"),
+    ("{{ '{:>999999999}'.format(1) }}", "format() with a width"),
+    ("{{ '{:>{}}'.format(1, 999999999) }}", "format() with a width"),
+    ("{{ '{0:.99999f}'.format(1.5) }}", "format() with a width"),
+    ("{% set ns = namespace(n=3) %}{% for i in range(8) %}{% set ns.n = ns.n ** 64 %}{% endfor %}{{ ns.n }}",
+     "a power this large"),
     ("{{ 'x' | center(1000000000) }}", "wider than"),
     ("{{ 'x\\nx' | indent(1000000000) }}", "wider than"),
     ("{{ range(10) | batch(1000000000, 'x') | list }}", "makes more than"),
@@ -351,6 +370,7 @@ def test_days_later_and_time(engine):
     ("{{ 'soon' | date }}", "|date: 'soon' is not an ISO date or time"),
     ("{{ true | number }}", "|number: expected a number, got True"),
     ("{{ 'nan' | number }}", "|number: expected a finite number, got 'nan'"),
+    ("{{ '1e999999' | currency('EUR') }}", "|currency: '1e999999' is out of range"),
 ])
 def test_bad_values_in_locale_filters_are_readable_problems(engine, expression, message):
     verdict = engine.validate("t.sms.j2", sms(expression))
