@@ -216,6 +216,7 @@ def _check_value(value: object, what: str) -> object:
             stack.extend(item.values())
         elif isinstance(item, Namespace):
             stack.append(dict(object.__getattribute__(item, "_Namespace__attrs")))
+    _spend(visited // 16)  # walking a big structure is work too, even when it passes
     return value
 
 
@@ -232,10 +233,10 @@ def _work_of(value: object) -> int:
 
 _ITER_FILTER = "_budgeted_iter"
 _CONCAT_FILTER = "_bounded_concat"
-_WIDTH_ARGS = {"center": 0, "indent": 0, "wordwrap": 0, "truncate": 0}
-_COUNT_ARGS = {"batch": 0, "slice": 0}
+_WIDTH_ARGS = {"center": "width", "indent": "width", "wordwrap": "width", "truncate": "length"}
+_COUNT_ARGS = {"batch": "linecount", "slice": "slices"}
 _DROPPED_FILTERS = ("format", "random", "pprint")  # printf formatting has its own bombs; random breaks previews
-_FORMAT_WIDTH = re.compile(r"%[-#0 +]*(?:\*|\d{4,})|%[-#0 +]*\d*\.(?:\*|\d{4,})")
+_FORMAT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d{4,}|\d*\.(?:\*|\d{4,}))")
 
 
 def _argument(args: tuple, kwargs: dict, index: int, name: str) -> object:
@@ -245,14 +246,13 @@ def _argument(args: tuple, kwargs: dict, index: int, name: str) -> object:
 def _precheck_filter(name: str, value: object, args: tuple, kwargs: dict) -> None:
     limits = _active_limits()
     if name in _WIDTH_ARGS:
-        width = _argument(args, kwargs, 0, {"center": "width", "indent": "width", "wordwrap": "width",
-                                            "truncate": "length"}[name])
+        width = _argument(args, kwargs, 0, _WIDTH_ARGS[name])
         if isinstance(width, int) and width > limits.max_value_chars:
             raise TemplateLimitExceeded(f"|{name}({width}) is wider than {limits.max_value_chars} characters")
         if isinstance(width, str) and len(width) * max(1, str(value).count("\n") + 1) > limits.max_value_chars:
             raise TemplateLimitExceeded(f"|{name} would produce more than {limits.max_value_chars} characters")
     if name in _COUNT_ARGS:
-        count = _argument(args, kwargs, 0, {"batch": "linecount", "slice": "slices"}[name])
+        count = _argument(args, kwargs, 0, _COUNT_ARGS[name])
         if isinstance(count, int) and count > limits.max_items:
             raise TemplateLimitExceeded(f"|{name}({count}) makes more than {limits.max_items} items")
     if name == "replace" and isinstance(value, str):
@@ -293,7 +293,8 @@ def _guarded(name: str, func: Callable) -> Callable:
 def _budgeted_iter(context, iterable):
     if isinstance(iterable, Undefined):
         return iterable  # iterating it raises the StrictUndefined error with the variable's name
-    _check_value(iterable, "a loop's sequence") if isinstance(iterable, (list, tuple, dict)) else None
+    if isinstance(iterable, (list, tuple, dict)):
+        _check_value(iterable, "a loop's sequence")
 
     def spend_each():
         for item in iterable:

@@ -207,6 +207,8 @@ def test_header_text_is_one_line_whatever_the_traits_hold(engine):
     ("{{ 10 ** 100000 }}", "too large a power"),
     ("{{ '%999999999s' % 1 }}", "'%' formatting"),
     ("{{ '%.*f' % (100000, 1.0) }}", "'%' formatting"),
+    ("{{ '%(a)999999999s' % {'a': 1} }}", "'%' formatting"),
+    ("{% for i in range(10000) %}{{ traits.nested | length }}{% endfor %}", "too much work"),
     ("{{ '{:>999999999}'.format(1) }}", "format() with a width"),
     ("{{ '{:>{}}'.format(1, 999999999) }}", "format() with a width"),
     ("{{ '{0:.99999f}'.format(1.5) }}", "format() with a width"),
@@ -233,7 +235,8 @@ def test_runaway_templates_stop_with_a_clear_reason(bomb, reason):
     engine = TemplateEngine(monotonic=lambda: 0.0, clock=lambda: NOW)
     source = sms(bomb)
     with pytest.raises(TemplateRenderError) as caught:
-        render(engine, "bomb.sms.j2", source, traits={"many": list(range(1000))})
+        render(engine, "bomb.sms.j2", source,
+               traits={"many": list(range(1000)), "nested": [{str(k): k for k in range(900)} for _ in range(5)]})
     assert reason in caught.value.message
     assert caught.value.line == 4
 
