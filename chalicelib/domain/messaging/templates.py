@@ -990,6 +990,12 @@ class TemplateEngine:
             template = _HeaderTemplate(template, field)
         return template
 
+    def render_sample(self, compiled: CompiledTemplate, sample: Sample | None = None) -> Rendered:
+        """A preview without a real contact: a sample, with the template's own `sample_data`."""
+        sample = sample or self.samples[0]
+        variables = dict(sample.variables, data=compiled.sample_data)
+        return compiled.render(variables, locale=sample.locale, timezone=sample.timezone, now=self.clock())
+
     def validate(self, filename: str, source: str) -> Verdict:
         """Parse, then render for every sample contact: the verdict a store checks before it
         replaces the last good version."""
@@ -998,14 +1004,13 @@ class TemplateEngine:
             return Verdict(filename, _unique(problems))
         rendered = 0
         for sample in self.samples:
-            variables = dict(sample.variables, data=compiled.sample_data)
             try:
-                result = compiled.render(variables, locale=sample.locale, timezone=sample.timezone, now=self.clock())
+                result = self.render_sample(compiled, sample)
             except TemplateRenderError as exc:
                 problems.append(Problem(exc.message, line=exc.line, sample=sample.name))
                 continue
             rendered += 1
-            problems.extend(Problem(p, sample=sample.name) for p in _content_problems(compiled, result, variables))
+            problems.extend(Problem(p, sample=sample.name) for p in _content_problems(compiled, result, sample))
         return Verdict(filename, _unique(problems), rendered)
 
 
@@ -1023,13 +1028,20 @@ class _HeaderTemplate:
             raise
 
 
-def _content_problems(compiled: CompiledTemplate, result: Rendered, variables: Mapping) -> list[str]:
+_ACTIVE_MARKUP = re.compile(r"<\s*(script|iframe|object|embed)\b|\son[a-z]+\s*=", re.I)
+
+
+def _content_problems(compiled: CompiledTemplate, result: Rendered, sample: Sample) -> list[str]:
     found = []
     if result.html:
         found += [f"link {href!r} is refused: only http(s), mailto: and #anchors are allowed"
                   for href in link_rules.unsafe_links(result.html)]
+    if compiled.channel == ONSITE and _ACTIVE_MARKUP.search(result.html or ""):
+        # Slot content is inserted into the site's pages: it may show, never run, anything.
+        found.append(f"on-site content may not run code ({_ACTIVE_MARKUP.search(result.html).group(0).strip()!r}): "
+                     "use plain HTML and CSS")
     if compiled.channel == EMAIL and compiled.kind == MARKETING:
-        unsubscribe = variables["links"]["unsubscribe"]
+        unsubscribe = sample.variables["links"]["unsubscribe"]
         if unsubscribe not in (result.html or ""):
             found.append("a marketing email must show an unsubscribe link: add "
                          "<a href=\"{{ links.unsubscribe }}\">Unsubscribe</a>")

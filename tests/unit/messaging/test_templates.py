@@ -452,6 +452,21 @@ def test_script_links_are_refused_at_validation(engine, href):
     assert not verdict.ok and "is refused" in verdict.problems[0].message
 
 
+@pytest.mark.parametrize("markup", ["<script>track()</script>", '<img src="x.png" onerror="steal()">',
+                                    "<IFRAME src='https://a.example'></IFRAME>", '<div onclick = "x()">hi</div>'])
+def test_on_site_content_may_not_run_code(engine, markup):
+    verdict = engine.validate("hero.slot.j2", f"<section>{markup}</section>")
+    assert verdict.problems[0].message.startswith("on-site content may not run code")
+    assert engine.validate("hero.slot.j2", '<section class="hero"><img src="/a.png" alt="one"></section>').ok
+
+
+def test_a_preview_uses_a_sample_and_the_templates_sample_data(engine):
+    compiled = engine.compile("t.sms.j2", "---\nkind: transactional\nsample_data: {order_id: A-7}\n---\n"
+                                          "{{ traits.first_name | default('you') }}: {{ data.order_id }}")
+    assert engine.render_sample(compiled).text == "Ada: A-7"
+    assert engine.render_sample(compiled, SAMPLES[1]).text == "you: A-7"
+
+
 def test_an_empty_text_message_is_a_problem(engine):
     assert problems(engine.validate("t.sms.j2", sms("{{ '' }}  "))) == [
         "the sms message is empty (sample full profile, en-US)"]
