@@ -65,7 +65,8 @@ def problems(verdict):
 
 
 def test_file_names_carry_name_locale_and_channel():
-    assert parse_filename("welcome.html.j2") == parse_filename("welcome.html.j2")
+    name = parse_filename("welcome.html.j2")
+    assert (name.name, name.locale, name.format, name.channel) == ("welcome", None, "html", "email")
     name = parse_filename("welcome.it.html.j2")
     assert (name.name, name.locale, name.channel) == ("welcome", "it", "email")
     name = parse_filename("promo-2026.it_ch.sms.j2")
