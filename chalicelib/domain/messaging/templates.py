@@ -884,7 +884,7 @@ class CompiledTemplate:
         limits = self.engine.limits
         context = dict(variables)
         context.update(locale=normalise_locale(locale), timezone=timezone,
-                       now=now.astimezone(UTC))
+                       now=now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC))
         token = _BUDGET.set(_Budget(limits, self.engine.monotonic))
         try:
             body = self._run(self._body, context, limits.max_output_chars, self.front.body_line)

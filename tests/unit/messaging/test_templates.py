@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -361,6 +362,20 @@ def test_the_date_filter_uses_the_contacts_calendar_day(engine):
         "2026-10-26 24 Dec"
     assert render(engine, "t.sms.j2", source, locale="en", tz="America/Los_Angeles", data={"at": at}).text == \
         "2026-10-25 24 Dec"
+
+
+@pytest.fixture
+def machine_in_new_york(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_naive_now_is_taken_as_utc_whatever_the_machines_zone(engine, machine_in_new_york):
+    source = sms("{{ now | time('HH:mm') }}")
+    assert render(engine, "t.sms.j2", source, tz="Europe/Rome", now=datetime(2026, 11, 3, 9, 0)).text == "10:00"
 
 
 def test_days_later_and_time(engine):
