@@ -11,6 +11,7 @@ from chalice import Blueprint, Response
 from chalicelib import bootstrap
 from chalicelib.admin_auth import is_admin
 from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.nesting import TooDeeplyNested, load_json
 from chalicelib.services.contacts import BadQuery, NotFound
 from chalicelib.services.imports import ImportRejected
 from chalicelib.services.segment_jobs import JobError
@@ -46,7 +47,9 @@ def _query(request, name: str) -> str | None:
 
 def _json_body(request) -> dict:
     try:
-        body = json.loads(request.raw_body or b"{}")
+        body = load_json(request.raw_body or b"{}")
+    except TooDeeplyNested as exc:
+        raise BadQuery(str(exc)) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadQuery(f"body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
@@ -85,14 +88,8 @@ def admin_contact_events(contact_id):
 
 @admin_api.route("/v1/admin/imports", methods=["POST"], content_types=ANY)
 def admin_import():
-    def run(request):
-        try:
-            body = json.loads(request.raw_body or b"")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImportRejected(f"body is not valid JSON ({exc})") from None
-        return bootstrap.contact_importer().run(body)
-
-    return _admin(run)
+    return _admin(lambda r: bootstrap.contact_importer().run_upload(r.raw_body, r.headers.get("content-type"),
+                                                                   r.query_params))
 
 
 # -- definitions --------------------------------------------------------------------------------
