@@ -204,3 +204,31 @@ def test_preflight_allows_the_retry_header_segment_sdks_send(app_client):
         "Access-Control-Request-Headers": "authorization,x-retry-count"})
     allowed = {h.strip().lower() for h in pre.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"authorization", "x-retry-count", "content-type"} <= allowed
+
+
+def test_csv_import_as_a_text_csv_body_with_the_mapping_in_the_query(app_client):
+    from urllib.parse import urlencode
+
+    token = {"Authorization": "Bearer test-admin-token-1"}
+    csv_text = "Client,E-mail,Mobile\nc-7,seven@x.io,06 12 34 56 78\nc-8,not-an-email,\n"
+    query = urlencode({"mapping.Client": "userId", "mapping.E-mail": "email", "mapping.Mobile": "phone",
+                       "default_region": "FR", "source": "crm"})
+    response = app_client.http.post(f"/v1/admin/imports?{query}", body=csv_text.encode(),
+                                    headers={**token, "Content-Type": "text/csv; charset=utf-8"})
+    assert response.status_code == 200, response.body
+    report = body_of(response)
+    assert (report["accepted"], report["rejected"]) == (1, 1)
+    assert report["mapping"] == {"Client": "userId", "E-mail": "email", "Mobile": "phone"}
+    app_client.drain()
+    status, contact = app_client.admin("/v1/admin/contacts?identifier=user:c-7")
+    assert status == 200 and contact["traits"] == {"email": "seven@x.io", "phone": "+33612345678"}
+
+    unknown = app_client.http.post("/v1/admin/imports?mapping.Nope=email", body=csv_text.encode(),
+                                   headers={**token, "Content-Type": "text/csv"})
+    assert unknown.status_code == 400 and "Nope" in body_of(unknown)["error"]
+    typo = app_client.http.post("/v1/admin/imports?region=FR", body=csv_text.encode(),
+                                headers={**token, "Content-Type": "text/csv"})
+    assert typo.status_code == 400 and "region" in body_of(typo)["error"]
+    latin1 = app_client.http.post("/v1/admin/imports", body="Email\nl\xe9a@x.io\n".encode("latin-1"),
+                                  headers={**token, "Content-Type": "text/csv"})
+    assert latin1.status_code == 400 and "UTF-8" in body_of(latin1)["error"]

@@ -142,3 +142,18 @@ def test_queries_by_identifier_and_timeline_pages(world):
         queries.timeline(contact["id"], limit="0")
     with pytest.raises(BadQuery, match="cursor"):
         queries.timeline(contact["id"], cursor="%%%")
+
+
+def test_an_upload_is_a_text_csv_body_or_the_json_wrapper():
+    from chalicelib.services.imports import MAX_IMPORT_BYTES, import_request
+
+    assert import_request(b"Email\na@b.co\n", "text/csv", {"mapping.Email": "email", "as_of": "2026-01-01"}) == {
+        "csv": "Email\na@b.co\n", "mapping": {"Email": "email"}, "as_of": "2026-01-01"}
+    assert import_request(b'{"csv": "Email\\na@b.co\\n"}', "application/json", None) == {"csv": "Email\na@b.co\n"}
+    assert import_request(b'{"csv": "x"}', None, {}) == {"csv": "x"}
+    with pytest.raises(ImportRejected, match="larger than 5 MB"):
+        import_request(b"a" * (MAX_IMPORT_BYTES + 1), "text/csv", {})
+    with pytest.raises(ImportRejected, match="unknown query parameter"):
+        import_request(b"Email\n", "text/csv", {"mapping": "Email=email"})
+    with pytest.raises(ImportRejected, match="not valid JSON"):
+        import_request(b"Email\na@b.co\n", "application/json", {})
