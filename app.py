@@ -147,7 +147,8 @@ app.register_blueprint(admin_api)
 def process_events(event):
     logger.append_keys(stream_records=len(event.to_dict().get("Records", [])))
     try:
-        return handle_stream(event.to_dict(), event.context, bootstrap.event_processor(), logger, metrics)
+        return handle_stream(event.to_dict(), event.context, bootstrap.event_processor(), logger, metrics,
+                             resent=bootstrap.event_store())
     finally:
         logger.remove_keys(["stream_records"])
         _flush_metrics()

@@ -1,7 +1,8 @@
 """The events-table stream → EventProcessor, with Powertools' partial batch failure reporting.
 
 Only INSERT records are processed: an SDK retry rewrites the same key (a MODIFY), so a
-resent event is never processed twice.
+resent event is never processed twice. A resend with a new timestamp is a new key (an
+INSERT); the contact does not apply it again and `discard_if_resent` removes its row.
 """
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 )
 
 from chalicelib.adapters.dynamodb_events import decode_body
+from chalicelib.services.ports import ResentEvents
 from chalicelib.services.process_events import BatchCache, EventProcessor
+from chalicelib.services.resent_events import discard_if_resent
 
 
-def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None) -> dict:
+def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None,
+                  resent: ResentEvents | None = None) -> dict:
     cache = BatchCache()
-    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0}
+    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0, "resent": 0}
 
     def record_handler(record: DynamoDBRecord) -> None:
         if record.event_name != DynamoDBRecordEventName.INSERT:
@@ -29,6 +33,8 @@ def handle_stream(event: dict, context, processor: EventProcessor, logger=None, 
             return
         tracking_event = decode_body(body)
         outcome = processor.process(tracking_event, cache)
+        if resent is not None:  # the same messageId stored twice: keep the first received
+            counts["resent"] += discard_if_resent(resent, record.dynamodb.keys, tracking_event, outcome.applied)
         counts["processed"] += 1
         counts["created"] += int(outcome.created)
         counts["merged"] += len(outcome.merged)

@@ -60,6 +60,37 @@ def test_a_resent_event_is_stored_and_processed_once(app_client):
     assert len(page["events"]) == 1
 
 
+def _stored_rows(app_client, pk: str) -> list[str]:
+    import boto3
+    from boto3.dynamodb.conditions import Key
+
+    from chalicelib import config
+
+    table = boto3.resource("dynamodb").Table(config.settings().events_table)
+    return [item["sk"] for item in table.query(KeyConditionExpression=Key("pk").eq(pk))["Items"]]
+
+
+def test_a_messageid_resent_with_another_timestamp_is_stored_shown_and_counted_once(app_client):
+    """What Segment's SDKs do on a second call or a retry: same messageId, new timestamps."""
+    first = {"userId": "resender", "event": "Order Completed", "messageId": "order-7",
+             "timestamp": "2026-11-22T10:00:00.000Z", "sentAt": "2026-11-22T10:00:00.500Z"}
+    again = {**first, "timestamp": "2026-11-22T10:00:03.000Z", "sentAt": "2026-11-22T10:00:03.200Z"}
+    other = {**first, "messageId": "order-8"}
+    assert app_client.post("/v1/track", first).status_code == 200
+    app_client.drain()
+    assert app_client.post("/v1/batch", {"batch": [{**again, "type": "track"}, {**other, "type": "track"}]}
+                           ).status_code == 200
+    assert app_client.post("/v1/track", {**again, "timestamp": "2026-11-22T09:59:00.000Z"}).status_code == 200
+    app_client.drain()
+    rows = _stored_rows(app_client, "user:resender")
+    assert sorted(r.partition("#")[2] for r in rows) == ["order-7", "order-8"], rows
+    assert "2026-11-22T10:00:00.000Z#order-7" in rows  # the row kept is the first one received
+    _, contact = app_client.admin("/v1/admin/contacts?identifier=user:resender")
+    assert contact["counters"]["Order Completed"]["total"] == 2
+    _, page = app_client.admin(f"/v1/admin/contacts/{contact['id']}/events?kind=tracked")
+    assert sorted(e["messageId"] for e in page["events"]) == ["order-7", "order-8"]
+
+
 @pytest.mark.parametrize("key,status,message", [
     (None, 401, "missing write key"),
     ("wrong-key-123", 401, "unknown write key"),

@@ -351,7 +351,8 @@ _INGEST_CALLS = ("BatchWriteItem", "PutItem", "UpdateItem", "GetItem", "BatchGet
 # The calls the code makes on each table, by the variable that names it; the policy must
 # grant exactly their actions there (test_policy_grants_nothing_more).
 TABLE_CALLS = {
-    "MERCURIO_EVENTS_TABLE": _INGEST_CALLS,
+    # resent_events.py: the stream handler deletes a resent messageId's extra rows
+    "MERCURIO_EVENTS_TABLE": _INGEST_CALLS + ("DeleteItem",),
     # back-fills, size previews and the RFM thresholds walk every contact (ContactScan)
     "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan",),
     "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS,
