@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 STAGE  ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e system-deps sdk-deps bench deploy deploy-single-stack upload-definitions package clean
+.PHONY: help install run test test-unit test-integration test-e2e test-explore system-deps sdk-deps bench deploy deploy-single-stack upload-definitions package clean
 
 help:
 	@echo "make run      the whole system on the embedded AWS emulator (http://127.0.0.1:$(PORT))"
 	@echo "make test     every test: unit, integration, end-to-end (installs what it needs)"
+	@echo "make test-explore  the property-based tests with random and 10x more examples"
 	@echo "make bench    throughput and DynamoDB request units (results: docs/PERFORMANCE.md)"
 	@echo "make deploy   STAGE=prod: the data stack, then the Chalice app (docs/DEPLOY.md)"
 
@@ -51,6 +52,12 @@ test-integration: install system-deps
 
 test-e2e: install system-deps sdk-deps
 	$(BIN)/python -m pytest tests/e2e
+
+# The property-based tests (Hypothesis) run derandomised in `make test`: the same examples
+# on every run and machine. This searches further: random examples, EXPLORE_FACTOR (10)
+# times as many, and a failure found is kept in .hypothesis/ and replayed first next time.
+test-explore: install system-deps sdk-deps
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest $$(grep -rl --include='*.py' '@given' tests)
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -6,6 +6,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.property_runs import examples
+
 TRACKING_PATHS = ["/v1/track", "/v1/t", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
                   "/v1/batch", "/v1/b"]
 
@@ -39,7 +41,7 @@ headers = st.fixed_dictionaries({}, optional={
 })
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(TRACKING_PATHS), body=bodies, hdrs=headers)
 def test_tracking_routes_never_answer_5xx(app_client, path, body, hdrs):
     response = app_client.http.post(path, headers=hdrs, body=body)
@@ -53,7 +55,7 @@ admin_paths = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=admin_paths)
 def test_admin_reads_never_answer_5xx(app_client, path):
     response = app_client.http.get(path, headers={"Authorization": "Bearer test-admin-token-1"})
@@ -68,7 +70,7 @@ import_bodies = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=import_bodies)
 def test_imports_never_answer_5xx(app_client, body):
     response = app_client.http.post("/v1/admin/imports", headers={"Authorization": "Bearer test-admin-token-1"},
@@ -116,7 +118,7 @@ segment_docs = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=segment_docs, kind=st.sampled_from(["segments/fuzz", "segments/preview", "definitions/scoring/default",
                                                 "definitions/rfm/default", "definitions/personas/default",
                                                 "definitions/campaign/fuzz", "definitions/destination/fuzz",
