@@ -25,26 +25,37 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python -m local.run --port $(PORT)
 
-# Debian packages the tests use: Chromium for the browser tests (a test tool's own browser
-# download is not reachable from every machine), shellcheck for the deploy script.
-SYSTEM_TOOLS := chromium shellcheck
+# What the tests need beyond Python, as `command:Debian package`: Chromium for the browser
+# tests (a test tool's own browser download is not reachable from every machine),
+# shellcheck for the deploy script, Node.js 18+ and npm for the snippet's JavaScript unit
+# tests and Segment's JavaScript SDKs. Installed with apt-get when missing (sudo unless
+# root); without apt-get, the missing ones are named and make stops.
+SYSTEM_TOOLS := chromium:chromium shellcheck:shellcheck node:nodejs npm:npm
+NODE_MAJOR_MIN := 18
 system-deps:
-	@missing=; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=; for entry in $(SYSTEM_TOOLS); do \
+	  command -v $${entry%%:*} >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; done; \
 	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "the tests need these packages (Debian names):$$missing; install them and run make again" >&2; exit 1; \
+	  fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	fi; \
+	if command -v node >/dev/null 2>&1 && ! node -e 'process.exit(+process.versions.node.split(".")[0] >= $(NODE_MAJOR_MIN) ? 0 : 1)'; then \
+	  echo "the tests need Node.js $(NODE_MAJOR_MIN) or later; this machine has $$(node --version)" >&2; exit 1; \
 	fi
 
 # Segment's own JavaScript SDKs, used unchanged by the compatibility tests.
-sdk-deps:
+sdk-deps: system-deps
 	@if [ -f tests/sdk/package.json ]; then \
 	  (cd tests/sdk && npm ci --silent --no-audit --no-fund >/dev/null) ; fi
 
 test: install system-deps sdk-deps
 	$(BIN)/python -m pytest
 
-test-unit: install
+test-unit: install system-deps
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: install system-deps
