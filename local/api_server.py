@@ -19,7 +19,15 @@ import threading
 from http.server import BaseHTTPRequestHandler
 
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, LocalDevServer, LocalGateway, LocalGatewayException
+from chalice.local import (
+    ChaliceRequestHandler,
+    LocalDevServer,
+    LocalGateway,
+    LocalGatewayException,
+    ThreadedHTTPServer,
+)
+
+from local.ports import serving_on
 
 # The same status and body as the gateway response in infrastructure/single-stack.yaml and
 # infrastructure/deploy.sh: nothing of the request is repeated.
@@ -69,7 +77,13 @@ class QuietHandler(ChaliceRequestHandler):
         pass
 
 
-def make_api_server(app, host: str, port: int, project_dir: str) -> LocalDevServer:
+def make_api_server(app, host: str, port: int, project_dir: str, sock=None) -> LocalDevServer:
+    """Chalice's local server for `app` on host:port (port 0: one the system picks; the
+    port is then `server.server.server_address[1]`), or on `sock`, a socket already
+    listening (local/ports.py)."""
     per_thread_request(app)
     config = Config.create(chalice_stage="dev", app_name="mercurio", project_dir=project_dir)
-    return LocalDevServer(app, config, host, port, handler_cls=QuietHandler)
+    if sock is None:
+        return LocalDevServer(app, config, host, port, handler_cls=QuietHandler)
+    return LocalDevServer(app, config, host, port, handler_cls=QuietHandler,
+                          server_cls=serving_on(ThreadedHTTPServer, sock))
