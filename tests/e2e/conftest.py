@@ -55,7 +55,9 @@ class Stack:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
 
-    def wait_for_contact(self, identifier: str, predicate=lambda c: True, timeout: float = 15.0) -> dict:
+    def wait_for_contact(self, identifier: str, predicate=lambda c: True, timeout: float = 60.0) -> dict:
+        """Poll until the contact satisfies `predicate`: returns as soon as it does; the
+        deadline only bounds a failure (processing is asynchronous, the machine may be busy)."""
         from urllib.parse import quote
 
         deadline = time.monotonic() + timeout
@@ -76,7 +78,10 @@ def local_stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("local-stack")
     log_path, ready_path = workdir / "run.log", workdir / "ready.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"MERCURIO_WRITE_KEY": WRITE_KEY, "MERCURIO_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"})
+    env.update({"MERCURIO_WRITE_KEY": WRITE_KEY, "MERCURIO_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1",
+                # Definitions are re-read for every event, so a test that saves one sees it
+                # applied to the next event instead of waiting out a cache.
+                "MERCURIO_DEFINITIONS_CACHE_SECONDS": "0"})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "local.run", "--port", "0", "--shop-port", "0", "--ready-file", str(ready_path)],
