@@ -200,6 +200,7 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
             and _tracked(events, "Order Completed")
             and any(e.get("type") == "identify" for e in events)
             and f"email:{email}" in contact.get("identifiers", [])
+            and contact.get("consent", {}).get("email")
         )
 
     contact, events = admin.wait_for(
@@ -210,6 +211,9 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
     assert f"anon:{anon}" in contact["identifiers"]
     assert contact["traits"].get("email") == email
     assert contact["traits"].get("first_name") == "Ada"
+    # The banner's Accept and the newsletter signup are on the profile, each with its source.
+    consent = {channel: (c["status"], c["source"]) for channel, c in contact["consent"].items()}
+    assert consent == {"tracking": ("granted", "consent banner"), "email": ("granted", "newsletter signup")}
 
     added = _tracked(events, "Product Added")
     assert len(added) == 1, f"Product Added must be on the timeline once, got {len(added)}"
