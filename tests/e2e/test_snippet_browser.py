@@ -282,7 +282,9 @@ def test_nothing_is_stored_or_sent_until_consent_and_nothing_after_it_is_withdra
 
     # Withdrawing consent: the cookie and Mercurio's storage go, and sending stops.
     page.click("#privacy-settings")
-    page.click("#decline-consent")
+    # The refusal itself is recorded on the profile, by a beacon sent before tracking stops.
+    with page.expect_request(lambda r: r.method == "POST" and r.url == f"{tab.stack.api_url}/v1/batch"):
+        page.click("#decline-consent")
     assert tab.cookie("mercurio_anon") is None, "consent(false) must delete the cookie"
     leftovers = [k for kind in ("localStorage", "sessionStorage") for k in tab.storage(kind) if k.startswith("mercurio")]
     assert leftovers == [], f"consent(false) must delete Mercurio's storage, found {leftovers}"
@@ -291,6 +293,9 @@ def test_nothing_is_stored_or_sent_until_consent_and_nothing_after_it_is_withdra
     page.wait_for_timeout(2000)
     assert len(tab.batch_posts()) == posts_before, "an event was sent after consent was withdrawn"
     assert tab.context.cookies() == []
+    refused, _ = admin.wait_for(f"anon:{anon}", lambda c, ev: c["consent"].get("tracking", {}).get("status") == "denied",
+                                "the banner's refusal on the profile")
+    assert refused["consent"]["tracking"]["source"] == "consent banner"
 
 
 def test_an_event_tracked_just_before_leaving_the_page_is_sent_by_beacon(tab_factory, admin):
