@@ -195,3 +195,21 @@ def test_depth_bombs_on_admin_routes_answer_400(app_client):
         response = app_client.http.request(method, path, body=body, headers={**ADMIN, "Content-Type": content_type})
         assert response.status_code == 400, (path, body[:80], response.status_code, response.body[:300])
         assert b"nested" in response.body, (path, body[:80], response.body[:300])
+
+
+def test_depth_bombs_inside_strings_answer_400(app_client):
+    """JSON nested inside a text field: a filter's literal, a page cursor."""
+    filter_bomb = json.dumps({"id": "deep", "name": "D", "conditions": {
+        "event": "Product Viewed", "where": ["properties.category in " + _nested(DEEP, '"x"')]}})
+    response = app_client.http.put("/v1/admin/segments/deep", body=filter_bomb,
+                                   headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status_code == 400 and b"nested" in response.body, (response.status_code, response.body[:300])
+
+    saved = app_client.http.put("/v1/admin/segments/viewers", body="id: viewers\nname: V\nconditions:\n  event: E\n",
+                                headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert saved.status_code == 200, saved.body
+    from urllib.parse import quote
+
+    response = app_client.http.get("/v1/admin/segments/viewers/members?cursor=" + quote(_nested(DEEP)),
+                                   headers=ADMIN)
+    assert response.status_code == 400, (response.status_code, response.body[:300])
