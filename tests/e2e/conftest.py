@@ -78,10 +78,7 @@ def local_stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("local-stack")
     log_path, ready_path = workdir / "run.log", workdir / "ready.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"MERCURIO_WRITE_KEY": WRITE_KEY, "MERCURIO_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1",
-                # Definitions are re-read for every event, so a test that saves one sees it
-                # applied to the next event instead of waiting out a cache.
-                "MERCURIO_DEFINITIONS_CACHE_SECONDS": "0"})
+    env.update({"MERCURIO_WRITE_KEY": WRITE_KEY, "MERCURIO_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "local.run", "--port", "0", "--shop-port", "0", "--ready-file", str(ready_path)],

@@ -4,6 +4,7 @@ four events on its timeline — through the real local stack over HTTP."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 import uuid
 
@@ -60,7 +61,18 @@ def test_segment_membership_changes_within_one_batch_on_the_local_stack(local_st
                                                             "Content-Type": "application/yaml"})
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-    # No wait: the test stack re-reads definitions for every event (conftest.local_stack).
+    # The stream handler keeps the definitions it read for a moment (2 s locally): a probe
+    # visitor who enters the new segment shows that it now applies, without guessing a delay.
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + 60
+    while True:
+        _post(local_stack, "/v1/t", {"writeKey": local_stack.write_key, "userId": probe, "event": "Product Added"})
+        try:
+            local_stack.wait_for_contact(f"user:{probe}", lambda c: "e2e-cart-open" in c["segments"], timeout=3)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise  # a new event re-evaluates the segment with what the handler now knows
     user = f"buyer-{uuid.uuid4().hex[:8]}"
     _post(local_stack, "/v1/b", {"writeKey": local_stack.write_key, "batch": [
         {"type": "track", "userId": user, "event": "Product Added", "properties": {"cart_id": "c1"}},
