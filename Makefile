@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 STAGE  ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e system-deps sdk-deps bench deploy deploy-single-stack upload-definitions package clean
+.PHONY: help install run test test-unit test-integration test-e2e test-explore system-deps sdk-deps bench deploy deploy-single-stack upload-definitions package clean
 
 help:
 	@echo "make run      the whole system on the embedded AWS emulator (http://127.0.0.1:$(PORT))"
 	@echo "make test     every test: unit, integration, end-to-end (installs what it needs)"
+	@echo "make test-explore  the property-based tests with random and 10x more examples"
 	@echo "make bench    throughput and DynamoDB request units (results: docs/PERFORMANCE.md)"
 	@echo "make deploy   STAGE=prod: the data stack, then the Chalice app (docs/DEPLOY.md)"
 
@@ -24,26 +25,37 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/python -m local.run --port $(PORT)
 
-# Debian packages the tests use: Chromium for the browser tests (a test tool's own browser
-# download is not reachable from every machine), shellcheck for the deploy script.
-SYSTEM_TOOLS := chromium shellcheck
+# What the tests need beyond Python, as `command:Debian package`: Chromium for the browser
+# tests (a test tool's own browser download is not reachable from every machine),
+# shellcheck for the deploy script, Node.js 18+ and npm for the snippet's JavaScript unit
+# tests and Segment's JavaScript SDKs. Installed with apt-get when missing (sudo unless
+# root); without apt-get, the missing ones are named and make stops.
+SYSTEM_TOOLS := chromium:chromium shellcheck:shellcheck node:nodejs npm:npm
+NODE_MAJOR_MIN := 18
 system-deps:
-	@missing=; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=; for entry in $(SYSTEM_TOOLS); do \
+	  command -v $${entry%%:*} >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; done; \
 	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "the tests need these packages (Debian names):$$missing; install them and run make again" >&2; exit 1; \
+	  fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	fi; \
+	if command -v node >/dev/null 2>&1 && ! node -e 'process.exit(+process.versions.node.split(".")[0] >= $(NODE_MAJOR_MIN) ? 0 : 1)'; then \
+	  echo "the tests need Node.js $(NODE_MAJOR_MIN) or later; this machine has $$(node --version)" >&2; exit 1; \
 	fi
 
 # Segment's own JavaScript SDKs, used unchanged by the compatibility tests.
-sdk-deps:
+sdk-deps: system-deps
 	@if [ -f tests/sdk/package.json ]; then \
 	  (cd tests/sdk && npm ci --silent --no-audit --no-fund >/dev/null) ; fi
 
 test: install system-deps sdk-deps
 	$(BIN)/python -m pytest
 
-test-unit: install
+test-unit: install system-deps
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: install system-deps
@@ -51,6 +63,12 @@ test-integration: install system-deps
 
 test-e2e: install system-deps sdk-deps
 	$(BIN)/python -m pytest tests/e2e
+
+# The property-based tests (Hypothesis) run derandomised in `make test`: the same examples
+# on every run and machine. This searches further: random examples, EXPLORE_FACTOR (10)
+# times as many, and a failure found is kept in .hypothesis/ and replayed first next time.
+test-explore: install system-deps sdk-deps
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest $$(grep -rl --include='*.py' '@given' tests)
 
 bench: install
 	$(BIN)/python -m bench.run

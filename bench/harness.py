@@ -38,7 +38,7 @@ def bench_emulator(port: int, plain: bool = False):
     (see bench/moto_server.py)."""
     from local.run import Emulator
 
-    return Emulator(port, module="moto.server" if plain else "bench.moto_server")
+    return Emulator(port, module="local.emulator_server" if plain else "bench.moto_server")
 
 
 class Harness:
@@ -63,10 +63,10 @@ class Harness:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         self.recorder.watch_new_clients()
-        from local.run import configure_environment, free_port
+        from local.run import configure_environment
 
         if self.target == "moto" and self.endpoint is None:
-            self.emulator = bench_emulator(free_port(), plain=self.plain_moto)
+            self.emulator = bench_emulator(0, plain=self.plain_moto)  # 0: the system picks, no race
             self.emulator.start()
             self.endpoint = self.emulator.url
         if self.target == "aws":
@@ -183,10 +183,10 @@ class Harness:
 
     def start_api(self) -> str:
         from local.api_server import make_api_server
-        from local.run import free_port, wait_until_up
+        from local.run import wait_until_up
 
-        port = free_port()
-        self.api_server = make_api_server(self.app.app, "127.0.0.1", port, str(ROOT))
+        self.api_server = make_api_server(self.app.app, "127.0.0.1", 0, str(ROOT))
+        port = self.api_server.server.server_address[1]
         threading.Thread(target=self.api_server.server.serve_forever, name="bench-api", daemon=True).start()
         self.api_url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{self.api_url}/health")

@@ -8,8 +8,9 @@ events a back-fill recounts) would measure moto's table size, not the code.
 This patch gives moto's own Query code the items of the queried partition instead of the
 whole table; everything after that (sorting, key conditions, filters, limits, paging,
 returned items) is moto's unchanged code, so the answers are the same. Queries on an index,
-Scan and every other operation are untouched. `python -m bench.moto_server -p PORT` takes
-moto.server's arguments; `bench.run --plain-moto` uses moto's server as shipped instead.
+Scan and every other operation are untouched. `python -m bench.moto_server --fd N` takes
+local/emulator_server.py's arguments; `bench.run --plain-moto` uses moto's server as shipped
+instead.
 """
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ def main() -> None:
     if not patch():
         print("bench.moto_server: this moto version is not the one patched; running it as shipped",
               file=sys.stderr)
-    from moto.server import main as moto_main
+    from local.emulator_server import main as serve
 
-    moto_main(sys.argv[1:])
+    serve(sys.argv[1:])
 
 
 if __name__ == "__main__":

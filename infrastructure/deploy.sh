@@ -290,7 +290,7 @@ configure_stream_mapping() {
 
 # Chalice creates the effects queue's event source mapping without ReportBatchItemFailures;
 # without it Lambda deletes the failed deliveries with their batch instead of leaving them
-# on the queue for their back-off (chalicelib/effects_consumer.py).
+# on the queue for their back-off (chalicelib/entrypoints/effects.py).
 configure_queue_mapping() {
   local queue_arn="$1" function_name uuids uuid response_types
   function_name="${APP_NAME}-${STAGE}-deliver_effects"
@@ -311,6 +311,32 @@ configure_queue_mapping() {
     [[ "${response_types}" == *ReportBatchItemFailures* ]] ||
       die "event source mapping ${uuid} did not keep ReportBatchItemFailures"
   done
+}
+
+# A request no route matches answers 404 with a fixed body (API Gateway's default is a 403
+# whose message repeats the request's Authorization header, an admin token included): the
+# same gateway response as in single-stack.yaml. `chalice deploy` rewrites the API's
+# definition on every deploy, so it is set again each time, then the stage redeployed.
+NOT_FOUND_STATUS=404
+NOT_FOUND_BODY='{"error": "no such route"}'
+install_not_found_response() {
+  local api_id api_stage
+  read -r api_id api_stage < <("${PYTHON}" - "${REPO_ROOT}/.chalice/deployed/${STAGE}.json" "${CHALICE_CONFIG}" "${STAGE}" <<'PY'
+import json, sys
+deployed, config_path, stage = sys.argv[1:]
+api = next(r for r in json.load(open(deployed))["resources"] if r.get("resource_type") == "rest_api")
+config = json.load(open(config_path))
+print(api["rest_api_id"], config["stages"].get(stage, {}).get("api_gateway_stage") or config.get("api_gateway_stage") or "api")
+PY
+  ) || die "no REST API recorded in .chalice/deployed/${STAGE}.json"
+  log "unknown routes answer ${NOT_FOUND_STATUS} (gateway response MISSING_AUTHENTICATION_TOKEN)"
+  aws apigateway put-gateway-response --rest-api-id "${api_id}" \
+    --response-type MISSING_AUTHENTICATION_TOKEN --status-code "${NOT_FOUND_STATUS}" \
+    --response-parameters '{"gatewayresponse.header.Content-Type": "'"'application/json'"'"}' \
+    --response-templates "$("${PYTHON}" -c 'import json, sys; print(json.dumps({"application/json": sys.argv[1]}))' "${NOT_FOUND_BODY}")" \
+    >/dev/null
+  aws apigateway create-deployment --rest-api-id "${api_id}" --stage-name "${api_stage}" \
+    --description "gateway responses" >/dev/null
 }
 
 finish() {
@@ -355,6 +381,7 @@ deploy_two_stacks() {
     "MERCURIO_DATA_BUCKET=${bucket}"
   (cd "${REPO_ROOT}" && "${CHALICE}" deploy --stage "${STAGE}")
   restore_chalice_config
+  install_not_found_response
 
   configure_stream_mapping "${stream_arn}" "${dlq_arn}"
   configure_queue_mapping "${effects_queue_arn}"

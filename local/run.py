@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import json
 import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from local.ports import PortInUse, claim_port, serving_on
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = Path(__file__).resolve().parent / "demo"
@@ -32,15 +34,13 @@ STAGE = "local"
 log = logging.getLogger("mercurio.local")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, timeout: float = 30.0) -> None:
+def wait_until_up(url: str, timeout: float = 30.0, alive=lambda: True) -> None:
+    """Poll url until it answers; `alive` says whether the server's process still runs, so a
+    server that died is reported at once instead of after the timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server for {url} exited before answering")
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -50,22 +50,34 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
 
 
 class Emulator:
-    """moto's server in its own process, bound to loopback only."""
+    """moto's server in its own process, bound to loopback only.
 
-    def __init__(self, port: int, module: str = "moto.server"):
+    The port (0: one the system picks) is bound here and the listening socket handed to the
+    process (local/emulator_server.py), so `url` is known before the process starts and no
+    other process can take the port in between. `module` is the server module run with
+    `--fd N` (bench/moto_server.py wraps the same one)."""
+
+    def __init__(self, port: int = 0, module: str = "local.emulator_server", host: str = "127.0.0.1"):
+        self.host = host
         self.port = port
         self.module = module
-        self.url = f"http://127.0.0.1:{port}"
+        self.url: str | None = None
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "-H", "127.0.0.1", "-p", str(self.port)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            # Its own session: Ctrl-C reaches the runner, which stops the emulator last.
-            start_new_session=True,
-        )
-        wait_until_up(f"{self.url}/moto-api/")
+        sock = claim_port(self.host, self.port, "the AWS emulator (--emulator-port)")
+        self.port = sock.getsockname()[1]
+        self.url = f"http://{self.host}:{self.port}"
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module, "--fd", str(sock.fileno())],
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(sock.fileno(),),
+                # Its own session: Ctrl-C reaches the runner, which stops the emulator last.
+                start_new_session=True,
+            )
+        finally:
+            sock.close()  # the process has its own copy
+        wait_until_up(f"{self.url}/moto-api/", alive=lambda: self.process.poll() is None)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -170,7 +182,7 @@ class LocalStack:
                  admin_token: str, jobs_interval: float = 30.0):
         self.host, self.port, self.shop_port = host, port, shop_port
         self.write_key, self.admin_token = write_key, admin_token
-        self.emulator = Emulator(emulator_port)
+        self.emulator = Emulator(emulator_port, host="127.0.0.1")
         self.api_url = f"http://{host}:{port}"
         self.shop_url = f"http://{host}:{shop_port}"
         self.bridge = None
@@ -179,8 +191,25 @@ class LocalStack:
         self.shop_server = None
         self.jobs = None
         self.jobs_interval = jobs_interval
+        self._claimed: list = []  # listening sockets not yet handed to a running server
 
     def start(self) -> None:
+        """Start everything, or raise having stopped what was started (PortInUse names the
+        port). The API's and the shop's ports are claimed first, before anything runs."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        api_socket = claim_port(self.host, self.port, "the API (--port, PORT)")
+        self._claimed.append(api_socket)
+        shop_socket = claim_port(self.host, self.shop_port, "the demo shop (--shop-port)")
+        self._claimed.append(shop_socket)
+        self.port, self.shop_port = api_socket.getsockname()[1], shop_socket.getsockname()[1]
+        self.api_url, self.shop_url = f"http://{self.host}:{self.port}", f"http://{self.host}:{self.shop_port}"
+
         self.emulator.start()
         configure_environment(self.emulator.url, self.write_key, self.admin_token)
         sys.path.insert(0, str(ROOT))
@@ -226,25 +255,41 @@ class LocalStack:
         })
         self.jobs.start()
 
-        self.shop_server = http.server.ThreadingHTTPServer((self.host, self.shop_port),
-                                                           demo_shop_handler(self.api_url, self.write_key))
-        threading.Thread(target=self.shop_server.serve_forever, name="demo-shop", daemon=True).start()
+        shop = serving_on(http.server.ThreadingHTTPServer, shop_socket)(
+            (self.host, self.shop_port), demo_shop_handler(self.api_url, self.write_key))
+        self._claimed.remove(shop_socket)
+        threading.Thread(target=shop.serve_forever, name="demo-shop", daemon=True).start()
+        self.shop_server = shop
 
-        self.api_server = make_api_server(mercurio.app, self.host, self.port, str(ROOT))
-        threading.Thread(target=self.api_server.server.serve_forever, name="api", daemon=True).start()
+        api = make_api_server(mercurio.app, self.host, self.port, str(ROOT), sock=api_socket)
+        self._claimed.remove(api_socket)
+        threading.Thread(target=api.server.serve_forever, name="api", daemon=True).start()
+        self.api_server = api
         wait_until_up(f"{self.api_url}/health")
 
     def stop(self) -> None:
         if self.jobs is not None:
             self.jobs.stop()
         for server in (self.api_server, self.shop_server):
-            if server is not None:
-                (server.shutdown if hasattr(server, "shutdown") else server.server.shutdown)()
+            if server is not None:  # set only once its serve_forever thread runs
+                http_server = getattr(server, "server", server)
+                http_server.shutdown()
+                http_server.server_close()
+        self.api_server = self.shop_server = None
+        for sock in self._claimed:
+            sock.close()
+        self._claimed.clear()
         if self.bridge is not None:
             self.bridge.stop()
+            self.bridge = None
         if self.queue_bridge is not None:
             self.queue_bridge.stop()
+            self.queue_bridge = None
         self.emulator.stop()
+
+    def ready(self) -> dict:
+        """Where everything listens, for whoever started this runner (--ready-file)."""
+        return {"api_url": self.api_url, "shop_url": self.shop_url, "emulator_url": self.emulator.url}
 
     def banner(self) -> str:
         return "\n".join([
@@ -271,18 +316,22 @@ class LocalStack:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Mercurio locally on the embedded AWS emulator.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--shop-port", type=int, default=None, help="demo shop port (default: API port + 1)")
-    parser.add_argument("--emulator-port", type=int, default=None, help="moto port (default: a free one)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")),
+                        help="API port (default 8000; 0: one the system picks)")
+    parser.add_argument("--shop-port", type=int, default=None,
+                        help="demo shop port (default: API port + 1, or one the system picks if --port is 0)")
+    parser.add_argument("--emulator-port", type=int, default=0, help="moto port (default: one the system picks)")
     parser.add_argument("--jobs-interval", type=float, default=30.0,
                         help="seconds between runs of the scheduled segment jobs (default 30)")
+    parser.add_argument("--ready-file", type=Path, default=None,
+                        help="once everything answers, write the URLs there as JSON (for tests and scripts)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     stack = LocalStack(
         host=args.host, port=args.port,
-        shop_port=args.shop_port or args.port + 1,
-        emulator_port=args.emulator_port or free_port(),
+        shop_port=args.shop_port if args.shop_port is not None else (args.port + 1 if args.port else 0),
+        emulator_port=args.emulator_port,
         write_key=os.environ.get("MERCURIO_WRITE_KEY") or DEFAULT_WRITE_KEY,
         admin_token=os.environ.get("MERCURIO_ADMIN_TOKEN") or secrets.token_urlsafe(24),
         jobs_interval=args.jobs_interval,
@@ -295,7 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack.start()
+        stack.start()  # stops what it started before raising
+    except PortInUse as exc:
+        print(f"Mercurio did not start: {exc}. Stop what uses it, or choose another port "
+              f"(make run PORT=8080, or python -m local.run --port/--shop-port/--emulator-port).",
+              file=sys.stderr, flush=True)
+        return 1
+    except Exception:
+        log.exception("Mercurio did not start; everything it had started is stopped")
+        return 1
+    try:
+        if args.ready_file is not None:
+            partial = args.ready_file.with_name(args.ready_file.name + ".partial")
+            partial.write_text(json.dumps(stack.ready()), encoding="utf-8")
+            partial.replace(args.ready_file)  # readers never see half a file
         print(stack.banner(), flush=True)
         while not stopping.wait(0.5):
             pass

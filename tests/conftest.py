@@ -23,6 +23,14 @@ os.environ.update({
 
 import pytest  # noqa: E402
 
+from tests.property_runs import load_profile  # noqa: E402
+
+HYPOTHESIS_PROFILE = load_profile()
+
+
+def pytest_report_header(config):
+    return f"hypothesis profile: {HYPOTHESIS_PROFILE}"
+
 
 @pytest.fixture
 def aws_tables():

@@ -12,6 +12,7 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters._dynamodb import LazyTable
+from chalicelib.domain.nesting import load_json
 from chalicelib.services.ports import MembershipStore
 
 SHARDS = 16
@@ -61,7 +62,7 @@ class DynamoDBMembershipStore(MembershipStore):
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
         shard, after = 0, None
         if cursor:
-            state = json.loads(cursor)
+            state = load_json(cursor, limit=2)  # TooDeeplyNested is a ValueError: a bad cursor
             shard, after = int(state["shard"]), state.get("after")
         found: list[dict] = []
         while shard < SHARDS and len(found) < limit:

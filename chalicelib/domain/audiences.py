@@ -4,7 +4,9 @@ Both producers yield the header row first, then one row per contact, so any CSV 
 (and the S3 exporter) can stream them without holding the audience in memory.
 
 Spreadsheet rows (`csv_rows`)
-    id, email, phone, then the chosen traits. A text cell that starts with `=`, `+`, `-`,
+    id, email, phone, then the chosen traits, each once: asking for `email`, `phone` or
+    `id` adds nothing (the base column already holds the contact's normalised value), and a
+    trait asked for twice is one column. A text cell that starts with `=`, `+`, `-`,
     `@`, a tab or a carriage return is prefixed with `'`, so a spreadsheet opening the file
     shows the text instead of evaluating it as a formula (CSV injection). Phone numbers in
     E.164 (`+33…`) therefore read `'+33…`: spreadsheets show them as text. Numbers and
@@ -87,7 +89,7 @@ def safe_cell(value: object) -> object:
 
 def csv_rows(contacts: Iterable, traits: list[str]) -> Iterator[list]:
     """Header then one row per contact: id, email, phone and the chosen traits."""
-    traits = list(traits)
+    traits = [t for t in dict.fromkeys(traits) if t not in CSV_BASE_COLUMNS]
     yield [safe_cell(c) for c in (*CSV_BASE_COLUMNS, *traits)]
     for contact in contacts:
         values = _field(contact, "traits", None) or {}

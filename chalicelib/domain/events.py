@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from chalicelib.domain.identity import InvalidIdentifier, make_identifier
+from chalicelib.domain.nesting import nesting_depth
 
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 SHORT_PATHS = {"i": "identify", "t": "track", "p": "page", "s": "screen", "g": "group", "a": "alias"}
@@ -22,6 +23,9 @@ MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_MESSAGE_ID = 100
 MAX_NAME = 200
+# A whole request may nest deeper than one event (batch → list → event), but never near the
+# parser's recursion limit: past this the request is refused as a whole.
+MAX_REQUEST_DEPTH = 64
 OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 
@@ -114,32 +118,17 @@ def decode_body(raw: bytes | str | None, content_type: str | None, content_encod
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
         body = json.loads(text)
+    except RecursionError:
+        raise RequestError(f"body is nested more than {MAX_REQUEST_DEPTH} levels deep") from None
     except UnicodeDecodeError:
         raise RequestError("body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise RequestError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(body, dict):
         raise RequestError(f"body must be a JSON object, got {type(body).__name__ if body is not None else 'null'}")
+    if nesting_depth(body, MAX_REQUEST_DEPTH) > MAX_REQUEST_DEPTH:
+        raise RequestError(f"body is nested more than {MAX_REQUEST_DEPTH} levels deep")
     return body
-
-
-def _depth(value: object, limit: int) -> int:
-    """Depth of nested containers, stopping early once past the limit."""
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def _truncate_ip(ip: str) -> str:
@@ -170,6 +159,9 @@ def normalise_event(raw: object, ctx: StampContext, forced_type: str | None = No
     if not isinstance(raw, dict):
         raise EventRejected([f"event must be a JSON object, got {type(raw).__name__}"])
     errors: list[str] = []
+    # Depth first: measuring the size serialises the event, which recurses once per level.
+    if nesting_depth(raw, ctx.max_depth + 1) > ctx.max_depth:
+        raise EventRejected([f"event is nested more than {ctx.max_depth} levels deep"])
     size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_EVENT_BYTES:
         raise EventRejected([f"event is {size} bytes; the limit is {MAX_EVENT_BYTES} bytes (32 KB)"])
@@ -235,10 +227,6 @@ def normalise_event(raw: object, ctx: StampContext, forced_type: str | None = No
             errors.append("alias needs previousId")
         if user_id is None and raw.get("userId") in (None, ""):
             errors.append("alias needs userId")
-
-    depth = _depth(raw, ctx.max_depth + 1)
-    if depth > ctx.max_depth:
-        errors.append(f"event is nested more than {ctx.max_depth} levels deep")
 
     if errors:
         raise EventRejected(errors)

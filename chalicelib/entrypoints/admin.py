@@ -4,14 +4,12 @@ Routes parse the request, call one service, and map domain errors to 4xx answers
 """
 from __future__ import annotations
 
-import json
 
 from chalice import Blueprint
 
 from chalicelib.entrypoints.http import Accepted, admin_call, json_body, limit_param, query
 from chalicelib.entrypoints.runtime import services
 from chalicelib.services.contacts import BadQuery, NotFound
-from chalicelib.services.imports import ImportRejected
 
 admin_api = Blueprint(__name__)
 ANY = ["*/*"]
@@ -41,14 +39,8 @@ def admin_contact_events(contact_id):
 
 @admin_api.route("/v1/admin/imports", methods=["POST"], content_types=ANY)
 def admin_import():
-    def run(request):
-        try:
-            body = json.loads(request.raw_body or b"")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ImportRejected(f"body is not valid JSON ({exc})") from None
-        return services().contact_importer.run(body)
-
-    return _admin(run)
+    return _admin(lambda r: services().contact_importer.run_upload(r.raw_body, r.headers.get("content-type"),
+                                                                   r.query_params))
 
 
 # -- definitions --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Callable
 from chalice import Response
 
 from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.nesting import TooDeeplyNested, load_json
 from chalicelib.entrypoints.auth import is_admin
 from chalicelib.entrypoints.runtime import flush_metrics, logger
 from chalicelib.services.contacts import BadQuery, NotFound
@@ -64,9 +65,11 @@ def query(request, name: str) -> str | None:
 
 def json_body(request) -> dict:
     try:
-        body = json.loads(request.raw_body or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadQuery(f"body is not valid JSON ({type(exc).__name__})") from None
+        body = load_json(request.raw_body or b"{}")
+    except TooDeeplyNested as exc:
+        raise BadQuery(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadQuery(f"body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
         raise BadQuery("body must be a JSON object")
     return body

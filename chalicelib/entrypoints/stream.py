@@ -3,7 +3,8 @@
 Registered as the `process_events` Lambda (a DynamoDB stream event source).
 
 Only INSERT records are processed: an SDK retry rewrites the same key (a MODIFY), so a
-resent event is never processed twice.
+resent event is never processed twice. A resend with a new timestamp is a new key (an
+INSERT); the contact does not apply it again and `discard_if_resent` removes its row.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from chalice import Blueprint
 from chalicelib import config
 from chalicelib.adapters.dynamodb_events import decode_body
 from chalicelib.entrypoints.runtime import flush_metrics, logger, metrics, services, tracer
+from chalicelib.services.ports import ResentEvents
 from chalicelib.services.process_events import BatchCache, EventProcessor
+from chalicelib.services.resent_events import discard_if_resent
 
 stream_handlers = Blueprint(__name__)
 
@@ -29,15 +32,18 @@ stream_handlers = Blueprint(__name__)
 def process_events(event):
     logger.append_keys(stream_records=len(event.to_dict().get("Records", [])))
     try:
-        return handle_stream(event.to_dict(), event.context, services().event_processor, logger, metrics)
+        wired = services()
+        return handle_stream(event.to_dict(), event.context, wired.event_processor, logger, metrics,
+                             resent=wired.event_store)
     finally:
         logger.remove_keys(["stream_records"])
         flush_metrics()
 
 
-def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None) -> dict:
+def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None,
+                  resent: ResentEvents | None = None) -> dict:
     cache = BatchCache()
-    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0}
+    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0, "resent": 0}
 
     def record_handler(record: DynamoDBRecord) -> None:
         if record.event_name != DynamoDBRecordEventName.INSERT:
@@ -49,6 +55,8 @@ def handle_stream(event: dict, context, processor: EventProcessor, logger=None, 
             return
         tracking_event = decode_body(body)
         outcome = processor.process(tracking_event, cache)
+        if resent is not None:  # the same messageId stored twice: keep the first received
+            counts["resent"] += discard_if_resent(resent, record.dynamodb.keys, tracking_event, outcome.applied)
         counts["processed"] += 1
         counts["created"] += int(outcome.created)
         counts["merged"] += len(outcome.merged)

@@ -48,7 +48,8 @@ class AudienceExports:
         else:
             rows = hashed_audience_rows(self._members(segment_id))
             skipped = rows
-        result = self.exporter.export(f"exports/{segment_id}", f"{segment_id}-{fmt}-{stamp}.csv", rows)
+        # The exporter names the file `<name>.csv` itself.
+        result = self.exporter.export(f"exports/{segment_id}", f"{segment_id}-{fmt}-{stamp}", rows)
         answer = {"segment_id": segment_id, "format": fmt, "key": result.key, "rows": result.rows,
                   "bytes": result.bytes, "url": self.exporter.signed_url(result.key, LINK_SECONDS),
                   "expires_in": LINK_SECONDS}

@@ -105,10 +105,26 @@ class ContactQueries:
         if kind != "tracked":
             partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
         events, next_sk = self.events.timeline(partitions, size, before)
-        page: dict = {"contact_id": contact.id, "events": [timeline_entry(e) for e in events]}
+        page: dict = {"contact_id": contact.id, "events": [timeline_entry(e) for e in once_per_message(events)]}
         if next_sk:
             page["next_cursor"] = base64.urlsafe_b64encode(next_sk.encode()).decode().rstrip("=")
         return page
+
+
+def once_per_message(events: list[dict]) -> list[dict]:
+    """One entry per messageId, as Segment counts them: a resend stored under another
+    timestamp shows until the stream handler removes it (services/resent_events.py), or for
+    good when it came after the contact forgot the messageId. The page is newest first, so
+    the entry kept is the newest of the page's copies."""
+    seen: set = set()
+    unique = []
+    for event in events:
+        message_id = event.get("messageId")
+        if message_id is not None and message_id in seen:
+            continue
+        seen.add(message_id)
+        unique.append(event)
+    return unique
 
 
 def timeline_entry(event: dict) -> dict:

@@ -15,6 +15,7 @@ import yaml
 from chalicelib.domain.definition_errors import DefinitionError, load_yaml
 from chalicelib.domain.destinations import parse_destination
 from chalicelib.domain.events import iso
+from chalicelib.domain.nesting import MAX_DOCUMENT_DEPTH, nesting_depth
 from chalicelib.domain.segments.language import validate_catalog
 from chalicelib.services.catalog import KINDS, SINGLETONS, Catalog, build_catalog, check_id, parse_document, \
     validate_segments
@@ -39,8 +40,13 @@ def decode_document(body: bytes | str | dict | None, content_type: str | None = 
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise DefinitionError([f"document: {where}not valid YAML or JSON ({getattr(exc, 'problem', exc)})"]) from None
+    except RecursionError:  # PyYAML recurses several frames per level
+        raise DefinitionError([f"document: nested more than {MAX_DOCUMENT_DEPTH} levels deep"]) from None
     if not isinstance(document, dict):
         raise DefinitionError(["document: expected a mapping of fields"])
+    # What parsed is walked recursively later (validation, storage): bound it here.
+    if nesting_depth(document, MAX_DOCUMENT_DEPTH) > MAX_DOCUMENT_DEPTH:
+        raise DefinitionError([f"document: nested more than {MAX_DOCUMENT_DEPTH} levels deep"])
     return document
 
 

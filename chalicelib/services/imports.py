@@ -17,10 +17,15 @@ from datetime import datetime, time, timezone
 from chalicelib.domain.contact import IMPORT_LIBRARY
 from chalicelib.domain.events import event_key, iso, parse_timestamp, retention_ttl
 from chalicelib.domain.identity import InvalidIdentifier, make_identifier, normalise_email, normalise_phone
+from chalicelib.domain.nesting import TooDeeplyNested, load_json
 from chalicelib.services.ports import Clock, EventStore, StoredEvent
 
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
+MAX_IMPORT_BYTES = 5 * 1024 * 1024  # the CSV text
 MAX_ROWS = 50_000
+# The JSON wrapper escapes the CSV (quotes, newlines); Lambda's request payload limit is 6 MB.
+MAX_REQUEST_BYTES = 6 * 1024 * 1024
+CSV_MEDIA_TYPES = ("text/csv", "application/csv")
+QUERY_OPTIONS = ("default_region", "as_of", "source")
 TARGETS = ("userId", "email", "phone", "timestamp", "ignore")
 _AUTO = {
     "email": "email", "e-mail": "email", "email address": "email", "mail": "email",
@@ -66,11 +71,57 @@ def _check_mapping(mapping: object, columns: list[str]) -> dict[str, str]:
     return mapping
 
 
+def import_request(body: bytes | str | None, content_type: str | None, params: dict | None) -> dict:
+    """An upload as the admin API receives it → the importer's request.
+
+    Two shapes: `text/csv` (the file itself as the body; `mapping.<column>=<target>`,
+    `default_region`, `as_of` and `source` as query parameters), or a JSON object
+    `{"csv": "...", "mapping": {...}, ...}`."""
+    params = dict(params or {})
+    raw = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in CSV_MEDIA_TYPES:
+        if len(raw) > MAX_IMPORT_BYTES:
+            raise ImportRejected(f"csv is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB; split the file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportRejected(f"the CSV is not UTF-8 text (byte {exc.start}); export it as UTF-8") from None
+        request: dict = {"csv": text}
+        mapping = {name[len("mapping."):]: target for name, target in params.items()
+                   if name.startswith("mapping.") and len(name) > len("mapping.")}
+        if mapping:
+            request["mapping"] = mapping
+        for name in QUERY_OPTIONS:
+            if params.get(name) not in (None, ""):
+                request[name] = params[name]
+        unknown = sorted(n for n in params if n not in QUERY_OPTIONS and not n.startswith("mapping."))
+        if unknown:
+            raise ImportRejected(f"unknown query parameter(s) {', '.join(unknown)} "
+                                 f"(use mapping.<column>=<target>, {', '.join(QUERY_OPTIONS)})")
+        return request
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise ImportRejected(f"body is larger than {MAX_REQUEST_BYTES // (1024 * 1024)} MB; "
+                             "send the file as text/csv or split it")
+    try:
+        request = load_json(raw or b"")
+    except TooDeeplyNested as exc:
+        raise ImportRejected(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImportRejected(f"body is not valid JSON ({exc}); send a JSON object with csv and mapping, "
+                             "or the file itself with Content-Type: text/csv") from None
+    return request
+
+
 class ContactImporter:
     def __init__(self, store: EventStore, clock: Clock, ttl_days: int = 395):
         self.store = store
         self.clock = clock
         self.ttl_days = ttl_days
+
+    def run_upload(self, body: bytes | str | None, content_type: str | None, params: dict | None) -> dict:
+        """The admin API's entry: a text/csv body or the JSON wrapper (see import_request)."""
+        return self.run(import_request(body, content_type, params))
 
     def run(self, request: object) -> dict:
         if not isinstance(request, dict):

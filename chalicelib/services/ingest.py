@@ -21,6 +21,7 @@ from chalicelib.domain.events import (
     retention_ttl,
     split_batch,
 )
+from chalicelib.domain.nesting import nesting_depth
 from chalicelib.domain.sources import Source, find_source
 from chalicelib.services.ports import Clock, EventStore, StoredEvent
 
@@ -129,6 +130,9 @@ class IngestService:
         batch_context = body.get("context") if request.event_type is None else None
         if batch_context is not None and not isinstance(batch_context, dict):
             raise RequestError("context must be an object")
+        # The batch's context is copied into every event, one level below the event itself.
+        if batch_context is not None and nesting_depth(batch_context, self.max_depth) > self.max_depth - 1:
+            raise RequestError(f"context is nested more than {self.max_depth - 1} levels deep")
         ctx = StampContext(
             received_at=received,
             ip=request.ip,

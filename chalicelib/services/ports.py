@@ -51,6 +51,17 @@ class EventStore(abc.ABC):
         """Newest first across the partitions; `before` is the sort key to continue below."""
 
 
+class ResentEvents(abc.ABC):
+    """Rows of the event log that repeat a messageId already stored (Segment de-duplicates
+    on messageId alone; a resend with another timestamp gets another sort key)."""
+
+    @abc.abstractmethod
+    def discard_resent(self, partition: str, sort: str, message_id: str) -> int:
+        """Among the rows of `partition` near `sort` that carry `message_id`, keep the first
+        received and delete the others; return how many were deleted. A row alone with its
+        messageId is never deleted, so a redelivered stream record is harmless."""
+
+
 class ContactRepository(abc.ABC):
     """Contacts and the identifiers that point at them; every write is conditional."""
 

@@ -180,6 +180,15 @@
     if (consented) { loadState(); later(); }
   }
 
+  // One channel's consent (email, sms, tracking…) on the profile, as a `Consent Updated`
+  // track. A denial leaves at once by beacon: the site may stop all tracking right after.
+  function recordConsent(channel, granted, opts) {
+    var p = { channel: channel, status: granted ? 'granted' : 'denied' };
+    if (opts && opts.source) p.source = String(opts.source);
+    enqueue('track', { event: 'Consent Updated', properties: p });
+    if (!granted) onHide();
+  }
+
   function maybeAutoPage() {
     if (autoPage && consented && !pageSent) { pageSent = true; api_.page(); }
   }
@@ -219,7 +228,8 @@
       writeCookie(ANON, '', 0);
       if (consented) anonymousId();
     },
-    consent: function (granted) {
+    consent: function (granted, a, b) {
+      if (typeof granted === 'string') return recordConsent(granted, a, b);
       if (granted && !consented) {
         consented = true;
         loadState();

@@ -30,7 +30,11 @@
   }
   function setConsent(granted) {
     localStorage.setItem(CONSENT, granted ? 'granted' : 'denied');
-    window.mercurio.consent(granted);
+    // The decision is also recorded on the visitor's profile (consent.tracking). A refusal
+    // is recorded only if tracking was on: with no consent the snippet sends nothing.
+    if (granted) window.mercurio.consent(true);
+    window.mercurio.consent('tracking', granted, { source: 'consent banner' });
+    if (!granted) window.mercurio.consent(false);
     $('#consent-banner').hidden = true;
     showAnonymousId();
   }
@@ -101,6 +105,8 @@
         e.preventDefault();
         var email = form.email.value.trim(), firstName = form.first_name.value.trim();
         window.mercurio.identify(null, { email: email, first_name: firstName });
+        // Subscribing is the visitor's consent to marketing email (consent.email on the profile).
+        window.mercurio.consent('email', true, { source: 'newsletter signup' });
         form.hidden = true;
         $('#signup-thanks').textContent = 'Welcome, ' + (firstName || email) + '! Check your inbox.';
       });

@@ -8,6 +8,7 @@ loopback ports — moto server, the stream bridge, the HTTP API and the demo sho
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,14 +36,6 @@ WRITE_KEY = "e2e-write-key-0001"
 ADMIN_TOKEN = "e2e-admin-token-0001"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Stack:
     api_url: str
@@ -63,7 +56,9 @@ class Stack:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
 
-    def wait_for_contact(self, identifier: str, predicate=lambda c: True, timeout: float = 15.0) -> dict:
+    def wait_for_contact(self, identifier: str, predicate=lambda c: True, timeout: float = 60.0) -> dict:
+        """Poll until the contact satisfies `predicate`: returns as soon as it does; the
+        deadline only bounds a failure (processing is asynchronous, the machine may be busy)."""
         from urllib.parse import quote
 
         deadline = time.monotonic() + timeout
@@ -79,29 +74,25 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
-    port, shop_port = _free_port(), _free_port()
-    log_path = tmp_path_factory.mktemp("local-stack") / "run.log"
+    # Port 0 everywhere: the runner binds the ports the system picks and reports them in the
+    # ready file once everything answers, so no two stacks (or tests) can race for a port.
+    workdir = tmp_path_factory.mktemp("local-stack")
+    log_path, ready_path = workdir / "run.log", workdir / "ready.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update({"MERCURIO_WRITE_KEY": WRITE_KEY, "MERCURIO_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "local.run", "--port", str(port), "--shop-port", str(shop_port)],
+            [sys.executable, "-m", "local.run", "--port", "0", "--shop-port", "0", "--ready-file", str(ready_path)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-    stack = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}", WRITE_KEY, ADMIN_TOKEN,
-                  process, log_path)
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(stack.api_url + "/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
+    while not ready_path.exists():  # written after the runner saw its own /health answer
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"local stack did not start:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.2)
+        time.sleep(0.1)
+    urls = json.loads(ready_path.read_text())
+    stack = Stack(urls["api_url"], urls["shop_url"], WRITE_KEY, ADMIN_TOKEN, process, log_path)
     yield stack
     process.terminate()
     try:

@@ -6,6 +6,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.property_runs import examples
+
 TRACKING_PATHS = ["/v1/track", "/v1/t", "/v1/identify", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias",
                   "/v1/batch", "/v1/b"]
 
@@ -39,7 +41,7 @@ headers = st.fixed_dictionaries({}, optional={
 })
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(TRACKING_PATHS), body=bodies, hdrs=headers)
 def test_tracking_routes_never_answer_5xx(app_client, path, body, hdrs):
     response = app_client.http.post(path, headers=hdrs, body=body)
@@ -53,7 +55,7 @@ admin_paths = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=admin_paths)
 def test_admin_reads_never_answer_5xx(app_client, path):
     response = app_client.http.get(path, headers={"Authorization": "Bearer test-admin-token-1"})
@@ -68,7 +70,7 @@ import_bodies = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=import_bodies)
 def test_imports_never_answer_5xx(app_client, body):
     response = app_client.http.post("/v1/admin/imports", headers={"Authorization": "Bearer test-admin-token-1"},
@@ -116,7 +118,7 @@ segment_docs = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=segment_docs, kind=st.sampled_from(["segments/fuzz", "segments/preview", "definitions/scoring/default",
                                                 "definitions/rfm/default", "definitions/personas/default",
                                                 "definitions/campaign/fuzz", "definitions/destination/fuzz",
@@ -127,3 +129,87 @@ def test_definition_routes_never_answer_5xx(app_client, body, kind):
                                        headers={"Authorization": "Bearer test-admin-token-1",
                                                 "Content-Type": "application/yaml"})
     assert response.status_code < 500, (kind, body, response.body)
+
+
+# -- depth bombs: a body nested far past any limit parses to a 400, never a RecursionError ----
+
+DEEP = 1000
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def _nested_object(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+DEPTH_BOMBS = {
+    "track, deep properties": ("/v1/track", '{"userId":"u1","event":"E","properties":' + _nested_object(DEEP) + "}"),
+    "track, deep list": ("/v1/track", _nested(DEEP)),
+    "batch, deep event": ("/v1/batch", '{"batch":[{"type":"track","userId":"u1","event":"E","properties":{"x":'
+                          + _nested(DEEP) + "}}]}"),
+    "batch, deep context": ("/v1/batch", '{"batch":[{"type":"track","userId":"u1","event":"E"}],"context":'
+                            + _nested_object(DEEP) + "}"),
+    "short path, text/plain": ("/v1/t", '{"writeKey":"test-write-key-1","userId":"u1","event":"E","properties":'
+                               + _nested_object(DEEP) + "}"),
+}
+
+
+def test_depth_bombs_on_tracking_routes_answer_400(app_client):
+    for label, (path, body) in DEPTH_BOMBS.items():
+        response = app_client.post(path, body)
+        assert response.status_code == 400, (label, response.status_code, response.body[:300])
+        assert b"nested" in response.body, (label, response.body[:300])
+
+
+def test_a_batch_context_nested_past_the_limit_is_refused_like_a_deep_event(app_client):
+    # 13 levels: parses, but would be copied into every stored event.
+    response = app_client.post("/v1/batch", '{"batch":[{"type":"track","userId":"u1","event":"E"}],"context":'
+                               + _nested_object(13) + "}")
+    assert response.status_code == 400 and b"nested" in response.body, response.body
+
+
+ADMIN = {"Authorization": "Bearer test-admin-token-1"}
+
+
+def test_depth_bombs_on_admin_routes_answer_400(app_client):
+    cases = [
+        ("POST", "/v1/admin/imports", _nested(DEEP), "application/json"),
+        ("POST", "/v1/admin/imports", '{"csv":"email\\na@b.co","mapping":' + _nested_object(DEEP) + "}",
+         "application/json"),
+        ("POST", "/v1/admin/segments/coffee/exports", '{"traits":' + _nested(DEEP) + "}", "application/json"),
+        ("POST", "/v1/admin/segments/coffee/exports", _nested_object(DEEP), "application/json"),
+        ("PUT", "/v1/admin/segments/deep", _nested(DEEP), "application/json"),
+        ("PUT", "/v1/admin/segments/deep", '{"id":"deep","name":"D","conditions":' + _nested_object(DEEP) + "}",
+         "application/json"),
+        ("POST", "/v1/admin/segments/preview", '{"conditions":' + _nested_object(DEEP) + "}", "application/json"),
+        # YAML nests by indentation and by flow collections; both are refused the same way.
+        ("PUT", "/v1/admin/segments/deep", "id: deep\nname: D\nconditions:\n  x: " + _nested(DEEP),
+         "application/yaml"),
+        ("PUT", "/v1/admin/definitions/scoring/default", _nested_object(DEEP), "application/yaml"),
+        ("PUT", "/v1/admin/segments/deep", "id: deep\nname: D\nconditions:\n" + "".join(
+            " " * (2 * i + 2) + "not:\n" for i in range(300)) + " " * 602 + "trait: plan\n", "application/yaml"),
+    ]
+    for method, path, body, content_type in cases:
+        response = app_client.http.request(method, path, body=body, headers={**ADMIN, "Content-Type": content_type})
+        assert response.status_code == 400, (path, body[:80], response.status_code, response.body[:300])
+        assert b"nested" in response.body, (path, body[:80], response.body[:300])
+
+
+def test_depth_bombs_inside_strings_answer_400(app_client):
+    """JSON nested inside a text field: a filter's literal, a page cursor."""
+    filter_bomb = json.dumps({"id": "deep", "name": "D", "conditions": {
+        "event": "Product Viewed", "where": ["properties.category in " + _nested(DEEP, '"x"')]}})
+    response = app_client.http.put("/v1/admin/segments/deep", body=filter_bomb,
+                                   headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status_code == 400 and b"nested" in response.body, (response.status_code, response.body[:300])
+
+    saved = app_client.http.put("/v1/admin/segments/viewers", body="id: viewers\nname: V\nconditions:\n  event: E\n",
+                                headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert saved.status_code == 200, saved.body
+    from urllib.parse import quote
+
+    response = app_client.http.get("/v1/admin/segments/viewers/members?cursor=" + quote(_nested(DEEP)),
+                                   headers=ADMIN)
+    assert response.status_code == 400, (response.status_code, response.body[:300])

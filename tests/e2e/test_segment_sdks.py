@@ -36,8 +36,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SDK_DIR = ROOT / "tests" / "sdk"
 NODE_MODULES = SDK_DIR / "node_modules"
-PROCESSING_TIMEOUT = 15.0  # events reach the timeline through an asynchronous stream
-DELIVERY_TIMEOUT = 10.0  # the browser SDK sends in the background
+# Deadlines, not durations: a passing test returns as soon as what it waits for shows; the
+# margin is for a machine under load.
+PROCESSING_TIMEOUT = 60.0  # events reach the timeline through an asynchronous stream
+DELIVERY_TIMEOUT = 30.0  # the browser SDK sends in the background
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -217,6 +219,31 @@ def test_analytics_python_sync_mode_and_alias(local_stack):
     assert aliased["id"] == contact["id"], "alias must attach the new user id to the same contact"
     for identifier in everything:
         assert _contact(local_stack, identifier)["id"] == contact["id"], identifier
+
+
+def test_analytics_python_sending_one_messageid_twice_is_one_event(local_stack):
+    """Two calls with the same message_id: the SDK stamps each with its own time, so they
+    are two rows under two keys; Segment counts one event, and so does Mercurio."""
+    from datetime import datetime, timedelta, timezone
+
+    from segment.analytics import Client
+
+    errors = []
+    client = Client(local_stack.write_key, host=local_stack.api_url, sync_mode=True, max_retries=0,
+                    on_error=lambda error, batch: errors.append((repr(error), batch)))
+    v = _visitor("pyresend")
+    message_id = f"resent-{v['marker']}"
+    # Explicit stamps, two seconds apart, so the two keys differ whatever the machine's speed.
+    first = datetime.now(timezone.utc).replace(microsecond=0)
+    sent = [client.track(user_id=v["user"], event="Python Resent", message_id=message_id, timestamp=stamp,
+                         properties={"marker": v["marker"]}) for stamp in (first, first + timedelta(seconds=2))]
+    assert all(ok for ok, _ in sent) and not errors, (sent, errors)
+    # Sent after both, to the same partition: once it shows, both resends were processed.
+    ok, after = client.track(user_id=v["user"], event="Python After", properties={"marker": v["marker"]})
+    assert ok
+    contact, events = wait_for_one_contact(local_stack, [f"user:{v['user']}"], {after["messageId"]}, {})
+    assert [e["messageId"] for e in events].count(message_id) == 1, events
+    assert contact["counters"]["Python Resent"]["total"] == 1
 
 
 def test_analytics_python_gzip_bodies(local_stack):

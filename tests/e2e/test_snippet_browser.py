@@ -19,7 +19,9 @@ import pytest
 import requests
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-PROCESSING_TIMEOUT = 15.0  # events reach the timeline through an asynchronous stream
+# Events reach the timeline through an asynchronous stream. A deadline, not a duration: a
+# passing test returns as soon as they show; the margin is for a machine under load.
+PROCESSING_TIMEOUT = 60.0
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -198,6 +200,7 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
             and _tracked(events, "Order Completed")
             and any(e.get("type") == "identify" for e in events)
             and f"email:{email}" in contact.get("identifiers", [])
+            and contact.get("consent", {}).get("email")
         )
 
     contact, events = admin.wait_for(
@@ -208,6 +211,9 @@ def test_a_visitor_journey_becomes_one_contact_with_campaign_and_click_id(tab_fa
     assert f"anon:{anon}" in contact["identifiers"]
     assert contact["traits"].get("email") == email
     assert contact["traits"].get("first_name") == "Ada"
+    # The banner's Accept and the newsletter signup are on the profile, each with its source.
+    consent = {channel: (c["status"], c["source"]) for channel, c in contact["consent"].items()}
+    assert consent == {"tracking": ("granted", "consent banner"), "email": ("granted", "newsletter signup")}
 
     added = _tracked(events, "Product Added")
     assert len(added) == 1, f"Product Added must be on the timeline once, got {len(added)}"
@@ -276,7 +282,9 @@ def test_nothing_is_stored_or_sent_until_consent_and_nothing_after_it_is_withdra
 
     # Withdrawing consent: the cookie and Mercurio's storage go, and sending stops.
     page.click("#privacy-settings")
-    page.click("#decline-consent")
+    # The refusal itself is recorded on the profile, by a beacon sent before tracking stops.
+    with page.expect_request(lambda r: r.method == "POST" and r.url == f"{tab.stack.api_url}/v1/batch"):
+        page.click("#decline-consent")
     assert tab.cookie("mercurio_anon") is None, "consent(false) must delete the cookie"
     leftovers = [k for kind in ("localStorage", "sessionStorage") for k in tab.storage(kind) if k.startswith("mercurio")]
     assert leftovers == [], f"consent(false) must delete Mercurio's storage, found {leftovers}"
@@ -285,6 +293,9 @@ def test_nothing_is_stored_or_sent_until_consent_and_nothing_after_it_is_withdra
     page.wait_for_timeout(2000)
     assert len(tab.batch_posts()) == posts_before, "an event was sent after consent was withdrawn"
     assert tab.context.cookies() == []
+    refused, _ = admin.wait_for(f"anon:{anon}", lambda c, ev: c["consent"].get("tracking", {}).get("status") == "denied",
+                                "the banner's refusal on the profile")
+    assert refused["consent"]["tracking"]["source"] == "consent banner"
 
 
 def test_an_event_tracked_just_before_leaving_the_page_is_sent_by_beacon(tab_factory, admin):
@@ -313,14 +324,14 @@ def test_a_batch_that_fails_with_503_is_retried_with_backoff_and_recorded_once(t
     tab = tab_factory(consent_given=True)
     page = tab.page
     marker = uuid.uuid4().hex
-    attempts = []  # (monotonic time, messageId of the marked event) for each POST carrying it
+    attempts = []  # messageId of the marked event, for each POST carrying it
 
     def flaky_api(route):
         body = route.request.post_data or ""
         if marker not in body:
             return route.continue_()
         event = next(e for e in json.loads(body)["batch"] if (e.get("properties") or {}).get("marker") == marker)
-        attempts.append((time.monotonic(), event["messageId"]))
+        attempts.append(event["messageId"])
         if len(attempts) == 1:
             route.fetch()  # the server stores it, but the answer is lost: the retry is a duplicate
         if len(attempts) <= 2:
@@ -336,18 +347,21 @@ def test_a_batch_that_fails_with_503_is_retried_with_backoff_and_recorded_once(t
     anon = tab.cookie("mercurio_anon")["value"]
     page.evaluate("m => mercurio.track('Retry Test', {marker: m})", marker)
 
-    deadline = time.monotonic() + 15
+    # The growing, jittered delays between attempts are checked with a fake clock in
+    # tests/unit/js/snippet.test.js; measured here they would depend on the machine's load.
+    deadline = time.monotonic() + PROCESSING_TIMEOUT
     while len(attempts) < 3 and time.monotonic() < deadline:
         page.wait_for_timeout(200)
     assert len(attempts) == 3, f"expected 2 failed attempts and 1 success, saw {len(attempts)} attempt(s)"
-    assert len({message_id for _, message_id in attempts}) == 1, "a retry must resend the same messageId"
-    first_gap, second_gap = attempts[1][0] - attempts[0][0], attempts[2][0] - attempts[1][0]
-    assert first_gap >= 0.5, f"retried after {first_gap:.2f} s: no back-off"
-    assert second_gap > first_gap, f"back-off must grow: waited {first_gap:.2f} s then {second_gap:.2f} s"
+    assert len(set(attempts)) == 1, "a retry must resend the same messageId"
 
     _, events = admin.wait_for(f"anon:{anon}", lambda c, ev: _marked(ev, marker), "the retried event")
-    time.sleep(2)  # give a duplicate the time to show up
-    events = admin.events(admin.contact(f"anon:{anon}")["id"])
-    assert len(_marked(events, marker)) == 1, "the retried event must be on the timeline exactly once"
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(1500)  # a flush interval and more, with the route still recording
     assert len(attempts) == 3, "the snippet kept sending after a success"
+    # A later event of the same visitor: once it shows, anything sent before it was processed.
+    # (Unrouted first: Playwright runs a route handler only while the test is inside a
+    # Playwright call, and the wait below is not one.)
+    page.unroute(f"{tab.stack.api_url}/v1/batch", flaky_api)
+    page.evaluate("mercurio.track('After Retry')")
+    _, events = admin.wait_for(f"anon:{anon}", lambda c, ev: _tracked(ev, "After Retry"), "the event sent after")
+    assert len(_marked(events, marker)) == 1, "the retried event must be on the timeline exactly once"

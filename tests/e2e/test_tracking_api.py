@@ -60,6 +60,37 @@ def test_a_resent_event_is_stored_and_processed_once(app_client):
     assert len(page["events"]) == 1
 
 
+def _stored_rows(app_client, pk: str) -> list[str]:
+    import boto3
+    from boto3.dynamodb.conditions import Key
+
+    from chalicelib import config
+
+    table = boto3.resource("dynamodb").Table(config.settings().events_table)
+    return [item["sk"] for item in table.query(KeyConditionExpression=Key("pk").eq(pk))["Items"]]
+
+
+def test_a_messageid_resent_with_another_timestamp_is_stored_shown_and_counted_once(app_client):
+    """What Segment's SDKs do on a second call or a retry: same messageId, new timestamps."""
+    first = {"userId": "resender", "event": "Order Completed", "messageId": "order-7",
+             "timestamp": "2026-11-22T10:00:00.000Z", "sentAt": "2026-11-22T10:00:00.500Z"}
+    again = {**first, "timestamp": "2026-11-22T10:00:03.000Z", "sentAt": "2026-11-22T10:00:03.200Z"}
+    other = {**first, "messageId": "order-8"}
+    assert app_client.post("/v1/track", first).status_code == 200
+    app_client.drain()
+    assert app_client.post("/v1/batch", {"batch": [{**again, "type": "track"}, {**other, "type": "track"}]}
+                           ).status_code == 200
+    assert app_client.post("/v1/track", {**again, "timestamp": "2026-11-22T09:59:00.000Z"}).status_code == 200
+    app_client.drain()
+    rows = _stored_rows(app_client, "user:resender")
+    assert sorted(r.partition("#")[2] for r in rows) == ["order-7", "order-8"], rows
+    assert "2026-11-22T10:00:00.000Z#order-7" in rows  # the row kept is the first one received
+    _, contact = app_client.admin("/v1/admin/contacts?identifier=user:resender")
+    assert contact["counters"]["Order Completed"]["total"] == 2
+    _, page = app_client.admin(f"/v1/admin/contacts/{contact['id']}/events?kind=tracked")
+    assert sorted(e["messageId"] for e in page["events"]) == ["order-7", "order-8"]
+
+
 @pytest.mark.parametrize("key,status,message", [
     (None, 401, "missing write key"),
     ("wrong-key-123", 401, "unknown write key"),
@@ -204,3 +235,31 @@ def test_preflight_allows_the_retry_header_segment_sdks_send(app_client):
         "Access-Control-Request-Headers": "authorization,x-retry-count"})
     allowed = {h.strip().lower() for h in pre.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"authorization", "x-retry-count", "content-type"} <= allowed
+
+
+def test_csv_import_as_a_text_csv_body_with_the_mapping_in_the_query(app_client):
+    from urllib.parse import urlencode
+
+    token = {"Authorization": "Bearer test-admin-token-1"}
+    csv_text = "Client,E-mail,Mobile\nc-7,seven@x.io,06 12 34 56 78\nc-8,not-an-email,\n"
+    query = urlencode({"mapping.Client": "userId", "mapping.E-mail": "email", "mapping.Mobile": "phone",
+                       "default_region": "FR", "source": "crm"})
+    response = app_client.http.post(f"/v1/admin/imports?{query}", body=csv_text.encode(),
+                                    headers={**token, "Content-Type": "text/csv; charset=utf-8"})
+    assert response.status_code == 200, response.body
+    report = body_of(response)
+    assert (report["accepted"], report["rejected"]) == (1, 1)
+    assert report["mapping"] == {"Client": "userId", "E-mail": "email", "Mobile": "phone"}
+    app_client.drain()
+    status, contact = app_client.admin("/v1/admin/contacts?identifier=user:c-7")
+    assert status == 200 and contact["traits"] == {"email": "seven@x.io", "phone": "+33612345678"}
+
+    unknown = app_client.http.post("/v1/admin/imports?mapping.Nope=email", body=csv_text.encode(),
+                                   headers={**token, "Content-Type": "text/csv"})
+    assert unknown.status_code == 400 and "Nope" in body_of(unknown)["error"]
+    typo = app_client.http.post("/v1/admin/imports?region=FR", body=csv_text.encode(),
+                                headers={**token, "Content-Type": "text/csv"})
+    assert typo.status_code == 400 and "region" in body_of(typo)["error"]
+    latin1 = app_client.http.post("/v1/admin/imports", body="Email\nl\xe9a@x.io\n".encode("latin-1"),
+                                  headers={**token, "Content-Type": "text/csv"})
+    assert latin1.status_code == 400 and "UTF-8" in body_of(latin1)["error"]

@@ -14,9 +14,10 @@ import boto3
 import pytest
 
 from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
-from chalicelib.services.process_events import BatchCache, EventProcessor
+from chalicelib.services.process_events import EventProcessor
 from local.provision import provision
 from tests.unit.fakes import FakeClock
+from tests.unit.test_process_events import process_as_the_stream_would
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_racing_workers_end_with_one_contact_and_every_event_counted(moto_server
         barrier.wait()
         try:
             for event in events:
-                processor.process(event, BatchCache())
+                process_as_the_stream_would(processor, event)
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 

@@ -139,3 +139,33 @@ def test_processing_against_dynamodb_merges_anonymous_history(repo):
     assert repo.lookup(["anon:a", "user:u", "email:u@x.io"]) == {
         "anon:a": contact.id, "user:u": contact.id, "email:u@x.io": contact.id}
     assert contact.counters["Page Viewed"]["total"] == 1
+
+
+def _keys(aws_tables, pk: str) -> list[str]:
+    table = boto3.resource("dynamodb").Table(aws_tables["EventsTable"])
+    return [item["sk"] for item in table.query(KeyConditionExpression=boto3.dynamodb.conditions.Key("pk").eq(pk))["Items"]]
+
+
+def test_a_resent_messageid_keeps_the_first_received_row_only(events, aws_tables):
+    first = stored("user:u1", "2026-11-22T10:00:05.000Z", "m-1", receivedAt="2026-11-22T10:00:05.100Z")
+    # The resend carries an earlier device time but reached the API later.
+    resend = stored("user:u1", "2026-11-22T09:59:58.000Z", "m-1", receivedAt="2026-11-22T10:00:09.000Z")
+    others = [stored("user:u1", "2026-11-22T10:00:01.000Z", "m-10", receivedAt="2026-11-22T10:00:01.000Z"),
+              stored("user:u1", "2026-11-22T10:00:02.000Z", "xm-1", receivedAt="2026-11-22T10:00:02.000Z"),
+              stored("user:u2", "2026-11-22T10:00:05.000Z", "m-1", receivedAt="2026-11-22T10:00:05.000Z")]
+    events.append([first, *others])
+    # A redelivered record of a row alone with its messageId deletes nothing.
+    assert events.discard_resent("user:u1", first.sort, "m-1") == 0
+    events.append([resend])
+    assert events.discard_resent("user:u1", resend.sort, "m-1") == 1
+    assert sorted(_keys(aws_tables, "user:u1")) == sorted([first.sort, others[0].sort, others[1].sort])
+    assert _keys(aws_tables, "user:u2") == [others[2].sort]
+    assert events.discard_resent("user:u1", resend.sort, "m-1") == 0  # idempotent
+    assert events.discard_resent("user:u1", first.sort, "not-its-id") == 0
+
+
+def test_resends_further_apart_than_the_window_are_left_alone(events, aws_tables):
+    events.append([stored("anon:a", "2026-11-01T10:00:00.000Z", "m", receivedAt="2026-11-01T10:00:00.000Z"),
+                   stored("anon:a", "2026-11-22T10:00:00.000Z", "m", receivedAt="2026-11-22T10:00:00.000Z")])
+    assert events.discard_resent("anon:a", "2026-11-22T10:00:00.000Z#m", "m") == 0
+    assert len(_keys(aws_tables, "anon:a")) == 2

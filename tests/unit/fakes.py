@@ -17,6 +17,7 @@ from chalicelib.services.ports import (
     EventStore,
     MembershipStore,
     RecheckSchedule,
+    ResentEvents,
     StoredEvent,
 )
 
@@ -32,7 +33,7 @@ class FakeClock(Clock):
         self.current += timedelta(**delta)
 
 
-class FakeEventStore(EventStore):
+class FakeEventStore(EventStore, ResentEvents):
     def __init__(self):
         self.items: dict[tuple[str, str], StoredEvent] = {}
         self.inserted: list[StoredEvent] = []  # what a stream would carry as INSERT records
@@ -43,6 +44,13 @@ class FakeEventStore(EventStore):
                 self.inserted.append(e)
             self.items[(e.partition, e.sort)] = e
         return AppendResult(written=len(events), capacity_units=float(len(events)))
+
+    def discard_resent(self, partition, sort, message_id):
+        rows = sorted((k for k in self.items if k[0] == partition and k[1].partition("#")[2] == message_id),
+                      key=lambda k: (self.items[k].body.get("receivedAt") or "", k[1]))
+        for key in rows[1:]:
+            del self.items[key]
+        return max(len(rows) - 1, 0)
 
     def timeline(self, partitions, limit, before):
         streams = []

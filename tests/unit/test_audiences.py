@@ -97,3 +97,32 @@ def test_known_customer_match_digest():
     # SHA-256 of "test@gmail.com", lower-case hex, as ad platforms compare it.
     expected = "87924606b4131a8aceeeae8868531fbb9712aaa07a5d3a756b26ce0f5d6ca674"
     assert list(hashed_audience_rows([person("c", {"email": "Te.st@Gmail.com"})]))[1][0] == expected
+
+
+def test_asking_for_a_base_column_or_a_trait_twice_gives_one_column():
+    contacts = [person("c1", {"email": "ada@example.com", "plan": "pro"}, ["email:ada@example.com"])]
+    rows = list(csv_rows(contacts, ["email", "plan", "id", "plan", "phone"]))
+    assert rows[0] == ["id", "email", "phone", "plan"]
+    assert rows[1] == ["c1", "ada@example.com", "", "pro"]
+
+
+def test_an_export_file_is_named_once_with_its_extension():
+    from chalicelib.adapters.s3_exports import ExportResult, export_key
+    from chalicelib.services.audiences import AudienceExports
+    from tests.unit.fakes import FakeClock, FakeContactRepository, FakeDefinitionStore, FakeMembershipStore
+
+    class RecordingExporter:
+        def export(self, key_prefix, name, rows):
+            list(rows)
+            return ExportResult(key=export_key(key_prefix, name), rows=0, bytes=0)
+
+        def signed_url(self, key, seconds):
+            return "https://signed/" + key
+
+    definitions = FakeDefinitionStore()
+    definitions.put("segment", "vip", {"id": "vip", "name": "VIP"}, "2026-11-01T00:00:00.000Z")
+    exports = AudienceExports(FakeMembershipStore(), FakeContactRepository(), RecordingExporter(), definitions,
+                              FakeClock())
+    for fmt in ("csv", "audience"):
+        key = exports.export("vip", fmt, [])["key"]
+        assert key.startswith(f"exports/vip/vip-{fmt}-") and key.count(".csv") == 1 and key.endswith(".csv"), key

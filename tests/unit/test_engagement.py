@@ -27,6 +27,7 @@ from chalicelib.domain.engagement import (
     record_engagement,
 )
 from chalicelib.domain.events import iso
+from tests.property_runs import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "chalicelib" / "definitions" / "campaigns" / "promo-2026-11.yaml"
@@ -464,7 +465,7 @@ history = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(history)
 def test_every_recipient_lands_in_exactly_one_group(h):
     clicks = [{"id": f"k{i}", "link": link, "at": minute} for i, (link, minute) in enumerate(h["clicks"])]

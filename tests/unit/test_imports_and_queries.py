@@ -142,3 +142,54 @@ def test_queries_by_identifier_and_timeline_pages(world):
         queries.timeline(contact["id"], limit="0")
     with pytest.raises(BadQuery, match="cursor"):
         queries.timeline(contact["id"], cursor="%%%")
+
+
+def test_an_upload_is_a_text_csv_body_or_the_json_wrapper():
+    from chalicelib.services.imports import MAX_IMPORT_BYTES, import_request
+
+    assert import_request(b"Email\na@b.co\n", "text/csv", {"mapping.Email": "email", "as_of": "2026-01-01"}) == {
+        "csv": "Email\na@b.co\n", "mapping": {"Email": "email"}, "as_of": "2026-01-01"}
+    assert import_request(b'{"csv": "Email\\na@b.co\\n"}', "application/json", None) == {"csv": "Email\na@b.co\n"}
+    assert import_request(b'{"csv": "x"}', None, {}) == {"csv": "x"}
+    with pytest.raises(ImportRejected, match="larger than 5 MB"):
+        import_request(b"a" * (MAX_IMPORT_BYTES + 1), "text/csv", {})
+    with pytest.raises(ImportRejected, match="unknown query parameter"):
+        import_request(b"Email\n", "text/csv", {"mapping": "Email=email"})
+    with pytest.raises(ImportRejected, match="not valid JSON"):
+        import_request(b"Email\na@b.co\n", "application/json", {})
+
+
+def test_a_resent_messageid_shows_once_on_the_timeline_and_its_row_is_discarded(world):
+    """Segment's SDKs resend a messageId with new timestamps: one row, one entry, one count."""
+    import json
+
+    from chalicelib.domain.sources import parse_sources
+    from chalicelib.services.ingest import IngestService, TrackingRequest
+    from chalicelib.services.resent_events import discard_if_resent
+
+    store, repo, clock, _, _ = world
+    ingest = IngestService(store, parse_sources([{"write_key": "key-12345678"}]), clock)
+    processor = EventProcessor(repo, clock, sleep=lambda s: None)
+    queries = ContactQueries(repo, store, clock)
+
+    def send():
+        ingest.ingest(TrackingRequest(body=json.dumps({"writeKey": "key-12345678", "userId": "u", "event": "Paid",
+                                                       "messageId": "pay-1"}).encode(),
+                                      content_type="application/json", event_type="track"))
+        stored = store.inserted[-1]
+        outcome = processor.process(stored.body)
+        return stored, outcome
+
+    first, outcome = send()
+    assert outcome.applied
+    # A redelivered stream record of it finds its row alone and keeps it.
+    assert discard_if_resent(store, {"pk": first.partition, "sk": first.sort}, first.body, applied=False) == 0
+    clock.advance(seconds=4)
+    resend, outcome = send()
+    assert resend.sort != first.sort and not outcome.applied  # two timestamps, two keys; applied once
+    contact = queries.by_identifier("user:u")
+    assert contact["counters"]["Paid"]["total"] == 1
+    assert [e["messageId"] for e in queries.timeline(contact["id"])["events"]] == ["pay-1"]  # before the clean-up
+    assert discard_if_resent(store, {"pk": resend.partition, "sk": resend.sort}, resend.body, applied=True) == 0
+    assert discard_if_resent(store, {"pk": resend.partition, "sk": resend.sort}, resend.body, applied=False) == 1
+    assert list(store.items) == [(first.partition, first.sort)]

@@ -18,6 +18,7 @@ from chalicelib.domain.segments.evaluator import (
 )
 from chalicelib.domain.segments.filters import EventMatcher, parse_filters
 from chalicelib.domain.segments.language import parse_segment
+from tests.property_runs import examples
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -287,7 +288,7 @@ def test_local_midnight_of_an_ordinary_day():
     assert local_midnight(date(2026, 7, 1), ZoneInfo("Asia/Kolkata")) == datetime(2026, 6, 30, 18, 30, tzinfo=UTC)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tz=st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "America/Santiago", "Australia/Lord_Howe",
                         "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kathmandu"]),
@@ -472,7 +473,7 @@ def true_next_change(times: list[int], now: int, span: int, lo: int, hi: int | N
     return current, None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     offsets=st.lists(st.integers(min_value=0, max_value=120 * 86400), min_size=0, max_size=20),
     span_hours=st.integers(min_value=1, max_value=90 * 24),
@@ -490,7 +491,7 @@ def test_windows_over_exact_times_match_a_brute_force_count(offsets, span_hours,
     assert result.next_change == (datetime.fromtimestamp(expected_change, UTC) if expected_change else None)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     offsets=st.lists(st.integers(min_value=0, max_value=80 * 86400), min_size=21, max_size=45),
     span_days=st.integers(min_value=1, max_value=60),

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from chalicelib.domain.nesting import TooDeeplyNested, load_json
+
 OPERATORS = ("==", "!=", ">=", "<=", ">", "<", " in ", " not in ", " contains ", " exists", " starts_with ")
 _PATH = re.compile(r"^(properties|traits|context)(\.[A-Za-z0-9_$\-]+)+$|^(event|name|type)$")
 _SPLIT = re.compile(r"^\s*(?P<path>[A-Za-z0-9_.$\-]+)\s*(?P<op>==|!=|>=|<=|>|<|\bnot in\b|\bin\b|\bcontains\b|"
@@ -113,7 +115,9 @@ def parse_filter(text: object, where: str) -> PropertyFilter:
     if not raw:
         raise FilterError(f"{where}: {op} needs a value")
     try:
-        value = json.loads(raw)
+        value = load_json(raw, what="the value")
+    except TooDeeplyNested as exc:
+        raise FilterError(f"{where}: {exc}") from None
     except json.JSONDecodeError:
         value = raw.strip("'\"") if raw[0] not in "[{" else None
         if value is None:

@@ -160,6 +160,37 @@ test('data-consent="pending" set before load and consent(true) queued in the stu
   assert.deepEqual(env.events().map((e) => e.type), ['page', 'track']);
 });
 
+test('consent(channel, granted) records a Consent Updated event for the profile', async () => {
+  const env = load({ attrs: { 'data-auto-page': 'false' } });
+  env.run("mercurio.consent('email', true, {source: 'newsletter signup'})");
+  env.run("mercurio.consent('sms', false)");
+  // The denial went out at once, by beacon, with what was queued before it.
+  assert.deepEqual((await env.beaconEvents()).map((e) => e.properties), [
+    { channel: 'email', status: 'granted', source: 'newsletter signup' },
+    { channel: 'sms', status: 'denied' },
+  ]);
+  assert.ok((await env.beaconEvents()).every((e) => e.type === 'track' && e.event === 'Consent Updated'));
+  env.run("mercurio.consent('email', true)");
+  await env.tick(1000);
+  assert.deepEqual(env.events().map((e) => [e.event, e.properties]), [
+    ['Consent Updated', { channel: 'email', status: 'granted' }]]);
+  assert.equal(env.run('mercurio.anonymousId()'), env.browser.cookies.mercurio_anon.value);
+});
+
+test('a tracking refusal recorded just before consent(false) still leaves; nothing without consent', async () => {
+  const env = load({ attrs: { 'data-auto-page': 'false' } });
+  env.run("mercurio.consent('tracking', false, {source: 'banner'}); mercurio.consent(false)");
+  const [refusal] = await env.beaconEvents();
+  assert.deepEqual(refusal.properties, { channel: 'tracking', status: 'denied', source: 'banner' });
+  assert.deepEqual(env.browser.cookies, {});
+
+  const pending = load({ attrs: { 'data-consent': 'pending' } });
+  pending.run("mercurio.consent('email', true); mercurio.consent('tracking', false)");
+  await pending.tick(5000);
+  assert.equal(pending.fetches.length + pending.beacons.length, 0, 'no consent: no consent event either');
+  assert.deepEqual(pending.browser.local, {});
+});
+
 test('data-auto-page="false" sends no automatic page view', async () => {
   const env = load({ attrs: { 'data-auto-page': 'false' } });
   await env.tick(3000);

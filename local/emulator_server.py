@@ -1,0 +1,38 @@
+"""moto's server (the embedded AWS) on a socket the runner has already bound and passed down.
+
+`python -m local.emulator_server --fd N` serves what `python -m moto.server` serves, on the
+listening socket inherited as file descriptor N (see local/ports.py for why the runner
+binds it). Runs in its own process, as the emulator does on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="moto's server on an inherited listening socket")
+    parser.add_argument("--fd", type=int, required=True, help="file descriptor of a listening TCP socket")
+    args = parser.parse_args(argv)
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.server import signal_handler
+    from werkzeug.serving import make_server
+
+    probe = socket.socket(fileno=os.dup(args.fd))
+    host, port = probe.getsockname()[:2]
+    probe.close()
+    os.environ.setdefault("MOTO_PORT", str(port))  # what moto.server sets from its --port
+    signal.signal(signal.SIGINT, signal_handler)
+    signal.signal(signal.SIGTERM, signal_handler)
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True  # as moto.server runs it
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=args.fd)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
