@@ -22,6 +22,7 @@ from chalicelib.domain.contact import (
     event_identifiers,
     merge_contacts,
 )
+from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
 from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
 
@@ -121,8 +122,10 @@ class EventProcessor:
         if len(contacts) > 1 and (event["type"] == "alias" or can_merge(list(contacts.values()))):
             contact = choose_survivor(list(contacts.values()))
             losers = sorted((c for c in contacts.values() if c.id != contact.id), key=lambda c: c.id)
+            context = self.rules.merge_context(self.clock.now()) if self.rules is not None \
+                else MergeContext(now=self.clock.now())
             for loser in losers:
-                merge_contacts(contact, loser)
+                merge_contacts(contact, loser, context)
         elif len(contacts) > 1:
             # Conflicting userIds: keep the people apart and attach the event to the owner
             # of the identifier the event itself is stored under.
