@@ -2,6 +2,12 @@
 
 Only INSERT records are processed: an SDK retry rewrites the same key (a MODIFY), so a
 resent event is never processed twice.
+
+The batch is applied as a whole first (`EventProcessor.process_batch`: events of one contact
+are applied in memory and the contact is written once), then each record is reported to
+Powertools' BatchProcessor as done or failed. A contact whose write failed fails every one
+of its records, and every record after the first failure fails too: the stream redelivers
+them in order, and those already written are recognised by their digests.
 """
 from __future__ import annotations
 
@@ -15,26 +21,51 @@ from chalicelib.adapters.dynamodb_events import decode_body
 from chalicelib.services.process_events import BatchCache, EventProcessor
 
 
-def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None) -> dict:
-    cache = BatchCache()
-    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0}
+def _tracking_event(record: DynamoDBRecord) -> dict | None:
+    if record.event_name != DynamoDBRecordEventName.INSERT:
+        return None
+    body = record.dynamodb.new_image.get("b") if record.dynamodb else None
+    return decode_body(body) if body is not None else None
 
-    def record_handler(record: DynamoDBRecord) -> None:
-        if record.event_name != DynamoDBRecordEventName.INSERT:
+
+def handle_stream(event: dict, context, processor: EventProcessor, logger=None, metrics=None) -> dict:
+    counts = {"processed": 0, "skipped": 0, "merged": 0, "created": 0, "contact_writes": 0}
+    records = [DynamoDBRecord(raw) for raw in event.get("Records", [])]
+    decoded: dict[str, int] = {}  # sequence number -> position among the events to apply
+    to_apply: list[dict] = []
+    undecodable: dict[str, Exception] = {}
+    for record in records:
+        try:
+            tracking_event = _tracking_event(record)
+        except Exception as exc:  # noqa: BLE001 - a record that cannot be read fails alone
+            undecodable[record.dynamodb.sequence_number] = exc
+            continue
+        if tracking_event is None:
             counts["skipped"] += 1
-            return
-        body = record.dynamodb.new_image.get("b")
-        if body is None:
-            counts["skipped"] += 1
-            return
-        tracking_event = decode_body(body)
-        outcome = processor.process(tracking_event, cache)
-        counts["processed"] += 1
+            continue
+        decoded[record.dynamodb.sequence_number] = len(to_apply)
+        to_apply.append(tracking_event)
+    result = processor.process_batch(to_apply, BatchCache())
+    counts["contact_writes"] = result.contact_writes
+    for outcome in result.outcomes:
+        if outcome is None:
+            continue
         counts["created"] += int(outcome.created)
         counts["merged"] += len(outcome.merged)
         if outcome.merged and logger is not None:
-            logger.info("contacts merged", extra={"survivor": outcome.contact_id, "merged": outcome.merged,
-                                                  "messageId": tracking_event.get("messageId")})
+            logger.info("contacts merged", extra={"survivor": outcome.contact_id, "merged": outcome.merged})
+
+    def record_handler(record: DynamoDBRecord) -> None:
+        sequence = record.dynamodb.sequence_number
+        if sequence in undecodable:
+            raise undecodable[sequence]
+        position = decoded.get(sequence)
+        if position is None:
+            return
+        error = result.errors[position]
+        if error is not None:
+            raise error
+        counts["processed"] += 1
 
     batch = BatchProcessor(event_type=EventType.DynamoDBStreams)
     response = process_partial_response(event=event, record_handler=record_handler, processor=batch,
@@ -47,6 +78,7 @@ def handle_stream(event: dict, context, processor: EventProcessor, logger=None, 
         metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=failed)
         metrics.add_metric(name="ContactsCreated", unit=MetricUnit.Count, value=counts["created"])
         metrics.add_metric(name="ContactsMerged", unit=MetricUnit.Count, value=counts["merged"])
+        metrics.add_metric(name="ContactWrites", unit=MetricUnit.Count, value=counts["contact_writes"])
     if logger is not None:
         logger.info("stream batch processed", extra={**counts, "failed": failed,
                                                      "records": len(event.get("Records", []))})
