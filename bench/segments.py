@@ -271,7 +271,7 @@ def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> 
     """Batch-write contacts, identities (unless told not to), memberships (and segment sizes)
     and the recheck entries later than `after` (earlier ones the job has already done)."""
     from chalicelib import bootstrap
-    from chalicelib.adapters.dynamodb_memberships import shard_of
+    from chalicelib.adapters.dynamodb_memberships import shard_of, size_key
     from chalicelib.adapters.dynamodb_schedule import RETENTION, slot_of
 
     repo = bootstrap.contact_repository()
@@ -291,10 +291,13 @@ def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> 
                 writer.put_item(Item={"pk": f"{segment_id}#{shard_of(contact_id)}", "sk": contact_id, "since": since})
                 rows += 1
     for segment_id, members in seeded.members.items():
-        if members:
-            memberships.definitions_table.table.update_item(
-                Key={"pk": "stats", "sk": f"segment#{segment_id}"}, UpdateExpression="ADD #size :n",
-                ExpressionAttributeNames={"#size": "size"}, ExpressionAttributeValues={":n": len(members)})
+        per_shard: dict[int, int] = {}
+        for contact_id in members:
+            per_shard[shard_of(contact_id)] = per_shard.get(shard_of(contact_id), 0) + 1
+        for shard, n in per_shard.items():
+            memberships.members_table.table.update_item(
+                Key=size_key(segment_id, shard), UpdateExpression="ADD #size :n",
+                ExpressionAttributeNames={"#size": "size"}, ExpressionAttributeValues={":n": n})
     entries = {}
     for contact_id, at in seeded.schedule:
         if at > after:
@@ -345,6 +348,13 @@ def by_table(ops: dict, per: int) -> list[dict]:
 
 def _count(ops: dict, op: str, table_part: str) -> int:
     return sum(s.requests for (o, t), s in ops.items() if o == op and table_part in t)
+
+
+MOVE_OPS = ("TransactWriteItems", "PutItem", "DeleteItem")  # a membership move: a transaction before, a conditional put/delete now
+
+
+def _moves(ops: dict) -> list:
+    return [v for (o, t), v in ops.items() if o in MOVE_OPS and "memberships" in t]
 
 
 # -- a) per event ------------------------------------------------------------------------
@@ -400,7 +410,7 @@ def per_event_run(h: Harness, n_segments: int, contacts: int, events: int, histo
     summary = cost(ops, n)
     handler = bridge.handler_seconds
     contacts_written = tables.get(stage.created["ContactsTable"], TableItems())
-    moves = _count(ops, "TransactWriteItems", "memberships")
+    moves = sum(v.requests for v in _moves(ops))
     reloads = {k: v for k, v in ops.items() if k[1] == "definitions" and k[0] in ("GetItem", "Query")}
     steady = cost({k: v for k, v in ops.items() if k not in reloads}, n)
     events_written = tables.get(stage.created["EventsTable"], TableItems())
@@ -412,8 +422,7 @@ def per_event_run(h: Harness, n_segments: int, contacts: int, events: int, histo
         "dynamodb_ms_per_event": 1000 * summary["dynamodb_seconds"] / n,
         "app_ms_per_event": 1000 * (handler - summary["dynamodb_seconds"]) / n,
         "membership_moves": moves, "schedule_puts": _count(ops, "PutItem", "schedule"),
-        "membership_moves_failed": sum(v.errors for (o, t), v in ops.items() if o == "TransactWriteItems"
-                                       and "memberships" in t),
+        "membership_moves_failed": sum(v.errors for v in _moves(ops)),
         "internal_event_writes": events_written.count, "internal_events_distinct": len(events_written.by_key),
         "without_catalog_reloads": {k: steady[k] for k in ("read_requests_per_event", "write_requests_per_event",
                                                           "rru_per_event", "wru_per_event")},
@@ -476,7 +485,7 @@ def outbox_rounds(h: Harness, contacts: int, rounds: int, history: int, seed: in
         defs.catalog()
         _, seconds, ops, tables = measured(h, bridge.drain_all)
         n = len(batch)
-        tx = [v for (o, t), v in ops.items() if o == "TransactWriteItems" and "memberships" in t]
+        tx = _moves(ops)
         written = tables.get(stage.created["EventsTable"], TableItems())
         c = cost(ops, n)
         rows.append({"round": number, "events": n, "seconds": seconds,
@@ -658,7 +667,7 @@ def recheck_run(h: Harness, contacts: int, flips: int, stale: int, history: int,
                   "handler_seconds": bridge.handler_seconds,
                   "read_requests": f["read_requests"], "write_requests": f["write_requests"],
                   "rru": f["rru"], "wru": f["wru"], "event_rewrites": rewritten.count,
-                  "failed_moves": sum(v.errors for (o, t), v in follow_ops.items() if o == "TransactWriteItems"),
+                  "failed_moves": sum(v.errors for v in _moves(follow_ops)),
                   "per_table": by_table(follow_ops, max(1, changed))}
     return {
         "contacts": contacts, "flips_seeded": flips, "stale_seeded": stale, "history": history,

@@ -111,7 +111,8 @@ def effects_publisher() -> EffectsPublisher:
 @lru_cache(maxsize=1)
 def event_processor() -> EventProcessor:
     return EventProcessor(contact_repository(), clock(), counter_days=config.settings().counter_days,
-                          rules=profile_rules(), publisher=effects_publisher(), notifier=entry_notifier())
+                          rules=profile_rules(), publisher=effects_publisher(), notifier=entry_notifier(),
+                          schedule=recheck_schedule())
 
 
 def _secret(parameter: str) -> str:

@@ -24,7 +24,8 @@ from chalicelib.domain.contact import (
 )
 from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
-from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
+from chalicelib.domain.events import parse_timestamp
+from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository, RecheckSchedule
 
 MAX_ATTEMPTS = 8
 MAX_POINTER_HOPS = 8
@@ -85,6 +86,7 @@ class EventProcessor:
         rules=None,
         publisher=None,
         notifier=None,
+        schedule: RecheckSchedule | None = None,
     ):
         self.repo = repo
         self.clock = clock
@@ -94,6 +96,7 @@ class EventProcessor:
         self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
         self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
         self.notifier = notifier  # SegmentEntryNotifier: CRM webhooks on Segment Entered
+        self.schedule = schedule  # recheck entries, written before the contact (see _schedule_before_write)
 
     def process(self, event: dict, cache: BatchCache | None = None, defer: bool = False) -> Outcome:
         """Apply one event. With `defer`, a plain update stays in memory (the contact is named
@@ -172,8 +175,10 @@ class EventProcessor:
                     if not changed:
                         return 0
                 if contact.version is None:
+                    self._schedule_before_write(contact)
                     self.repo.create(contact)
                 else:
+                    self._schedule_before_write(contact)
                     self.repo.save(contact)
                 cache.dirty.discard(contact_id)
                 cache.contacts[contact.id] = contact
@@ -256,8 +261,10 @@ class EventProcessor:
             cache.dirty.add(contact.id)
             written = False
         elif contact.version is None:
+            self._schedule_before_write(contact)
             self.repo.create(contact)  # fails if a concurrent reader healed the claim first
         elif applied:
+            self._schedule_before_write(contact)
             self.repo.save(contact)
         cache.contacts[contact.id] = contact
         if written:
@@ -282,6 +289,7 @@ class EventProcessor:
                 cache.dirty.add(contact.id)
                 written = False
             else:
+                self._schedule_before_write(contact)
                 self.repo.save(contact)
         cache.contacts[contact.id] = contact
         if written:
@@ -289,6 +297,17 @@ class EventProcessor:
         if applied and self.notifier is not None:
             self.notifier.notify(contact, event)
         return Outcome(contact_id=contact.id, applied=applied, written=written)
+
+    def _schedule_before_write(self, contact: Contact) -> None:
+        """File the contact's recheck entry before the contact is written, not through the
+        outbox: an entry whose write then fails only makes the job look at the contact once
+        for nothing, so it needs no outbox, and is never published a second time. Of the
+        entries a coalesced batch asked for, only the contact's final next check matters."""
+        if self.schedule is None or not any(e.get("kind") == "schedule" for e in contact.outbox):
+            return
+        contact.outbox = [e for e in contact.outbox if e.get("kind") != "schedule"]
+        if contact.next_check:
+            self.schedule.schedule(contact.id, parse_timestamp(contact.next_check))
 
     @staticmethod
     def _settle_published(contact: Contact, event: dict) -> None:
@@ -358,6 +377,7 @@ class EventProcessor:
     def _merge(self, survivor: Contact, losers: list[Contact], cache: BatchCache) -> None:
         """Each transaction saves the combined survivor and fences one loser; identifiers
         are re-pointed after (a reader meanwhile follows the loser's merge pointer)."""
+        self._schedule_before_write(survivor)
         for loser in losers:
             self.repo.merge(survivor, loser)
             cache.contacts.pop(loser.id, None)

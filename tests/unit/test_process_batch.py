@@ -222,3 +222,20 @@ def test_a_stored_outbox_is_published_again_when_nothing_proves_it_was(repo):
     calls = memberships.calls
     processor.process_batch([ev("a", "Other")], BatchCache())  # a user event, not the proof
     assert memberships.calls == calls + 1
+
+
+def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(repo):
+    segment = parse_segment({"id": "recent", "name": "Clicked today", "conditions": {"event": "Clicked",
+                                                                                      "within": "1 day"}})
+    catalog = Catalog(segments={"recent": segment})
+    schedule = FakeRecheckSchedule()
+    publisher = EffectsPublisher(CountingMemberships(), FakeEventStore(), FakeRecheckSchedule())
+    processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=ProfileRules(lambda: catalog),
+                               publisher=publisher, schedule=schedule)
+    batch = [ev("a", ts=f"2026-11-22T11:0{i}:00.000Z") for i in range(3)]
+    assert processor.process_batch(batch).failed() == []
+    stored = owner(repo, "a")
+    assert stored.next_check is not None
+    assert [at for at, cid in schedule.items] == [stored.next_check[:19]]
+    assert all(e["kind"] != "schedule" for e in stored.outbox)
+    assert publisher.schedule.items == set()  # nothing left for the publisher to file again
