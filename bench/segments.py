@@ -499,6 +499,37 @@ def outbox_rounds(h: Harness, contacts: int, rounds: int, history: int, seed: in
     return {"contacts": contacts, "history": history, "rounds": rows}
 
 
+def burst_run(h: Harness, contacts: int, burst: int, history: int, seed: int) -> dict:
+    """Each contact browses `burst` pages in a row (a visit), so a stream batch of 100 holds
+    bursts of one contact's events: what applying them in memory and writing once saves."""
+    from bench import run as core
+    from chalicelib import bootstrap
+    from chalicelib.services.segmentation import ProfileRules
+
+    stage = h.use_stage("burst")
+    define_segments(segment_documents(10), backfilled=True)
+    defs = bootstrap.definitions()
+    catalog = defs.catalog()
+    rules = ProfileRules(lambda: catalog, counter_days=COUNTER_DAYS)
+    wl = Workload(seed)
+    now = datetime.now(timezone.utc)
+    seeded = build_shop_profiles(wl, contacts, history, rules, now, tag="burst")
+    write_profiles(seeded, after=now)
+    batch = [wl.page(p["anonymous_id"], p["user_id"]) for p in seeded.people for _ in range(burst)]
+    core.append_events(batch)
+    defs.invalidate()
+    defs.catalog()
+    bridge = h.stream_bridge(stage)
+    _, seconds, ops, tables = measured(h, bridge.drain_all)
+    n = len(batch)
+    c = cost(ops, n)
+    return {"contacts": contacts, "burst": burst, "events": n, "seconds": seconds,
+            "contact_writes": _count(ops, "PutItem", "contacts"),
+            "rru_per_event": c["rru_per_event"], "wru_per_event": c["wru_per_event"],
+            "reads_per_event": c["read_requests_per_event"], "writes_per_event": c["write_requests_per_event"],
+            "per_table": by_table(ops, n)}
+
+
 def catalog_load(h: Harness, repeats: int = 3) -> dict:
     """What a cold container (or a cache expiry) pays to load and index the catalog."""
     from chalicelib import bootstrap
@@ -778,6 +809,8 @@ def run_suite(h: Harness, args, say) -> dict:
     if args.outbox_rounds > 0:
         say(f"segments: {args.outbox_rounds} rounds of one event per contact…")
         out["outbox"] = outbox_rounds(h, 100, args.outbox_rounds, args.history, args.seed)
+        say("segments: page-view bursts (5 per contact in a row)…")
+        out["burst"] = burst_run(h, 100, 5, args.history, args.seed)
     say("segments: evaluation alone, in process…")
     out["evaluation_cpu"] = evaluation_cpu(keep, tuple(sorted(set(args.segment_counts) | {10_000})))
     followed = False
@@ -799,6 +832,11 @@ def run_suite(h: Harness, args, say) -> dict:
 
 def render(seg: dict) -> list[str]:
     lines = ["", "4. Segments: per event (StreamBridge -> app.process_events; same contacts and events per row)"]
+    b = seg.get("burst")
+    if b:
+        lines.append(f"   bursts: {b['contacts']} contacts x {b['burst']} page views in a row = {b['events']} events: "
+                     f"{b['contact_writes']} contact writes, {b['writes_per_event']:.2f} writes/ev, "
+                     f"{b['wru_per_event']:.2f} WRU/ev, {b['reads_per_event']:.2f} reads/ev, {b['rru_per_event']:.2f} RRU/ev")
     head = (f"{'segments':>8} {'events':>6} {'seg/ev':>6} {'handler ms/ev':>13} {'app ms/ev':>9} {'ddb ms/ev':>9} "
             f"{'reads/ev':>8} {'writes/ev':>9} {'RRU/ev':>6} {'WRU/ev':>6} {'transitions':>11} {'reloads':>7}")
     lines += [head, "-" * len(head)]
