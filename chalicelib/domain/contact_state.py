@@ -82,6 +82,10 @@ def merge_counters(ours: dict, theirs: dict) -> None:
         for day, n in (entry.get("days") or {}).items():
             days[day] = days.get(day, 0) + n
         mine["recent"] = sorted(mine.get("recent", []) + entry.get("recent", []))[-RECENT_TIMES:]
+        if entry.get("as_of") or mine.get("as_of"):
+            # A back-fill counted each profile's stored events up to its mark: events up to
+            # the later mark are in the sum, so neither profile's are counted again.
+            mine["as_of"] = latest(mine.get("as_of"), entry.get("as_of"))
 
 
 # -- the typed state of one capability -------------------------------------------------------
