@@ -220,11 +220,13 @@ class EventProcessor:
             contacts = {contact.id: contact}
 
         losers: list[Contact] = []
+        stage_before: str | None = None
         if len(contacts) > 1 and (event["type"] == "alias" or can_merge(list(contacts.values()))):
             contact = choose_survivor(list(contacts.values()))
             losers = sorted((c for c in contacts.values() if c.id != contact.id), key=lambda c: c.id)
             context = self.rules.merge_context(self.clock.now()) if self.rules is not None \
                 else MergeContext(now=self.clock.now())
+            stage_before = contact.stage
             for loser in losers:
                 merge_contacts(contact, loser, context)
         elif len(contacts) > 1:
@@ -250,6 +252,8 @@ class EventProcessor:
         if applied and self.rules is not None:
             for loser in losers:
                 self.rules.forget_merged(contact, loser)
+            if losers and contact.stage != stage_before:
+                self.rules.announce_stage(contact, stage_before, self.clock.now(), event["messageId"])
             self.rules.on_event(contact, event, self.clock.now(), full=bool(losers))
         written = True
         if losers:

@@ -189,6 +189,12 @@ class ProfileRules:
             return MergeContext(now=now)
         return MergeContext(now=now, half_life=config.half_life, stage_rank=config.rank)
 
+    def announce_stage(self, contact: Contact, before: str | None, now: datetime, cause: str) -> None:
+        """A merge moved the survivor to the loser's more advanced stage: say so, as a score
+        crossing a threshold would."""
+        self._emit(contact, scoring.STAGE_CHANGED, {"from": before, "to": contact.stage, "reason": "merge"}, now,
+                   cause)
+
     def forget_merged(self, survivor: Contact, loser: Contact) -> None:
         """The loser's memberships end: the survivor is evaluated afresh after the merge."""
         for segment_id in loser.segments:

@@ -65,6 +65,9 @@ def test_a_merged_mql_keeps_both_scores_decayed_to_the_merge_and_the_more_advanc
     expected = 15 * 0.5 + 80 * 0.5 ** (10 / 30)
     assert score_now(SCORING, survivor, NOW) == pytest.approx(expected, abs=0.01)
     assert survivor.stage == "mql"
+    announced = [e["event"] for e in survivor.outbox if e["kind"] == "event"]
+    assert [(e["event"], e["properties"]["from"], e["properties"]["to"]) for e in announced] == \
+        [("Stage Changed", "lead", "mql")]
 
 
 def test_without_a_scoring_model_a_merge_still_keeps_both_scores_and_a_stage():
