@@ -271,7 +271,7 @@ def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> 
     """Batch-write contacts, identities (unless told not to), memberships (and segment sizes)
     and the recheck entries later than `after` (earlier ones the job has already done)."""
     from chalicelib.entrypoints import runtime
-    from chalicelib.adapters.dynamodb_memberships import shard_of
+    from chalicelib.adapters.dynamodb_memberships import shard_of, size_key
     from chalicelib.adapters.dynamodb_schedule import RETENTION, slot_of
 
     repo = runtime.services().contact_repository
@@ -291,10 +291,13 @@ def write_profiles(seeded: Seeded, after: datetime, identities: bool = True) -> 
                 writer.put_item(Item={"pk": f"{segment_id}#{shard_of(contact_id)}", "sk": contact_id, "since": since})
                 rows += 1
     for segment_id, members in seeded.members.items():
-        if members:
-            memberships.definitions_table.table.update_item(
-                Key={"pk": "stats", "sk": f"segment#{segment_id}"}, UpdateExpression="ADD #size :n",
-                ExpressionAttributeNames={"#size": "size"}, ExpressionAttributeValues={":n": len(members)})
+        per_shard: dict[int, int] = {}
+        for contact_id in members:
+            per_shard[shard_of(contact_id)] = per_shard.get(shard_of(contact_id), 0) + 1
+        for shard, n in per_shard.items():
+            memberships.members_table.table.update_item(
+                Key=size_key(segment_id, shard), UpdateExpression="ADD #size :n",
+                ExpressionAttributeNames={"#size": "size"}, ExpressionAttributeValues={":n": n})
     entries = {}
     for contact_id, at in seeded.schedule:
         if at > after:
@@ -345,6 +348,13 @@ def by_table(ops: dict, per: int) -> list[dict]:
 
 def _count(ops: dict, op: str, table_part: str) -> int:
     return sum(s.requests for (o, t), s in ops.items() if o == op and table_part in t)
+
+
+MOVE_OPS = ("TransactWriteItems", "PutItem", "DeleteItem")  # a membership move: a transaction before, a conditional put/delete now
+
+
+def _moves(ops: dict) -> list:
+    return [v for (o, t), v in ops.items() if o in MOVE_OPS and "memberships" in t]
 
 
 # -- a) per event ------------------------------------------------------------------------
@@ -400,7 +410,7 @@ def per_event_run(h: Harness, n_segments: int, contacts: int, events: int, histo
     summary = cost(ops, n)
     handler = bridge.handler_seconds
     contacts_written = tables.get(stage.created["ContactsTable"], TableItems())
-    moves = _count(ops, "TransactWriteItems", "memberships")
+    moves = sum(v.requests for v in _moves(ops))
     reloads = {k: v for k, v in ops.items() if k[1] == "definitions" and k[0] in ("GetItem", "Query")}
     steady = cost({k: v for k, v in ops.items() if k not in reloads}, n)
     events_written = tables.get(stage.created["EventsTable"], TableItems())
@@ -412,8 +422,7 @@ def per_event_run(h: Harness, n_segments: int, contacts: int, events: int, histo
         "dynamodb_ms_per_event": 1000 * summary["dynamodb_seconds"] / n,
         "app_ms_per_event": 1000 * (handler - summary["dynamodb_seconds"]) / n,
         "membership_moves": moves, "schedule_puts": _count(ops, "PutItem", "schedule"),
-        "membership_moves_failed": sum(v.errors for (o, t), v in ops.items() if o == "TransactWriteItems"
-                                       and "memberships" in t),
+        "membership_moves_failed": sum(v.errors for v in _moves(ops)),
         "internal_event_writes": events_written.count, "internal_events_distinct": len(events_written.by_key),
         "without_catalog_reloads": {k: steady[k] for k in ("read_requests_per_event", "write_requests_per_event",
                                                           "rru_per_event", "wru_per_event")},
@@ -476,7 +485,7 @@ def outbox_rounds(h: Harness, contacts: int, rounds: int, history: int, seed: in
         defs.catalog()
         _, seconds, ops, tables = measured(h, bridge.drain_all)
         n = len(batch)
-        tx = [v for (o, t), v in ops.items() if o == "TransactWriteItems" and "memberships" in t]
+        tx = _moves(ops)
         written = tables.get(stage.created["EventsTable"], TableItems())
         c = cost(ops, n)
         rows.append({"round": number, "events": n, "seconds": seconds,
@@ -488,6 +497,37 @@ def outbox_rounds(h: Harness, contacts: int, rounds: int, history: int, seed: in
                      "contact_item_bytes": tables.get(stage.created["ContactsTable"], TableItems()).summary(),
                      "stored_outbox": stored_outboxes(ids)})
     return {"contacts": contacts, "history": history, "rounds": rows}
+
+
+def burst_run(h: Harness, contacts: int, burst: int, history: int, seed: int) -> dict:
+    """Each contact browses `burst` pages in a row (a visit), so a stream batch of 100 holds
+    bursts of one contact's events: what applying them in memory and writing once saves."""
+    from bench import run as core
+    from chalicelib.entrypoints import runtime
+    from chalicelib.services.segmentation import ProfileRules
+
+    stage = h.use_stage("burst")
+    define_segments(segment_documents(10), backfilled=True)
+    defs = runtime.services().definitions
+    catalog = defs.catalog()
+    rules = ProfileRules(lambda: catalog, counter_days=COUNTER_DAYS)
+    wl = Workload(seed)
+    now = datetime.now(timezone.utc)
+    seeded = build_shop_profiles(wl, contacts, history, rules, now, tag="burst")
+    write_profiles(seeded, after=now)
+    batch = [wl.page(p["anonymous_id"], p["user_id"]) for p in seeded.people for _ in range(burst)]
+    core.append_events(batch)
+    defs.invalidate()
+    defs.catalog()
+    bridge = h.stream_bridge(stage)
+    _, seconds, ops, tables = measured(h, bridge.drain_all)
+    n = len(batch)
+    c = cost(ops, n)
+    return {"contacts": contacts, "burst": burst, "events": n, "seconds": seconds,
+            "contact_writes": _count(ops, "PutItem", "contacts"),
+            "rru_per_event": c["rru_per_event"], "wru_per_event": c["wru_per_event"],
+            "reads_per_event": c["read_requests_per_event"], "writes_per_event": c["write_requests_per_event"],
+            "per_table": by_table(ops, n)}
 
 
 def catalog_load(h: Harness, repeats: int = 3) -> dict:
@@ -658,7 +698,7 @@ def recheck_run(h: Harness, contacts: int, flips: int, stale: int, history: int,
                   "handler_seconds": bridge.handler_seconds,
                   "read_requests": f["read_requests"], "write_requests": f["write_requests"],
                   "rru": f["rru"], "wru": f["wru"], "event_rewrites": rewritten.count,
-                  "failed_moves": sum(v.errors for (o, t), v in follow_ops.items() if o == "TransactWriteItems"),
+                  "failed_moves": sum(v.errors for v in _moves(follow_ops)),
                   "per_table": by_table(follow_ops, max(1, changed))}
     return {
         "contacts": contacts, "flips_seeded": flips, "stale_seeded": stale, "history": history,
@@ -769,6 +809,8 @@ def run_suite(h: Harness, args, say) -> dict:
     if args.outbox_rounds > 0:
         say(f"segments: {args.outbox_rounds} rounds of one event per contact…")
         out["outbox"] = outbox_rounds(h, 100, args.outbox_rounds, args.history, args.seed)
+        say("segments: page-view bursts (5 per contact in a row)…")
+        out["burst"] = burst_run(h, 100, 5, args.history, args.seed)
     say("segments: evaluation alone, in process…")
     out["evaluation_cpu"] = evaluation_cpu(keep, tuple(sorted(set(args.segment_counts) | {10_000})))
     followed = False
@@ -790,6 +832,11 @@ def run_suite(h: Harness, args, say) -> dict:
 
 def render(seg: dict) -> list[str]:
     lines = ["", "4. Segments: per event (StreamBridge -> app.process_events; same contacts and events per row)"]
+    b = seg.get("burst")
+    if b:
+        lines.append(f"   bursts: {b['contacts']} contacts x {b['burst']} page views in a row = {b['events']} events: "
+                     f"{b['contact_writes']} contact writes, {b['writes_per_event']:.2f} writes/ev, "
+                     f"{b['wru_per_event']:.2f} WRU/ev, {b['reads_per_event']:.2f} reads/ev, {b['rru_per_event']:.2f} RRU/ev")
     head = (f"{'segments':>8} {'events':>6} {'seg/ev':>6} {'handler ms/ev':>13} {'app ms/ev':>9} {'ddb ms/ev':>9} "
             f"{'reads/ev':>8} {'writes/ev':>9} {'RRU/ev':>6} {'WRU/ev':>6} {'transitions':>11} {'reloads':>7}")
     lines += [head, "-" * len(head)]

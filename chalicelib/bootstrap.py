@@ -115,7 +115,8 @@ class Services:
         from chalicelib.services.process_events import EventProcessor
 
         return EventProcessor(self.contact_repository, self.clock, counter_days=self.settings.counter_days,
-                              rules=self.profile_rules, publisher=self.effects_publisher)
+                              rules=self.profile_rules, publisher=self.effects_publisher,
+                              schedule=self.recheck_schedule)
 
     # -- effects: the message bus, the effects queue and deliveries to destinations --------------
 

@@ -1,5 +1,9 @@
 """Contacts and identities in DynamoDB, through PynamoDB models.
 
+A contact item holds the document (`body`: JSON deflated against a preset dictionary, see
+`contact_document`) and the digests of recently applied messages (`seen`, raw bytes).
+Items written before that layout hold a zlib-compressed `doc` and are still read.
+
 Race safety lives here: identity claims are conditional puts, contact writes are
 conditional on `version`, and a merge is one transaction that saves the survivor and fences
 the loser (marks it merged) so that any writer still holding the loser fails and re-reads.
@@ -22,6 +26,7 @@ from pynamodb.exceptions import (
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.adapters.contact_document import decode_body, encode_body, pack_digests, unpack_digests
 from chalicelib.domain.contact import Contact
 from chalicelib.services.ports import ConcurrentUpdate, ContactRepository, ContactScan
 
@@ -47,6 +52,18 @@ class CompressedJSONAttribute(Attribute[dict]):
         return json.loads(zlib.decompress(value).decode("utf-8"))
 
 
+class RawBinaryAttribute(Attribute[bytes]):
+    """Bytes stored as they are (PynamoDB's BinaryAttribute would base64 them again)."""
+
+    attr_type = BINARY
+
+    def serialize(self, value: bytes) -> bytes:
+        return value
+
+    def deserialize(self, value: bytes) -> bytes:
+        return value
+
+
 @lru_cache(maxsize=None)
 def contact_model(table_name: str, host: str | None = None, region: str | None = None) -> type[Model]:
     class ContactItem(Model):
@@ -56,7 +73,9 @@ def contact_model(table_name: str, host: str | None = None, region: str | None =
         id = UnicodeAttribute(hash_key=True)
         version = VersionAttribute()
         merged_into = UnicodeAttribute(null=True)
-        doc = CompressedJSONAttribute(null=True)
+        doc = CompressedJSONAttribute(null=True)  # the layout before `body` and `seen`: read only
+        body = RawBinaryAttribute(null=True)
+        seen = RawBinaryAttribute(null=True)
 
     ContactItem.Meta.table_name = table_name
     ContactItem.Meta.host = host
@@ -127,10 +146,18 @@ class DynamoDBContactRepository(ContactRepository, ContactScan):
     # -- contacts ----------------------------------------------------------------------
 
     def _to_domain(self, item) -> Contact:
-        return Contact.from_document(item.id, item.doc or {}, item.version, item.merged_into)
+        if item.body is not None:
+            doc = decode_body(item.body)
+            doc["recent"] = unpack_digests(item.seen or b"")
+        else:
+            doc = item.doc or {}
+        return Contact.from_document(item.id, doc, item.version, item.merged_into)
 
     def _to_item(self, contact: Contact):
-        item = self.Contact(contact.id, merged_into=contact.merged_into, doc=contact.to_document())
+        doc = contact.to_document()
+        digests = doc.pop("recent")
+        item = self.Contact(contact.id, merged_into=contact.merged_into, body=encode_body(doc),
+                            seen=pack_digests(digests) or None)
         if contact.version is not None:
             item.version = contact.version
         return item

@@ -11,6 +11,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from chalicelib.domain.contact_state import (
+    RECENT_IDS,
+    RECENT_TIMES,
+    MergeContext,
+    dump_parts,
+    load_parts,
+    merge_parts,
+)
 from chalicelib.domain.identity import (
     InvalidIdentifier,
     kind_of,
@@ -20,8 +28,6 @@ from chalicelib.domain.identity import (
     region_from_locale,
 )
 
-RECENT_IDS = 64  # processed messageIds kept per contact: makes stream redelivery harmless
-RECENT_TIMES = 20  # exact times of the latest occurrences, for precise sliding windows
 PAGE_VIEWED = "Page Viewed"
 EMAIL_LINK_CLICKED = "Email Link Clicked"
 SCREEN_VIEWED = "Screen Viewed"
@@ -72,39 +78,13 @@ class Contact:
         return {i for i in self.identifiers if kind_of(i) == "user"}
 
     def to_document(self) -> dict:
-        """Everything but the key, version and merge pointer (stored as their own attributes)."""
-        return {
-            "created_at": self.created_at,
-            "traits": self.traits,
-            "trait_ts": self.trait_ts,
-            "identifiers": self.identifiers,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "counters": self.counters,
-            "last_context": self.last_context,
-            "groups": self.groups,
-            "filtered": self.filtered,
-            "segments": self.segments,
-            "score": self.score,
-            "stage": self.stage,
-            "tags": self.tags,
-            "rfm": self.rfm,
-            "persona": self.persona,
-            "consent": self.consent,
-            "campaigns": self.campaigns,
-            "next_check": self.next_check,
-            "checks": self.checks,
-            "outbox": self.outbox,
-            "recent": self.recent,
-            "merged_from": self.merged_from,
-        }
+        """Everything but the key, version and merge pointer (stored as their own attributes),
+        as each capability's part stores it."""
+        return dump_parts(self)
 
     @classmethod
     def from_document(cls, contact_id: str, doc: dict, version: int | None, merged_into: str | None) -> "Contact":
-        known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc and k not in ("id", "version", "merged_into")}
-        if isinstance(known.get("recent"), str):
-            packed = known["recent"]
-            known["recent"] = [packed[i:i + 8] for i in range(0, len(packed), 8)]
+        known = load_parts(doc)
         known.setdefault("created_at", "")
         return cls(id=contact_id, version=version, merged_into=merged_into, **known)
 
@@ -218,31 +198,6 @@ def bump_counter(counters: dict, name: str, timestamp: str, keep_days: int) -> N
     _prune_days(entry, keep_days)
 
 
-def _earliest(*stamps):
-    present = [t for t in stamps if t]
-    return min(present) if present else None
-
-
-def _latest(*stamps):
-    present = [t for t in stamps if t]
-    return max(present) if present else None
-
-
-def merge_counters(ours: dict, theirs: dict) -> None:
-    """Add `theirs` into `ours`: totals and buckets summed, first/last and exact times combined."""
-    for name, entry in theirs.items():
-        mine = ours.get(name)
-        if mine is None:
-            ours[name] = {**entry, "days": dict(entry["days"]), "recent": list(entry.get("recent", []))}
-            continue
-        mine["total"] += entry["total"]
-        mine["first"] = min(mine["first"], entry["first"])
-        mine["last"] = max(mine["last"], entry["last"])
-        for day, n in entry["days"].items():
-            mine["days"][day] = mine["days"].get(day, 0) + n
-        mine["recent"] = sorted(mine.get("recent", []) + entry.get("recent", []))[-RECENT_TIMES:]
-
-
 def _prune_days(entry: dict, keep_days: int) -> None:
     if not entry["days"]:
         return
@@ -304,44 +259,10 @@ def can_merge(contacts: list[Contact]) -> bool:
     return len(users) <= 1
 
 
-def merge_contacts(survivor: Contact, loser: Contact) -> Contact:
-    """Combine the loser into the survivor: traits by latest write, counters summed."""
-    for key, value in loser.traits.items():
-        ts = loser.trait_ts.get(key, "")
-        if key not in survivor.trait_ts or ts > survivor.trait_ts[key]:
-            survivor.traits[key] = value
-            survivor.trait_ts[key] = ts
-    for identifier in loser.identifiers:
-        survivor.add_identifier(identifier)
-    merge_counters(survivor.counters, loser.counters)
-    merge_counters(survivor.filtered, loser.filtered)
-    survivor.tags = sorted(set(survivor.tags) | set(loser.tags))
-    survivor.persona = survivor.persona or loser.persona
-    for channel, theirs in loser.consent.items():
-        if theirs.get("at", "") > survivor.consent.get(channel, {}).get("at", ""):
-            survivor.consent[channel] = theirs
-    for campaign, summary in loser.campaigns.items():
-        survivor.campaigns.setdefault(campaign, summary)
-    if loser.rfm:
-        ours, theirs = survivor.rfm, loser.rfm
-        survivor.rfm = {
-            **ours,
-            "orders": ours.get("orders", 0) + theirs.get("orders", 0),
-            "revenue": ours.get("revenue", 0) + theirs.get("revenue", 0),
-            "first_purchase": _earliest(ours.get("first_purchase"), theirs.get("first_purchase")),
-            "last_purchase": _latest(ours.get("last_purchase"), theirs.get("last_purchase")),
-        }
-    survivor.first_seen = _earliest(survivor.first_seen, loser.first_seen)
-    survivor.last_seen = _latest(survivor.last_seen, loser.last_seen)
-    if loser.last_context.get("at", "") > survivor.last_context.get("at", ""):
-        survivor.last_context = loser.last_context
-    for group_id, g in loser.groups.items():
-        if group_id not in survivor.groups or g["at"] > survivor.groups[group_id]["at"]:
-            survivor.groups[group_id] = g
-    survivor.recent = (survivor.recent + [m for m in loser.recent if m not in survivor.recent])[-RECENT_IDS:]
-    survivor.merged_from = sorted(set(survivor.merged_from) | {loser.id} | set(loser.merged_from))
-    if loser.created_at and (not survivor.created_at or loser.created_at < survivor.created_at):
-        survivor.created_at = loser.created_at
+def merge_contacts(survivor: Contact, loser: Contact, context: MergeContext | None = None) -> Contact:
+    """Combine the loser into the survivor, each capability by its own merge rule
+    (`chalicelib.domain.contact_state`)."""
+    merge_parts(survivor, loser, context or MergeContext())
     return survivor
 
 

@@ -22,8 +22,10 @@ from chalicelib.domain.contact import (
     event_identifiers,
     merge_contacts,
 )
+from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
-from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
+from chalicelib.domain.events import parse_timestamp
+from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository, RecheckSchedule
 
 MAX_ATTEMPTS = 8
 MAX_POINTER_HOPS = 8
@@ -40,18 +42,37 @@ class Outcome:
     created: bool = False
     merged: list[str] = field(default_factory=list)
     attempts: int = 1
+    written: bool = True  # False: applied in memory, left for the batch's single write
 
 
 @dataclass
 class BatchCache:
-    """What one invocation already knows; dropped on any conflict."""
+    """What one invocation already knows; dropped on any conflict.
+
+    `dirty` names the contacts changed in memory and not written yet (a coalesced batch):
+    when the cache is dropped, their events are applied again from the stored contact
+    before the write (`EventProcessor.process_batch`)."""
 
     owners: dict[str, str] = field(default_factory=dict)
     contacts: dict[str, Contact] = field(default_factory=dict)
+    dirty: set = field(default_factory=set)
 
     def forget(self) -> None:
         self.owners.clear()
         self.contacts.clear()
+        self.dirty.clear()
+
+
+@dataclass
+class BatchResult:
+    """Per event of a batch: its outcome, or the error that failed it (None: not attempted)."""
+
+    outcomes: list
+    errors: list
+    contact_writes: int = 0
+
+    def failed(self) -> list[int]:
+        return [i for i, e in enumerate(self.errors) if e is not None]
 
 
 class EventProcessor:
@@ -64,6 +85,7 @@ class EventProcessor:
         sleep: Callable[[float], None] = time.sleep,
         rules=None,
         publisher=None,
+        schedule: RecheckSchedule | None = None,
     ):
         self.repo = repo
         self.clock = clock
@@ -72,13 +94,16 @@ class EventProcessor:
         self.sleep = sleep
         self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
         self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
+        self.schedule = schedule  # recheck entries, written before the contact (see _schedule_before_write)
 
-    def process(self, event: dict, cache: BatchCache | None = None) -> Outcome:
+    def process(self, event: dict, cache: BatchCache | None = None, defer: bool = False) -> Outcome:
+        """Apply one event. With `defer`, a plain update stays in memory (the contact is named
+        in `cache.dirty`) for `process_batch` to write once; merges are still written at once."""
         cache = cache if cache is not None else BatchCache()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             consistent = attempt > 1
             try:
-                outcome = self._process_once(event, cache, consistent)
+                outcome = self._process_once(event, cache, consistent, defer)
                 outcome.attempts = attempt
                 return outcome
             except ConcurrentUpdate:
@@ -86,11 +111,88 @@ class EventProcessor:
                 self.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
         raise ProcessingConflict(f"event {event.get('messageId')} lost {MAX_ATTEMPTS} races in a row")
 
+    # -- a batch: events of one contact applied in memory, written once ----------------
+
+    def process_batch(self, events: list[dict], cache: BatchCache | None = None) -> BatchResult:
+        """Apply a stream batch, writing each changed contact once.
+
+        Events are applied in order. The first event that fails stops the batch: it and every
+        later event are reported failed (the stream redelivers them in order). Then each
+        changed contact is written once; if that write fails, every event applied to that
+        contact fails, and so does every event after the earliest of them (a redelivered
+        event that was written already is recognised by its digest and not counted twice).
+        """
+        cache = cache if cache is not None else BatchCache()
+        n = len(events)
+        result = BatchResult(outcomes=[None] * n, errors=[None] * n)
+        pending: dict[str, list[int]] = {}  # contact id -> events applied in memory, not written yet
+        stopped_at = n
+        for i, event in enumerate(events):
+            try:
+                outcome = self.process(event, cache, defer=True)
+            except Exception as exc:  # noqa: BLE001 - reported per record, the stream retries it
+                result.errors[i] = exc
+                stopped_at = i
+                break
+            result.outcomes[i] = outcome
+            if not outcome.written:
+                pending.setdefault(outcome.contact_id, []).append(i)
+        for contact_id, indices in pending.items():
+            try:
+                result.contact_writes += self._flush(contact_id, [events[j] for j in indices], cache)
+                for j in indices:
+                    result.outcomes[j].written = True
+            except Exception as exc:  # noqa: BLE001
+                for j in indices:
+                    result.errors[j] = exc
+        failed = result.failed()
+        first = min(failed + [stopped_at]) if failed or stopped_at < n else n
+        for j in range(first, n):
+            if result.errors[j] is None:
+                result.errors[j] = ProcessingConflict("an earlier event of this batch failed: retried in order")
+        return result
+
+    def _flush(self, contact_id: str, events: list[dict], cache: BatchCache) -> int:
+        """Write one contact's coalesced events; returns the writes made (0 or 1).
+
+        A contact no longer held in memory (a lost race dropped the cache, or a merge wrote
+        it) is read again and its events applied again: those already stored are recognised
+        by their digests, and if none is left there is nothing to write."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                contact = cache.contacts.get(contact_id) if contact_id in cache.dirty else None
+                if contact is None:
+                    contact = self._follow(contact_id, cache, consistent=True)
+                    self._publish(contact)
+                    changed = False
+                    for event in events:
+                        if apply_event(contact, event, self.counter_days):
+                            changed = True
+                            if self.rules is not None:
+                                self.rules.on_event(contact, event, self.clock.now())
+                    if not changed:
+                        return 0
+                if contact.version is None:
+                    self._schedule_before_write(contact)
+                    self.repo.create(contact)
+                else:
+                    self._schedule_before_write(contact)
+                    self.repo.save(contact)
+                cache.dirty.discard(contact_id)
+                cache.contacts[contact.id] = contact
+                self._publish(contact)
+                return 1
+            except ConcurrentUpdate:
+                cache.contacts.pop(contact_id, None)
+                cache.dirty.discard(contact_id)
+                self.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+        raise ProcessingConflict(f"contact {contact_id} lost {MAX_ATTEMPTS} races in a row")
+
     # -- one attempt -------------------------------------------------------------------
 
-    def _process_once(self, event: dict, cache: BatchCache, consistent: bool) -> Outcome:
+    def _process_once(self, event: dict, cache: BatchCache, consistent: bool, defer: bool = False) -> Outcome:
         if event.get("contactId"):
-            return self._process_internal(event, cache, consistent)
+            return self._process_internal(event, cache, consistent, defer)
         identifiers = event_identifiers(event)
         optional = alias_candidates(event) if event["type"] == "alias" else []
         owners = self._lookup(identifiers + optional, cache, consistent)
@@ -116,11 +218,15 @@ class EventProcessor:
             contacts = {contact.id: contact}
 
         losers: list[Contact] = []
+        stage_before: str | None = None
         if len(contacts) > 1 and (event["type"] == "alias" or can_merge(list(contacts.values()))):
             contact = choose_survivor(list(contacts.values()))
             losers = sorted((c for c in contacts.values() if c.id != contact.id), key=lambda c: c.id)
+            context = self.rules.merge_context(self.clock.now()) if self.rules is not None \
+                else MergeContext(now=self.clock.now())
+            stage_before = contact.stage
             for loser in losers:
-                merge_contacts(contact, loser)
+                merge_contacts(contact, loser, context)
         elif len(contacts) > 1:
             # Conflicting userIds: keep the people apart and attach the event to the owner
             # of the identifier the event itself is stored under.
@@ -138,35 +244,82 @@ class EventProcessor:
                 cache.owners[identifier] = contact.id
                 contact.add_identifier(identifier)
 
-        self._publish(contact)  # what the previous write left to publish, once, before new effects
+        if contact.id not in cache.dirty:
+            self._publish(contact)  # what the previous write left to publish, once, before new effects
         applied = apply_event(contact, event, self.counter_days)
         if applied and self.rules is not None:
             for loser in losers:
                 self.rules.forget_merged(contact, loser)
+            if losers and contact.stage != stage_before:
+                self.rules.announce_stage(contact, stage_before, self.clock.now(), event["messageId"])
             self.rules.on_event(contact, event, self.clock.now(), full=bool(losers))
+        written = True
         if losers:
             self._merge(contact, losers, cache)  # the event lands in the same write as the merge
+            for loser in losers:
+                cache.dirty.discard(loser.id)
+            cache.dirty.discard(contact.id)
+        elif defer and (applied or contact.version is None):
+            cache.dirty.add(contact.id)
+            written = False
         elif contact.version is None:
+            self._schedule_before_write(contact)
             self.repo.create(contact)  # fails if a concurrent reader healed the claim first
         elif applied:
+            self._schedule_before_write(contact)
             self.repo.save(contact)
         cache.contacts[contact.id] = contact
-        self._publish(contact)
-        return Outcome(contact_id=contact.id, applied=applied, created=created, merged=[c.id for c in losers])
+        if written:
+            self._publish(contact)
+        return Outcome(contact_id=contact.id, applied=applied, created=created,
+                       merged=[c.id for c in losers], written=written)
 
-    def _process_internal(self, event: dict, cache: BatchCache, consistent: bool) -> Outcome:
+    def _process_internal(self, event: dict, cache: BatchCache, consistent: bool, defer: bool = False) -> Outcome:
         """Events Mercurio emits about a contact (Segment Entered…): counted on the contact
         they name, and seen by the segments that read them."""
         contact = self._follow(event["contactId"], cache, consistent)
-        self._publish(contact)
+        if contact.id not in cache.dirty:
+            self._settle_published(contact, event)
+        if contact.id not in cache.dirty:
+            self._publish(contact)
         applied = apply_event(contact, event, self.counter_days)
+        written = True
         if applied:
             if self.rules is not None:
                 self.rules.on_event(contact, event, self.clock.now())
-            self.repo.save(contact)
+            if defer:
+                cache.dirty.add(contact.id)
+                written = False
+            else:
+                self._schedule_before_write(contact)
+                self.repo.save(contact)
         cache.contacts[contact.id] = contact
-        self._publish(contact)
-        return Outcome(contact_id=contact.id, applied=applied)
+        if written:
+            self._publish(contact)
+        return Outcome(contact_id=contact.id, applied=applied, written=written)
+
+    def _schedule_before_write(self, contact: Contact) -> None:
+        """File the contact's recheck entry before the contact is written, not through the
+        outbox: an entry whose write then fails only makes the job look at the contact once
+        for nothing, so it needs no outbox, and is never published a second time. Of the
+        entries a coalesced batch asked for, only the contact's final next check matters."""
+        if self.schedule is None or not any(e.get("kind") == "schedule" for e in contact.outbox):
+            return
+        contact.outbox = [e for e in contact.outbox if e.get("kind") != "schedule"]
+        if contact.next_check:
+            self.schedule.schedule(contact.id, parse_timestamp(contact.next_check))
+
+    @staticmethod
+    def _settle_published(contact: Contact, event: dict) -> None:
+        """An internal event arriving from the stream was published from this contact's
+        outbox. The publisher writes memberships and recheck entries before it appends
+        events, so they were published too: drop them and this event from the stored outbox
+        instead of publishing them again (other events stay: a batch append may have been
+        cut short)."""
+        mine = event.get("messageId")
+        if not any(e.get("kind") == "event" and e["event"].get("messageId") == mine for e in contact.outbox):
+            return
+        contact.outbox = [e for e in contact.outbox if e.get("kind") == "event" and e["event"].get("messageId") != mine]
 
     def _publish(self, contact: Contact) -> None:
         """Publish the contact's outbox (idempotent effects) and empty it in memory.
@@ -224,6 +377,7 @@ class EventProcessor:
     def _merge(self, survivor: Contact, losers: list[Contact], cache: BatchCache) -> None:
         """Each transaction saves the combined survivor and fences one loser; identifiers
         are re-pointed after (a reader meanwhile follows the loser's merge pointer)."""
+        self._schedule_before_write(survivor)
         for loser in losers:
             self.repo.merge(survivor, loser)
             cache.contacts.pop(loser.id, None)

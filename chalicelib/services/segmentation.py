@@ -14,6 +14,7 @@ from datetime import datetime
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
 from chalicelib.services.catalog import Catalog
@@ -80,6 +81,10 @@ class ProfileRules:
                 self._emit(contact, emitted["event"], emitted.get("properties", {}), now, cause)
             after = (contact.score.get("points"), contact.stage, tuple(contact.tags))
             kinds |= {k for k, b, a in zip(("score", "stage", "tag"), before, after) if b != a}
+        if catalog.rfm is not None and full and contact.rfm and counter_name(event) != catalog.rfm.purchase_event:
+            # A merge combined two purchase histories: the class follows the combined values.
+            contact.rfm.update(rfm.classify(catalog.rfm, contact.rfm, catalog.rfm_thresholds or rfm.Thresholds(), now))
+            kinds.add("rfm")
         if catalog.rfm is not None and rfm.record_purchase(catalog.rfm, contact, event):
             # Before the first scheduled thresholds exist, everyone is scored on empty cuts
             # (a first buyer is "new"); the daily recompute refines it.
@@ -173,6 +178,19 @@ class ProfileRules:
                                    "since": iso(now)})
         self._reschedule(contact, now)
         return changes
+
+    def merge_context(self, now: datetime) -> MergeContext:
+        """The scoring model the scoring part's merge rule needs: decay and stage order."""
+        config = self.catalog_source().scoring
+        if config is None:
+            return MergeContext(now=now)
+        return MergeContext(now=now, half_life=config.half_life, stage_rank=config.rank)
+
+    def announce_stage(self, contact: Contact, before: str | None, now: datetime, cause: str) -> None:
+        """A merge moved the survivor to the loser's more advanced stage: say so, as a score
+        crossing a threshold would."""
+        self._emit(contact, scoring.STAGE_CHANGED, {"from": before, "to": contact.stage, "reason": "merge"}, now,
+                   cause)
 
     def forget_merged(self, survivor: Contact, loser: Contact) -> None:
         """The loser's memberships end: the survivor is evaluated afresh after the merge."""

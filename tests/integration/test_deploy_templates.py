@@ -370,12 +370,12 @@ TABLE_CALLS = {
     # back-fills, size previews and the RFM thresholds walk every contact (ContactScan)
     "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan",),
     "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS,
-    # dynamodb_definitions.py: versions and the current pointer written in one transaction;
-    # dynamodb_memberships.py: each membership change moves the segment's size counter here
+    # dynamodb_definitions.py: versions and the current pointer written in one transaction
     "MERCURIO_DEFINITIONS_TABLE": ("GetItem", "Query", "PutItem", "UpdateItem",
                                    "TransactWriteItems(Put)", "TransactWriteItems(Update)"),
-    # dynamodb_memberships.py: entering puts, leaving deletes (in the transaction above)
-    "MERCURIO_MEMBERSHIPS_TABLE": ("Query", "TransactWriteItems(Put)", "TransactWriteItems(Delete)"),
+    # dynamodb_memberships.py: entering puts, leaving deletes (conditional), then the shard's
+    # size counter moves (ADD); a size sums the shard counters (BatchGetItem); recount queries
+    "MERCURIO_MEMBERSHIPS_TABLE": ("Query", "PutItem", "DeleteItem", "UpdateItem", "BatchGetItem"),
     # dynamodb_schedule.py: file a contact under a minute, walk the due minutes, drop what is done
     "MERCURIO_SCHEDULE_TABLE": ("PutItem", "GetItem", "Query", "DeleteItem"),
     # dynamodb_deliveries.py: conditional updates (claim, attempt, reopen), reads, and the

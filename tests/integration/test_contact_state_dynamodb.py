@@ -1,0 +1,184 @@
+"""Against moto: the contact item's layout, sharded segment sizes, and a stream batch written
+once per contact with partial failures."""
+from __future__ import annotations
+
+import json
+import zlib
+
+import boto3
+import pytest
+
+from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
+from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
+from chalicelib.adapters.dynamodb_memberships import SHARDS, DynamoDBMembershipStore, shard_of, size_key
+from chalicelib.domain.contact import Contact, apply_event
+from chalicelib.services.ports import StoredEvent
+from chalicelib.services.process_events import EventProcessor
+from chalicelib.stream import handle_stream
+from local.stream_bridge import to_lambda_record
+from tests.unit.fakes import FakeClock
+
+
+@pytest.fixture
+def repo(aws_tables):
+    return DynamoDBContactRepository(aws_tables["ContactsTable"], aws_tables["IdentitiesTable"], region="us-east-1")
+
+
+@pytest.fixture
+def memberships(aws_tables):
+    return DynamoDBMembershipStore(aws_tables["MembershipsTable"], aws_tables["DefinitionsTable"],
+                                   resource=boto3.resource("dynamodb"))
+
+
+def raw_item(aws_tables, contact_id: str) -> dict:
+    return boto3.client("dynamodb").get_item(TableName=aws_tables["ContactsTable"],
+                                             Key={"id": {"S": contact_id}})["Item"]
+
+
+def busy_contact(contact_id: str = "c1") -> Contact:
+    contact = Contact(id=contact_id, created_at="2026-09-01T00:00:00.000Z")
+    names = ["Product Viewed", "Page Viewed", "Product Added", "Order Completed", "Cart Viewed"]
+    for i in range(60):
+        day = 1 + i % 28
+        apply_event(contact, {"type": "track", "event": names[i % len(names)], "messageId": f"m{i}",
+                              "timestamp": f"2026-11-{day:02d}T1{i % 10}:00:00.000Z",
+                              "context": {"userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "locale": "de-DE"}})
+    return contact
+
+
+# -- the contact item ------------------------------------------------------------------------
+
+def test_a_contact_is_stored_as_a_deflated_body_and_raw_digests_and_reads_back_the_same(repo, aws_tables):
+    contact = busy_contact()
+    repo.create(contact)
+    item = raw_item(aws_tables, "c1")
+    assert set(item) == {"id", "version", "body", "seen"}
+    assert len(item["seen"]["B"]) == 6 * len(contact.recent)
+    again = repo.get("c1")
+    assert again.to_document() == contact.to_document()
+
+
+def test_the_new_layout_is_smaller_than_the_zlib_document(repo, aws_tables):
+    contact = busy_contact()
+    repo.create(contact)
+    item = raw_item(aws_tables, "c1")
+    legacy = zlib.compress(json.dumps(contact.to_document(), separators=(",", ":")).encode(), 6)
+    assert len(item["body"]["B"]) + len(item["seen"]["B"]) < len(legacy) * 0.85
+
+
+def test_an_item_in_the_previous_layout_is_read_and_rewritten_in_the_new_one(repo, aws_tables):
+    contact = busy_contact("old")
+    doc = contact.to_document()
+    legacy = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 6)
+    boto3.client("dynamodb").put_item(TableName=aws_tables["ContactsTable"],
+                                      Item={"id": {"S": "old"}, "version": {"N": "3"}, "doc": {"B": legacy}})
+    read = repo.get("old")
+    assert read.version == 3 and read.to_document() == doc
+    apply_event(read, {"type": "track", "event": "Cart Viewed", "messageId": "new", "context": {},
+                       "timestamp": "2026-11-29T10:00:00.000Z"})
+    repo.save(read)
+    item = raw_item(aws_tables, "old")
+    assert "body" in item and "doc" not in item
+    assert repo.get("old").counters["Cart Viewed"]["total"] == read.counters["Cart Viewed"]["total"]
+
+
+# -- sharded segment sizes -------------------------------------------------------------------
+
+def test_sizes_are_counted_in_one_counter_per_shard(memberships, aws_tables):
+    contacts = [f"contact-{i:03d}" for i in range(80)]
+    for cid in contacts:
+        assert memberships.enter("vip", cid, "2026-11-22T10:00:00.000Z")
+    assert memberships.size("vip") == 80
+    table = boto3.resource("dynamodb").Table(aws_tables["MembershipsTable"])
+    counters = [table.get_item(Key=size_key("vip", shard)).get("Item") for shard in range(SHARDS)]
+    used = {shard_of(c) for c in contacts}
+    assert len(used) > 8  # the writes spread over many partitions
+    assert sum(int(c["size"]) for c in counters if c) == 80
+    assert all(counters[s] is not None for s in used)
+    # No size lives in one shared partition any more.
+    definitions = boto3.resource("dynamodb").Table(aws_tables["DefinitionsTable"])
+    assert definitions.get_item(Key={"pk": "stats", "sk": "segment#vip"}).get("Item") is None
+
+
+def test_replayed_moves_change_nothing_and_leaving_counts_down(memberships):
+    assert memberships.enter("vip", "a", "t")
+    assert not memberships.enter("vip", "a", "t")  # published twice: no double count
+    assert memberships.enter("vip", "b", "t")
+    assert memberships.leave("vip", "a")
+    assert not memberships.leave("vip", "a")
+    assert memberships.size("vip") == 1
+    assert memberships.size("nobody") == 0
+    rows, cursor = memberships.members("vip", 10, None)
+    assert [r["contact_id"] for r in rows] == ["b"] and cursor is None
+
+
+def test_recount_restores_a_count_left_short_by_a_crash(memberships, aws_tables):
+    for cid in ("a", "b", "c"):
+        memberships.enter("vip", cid, "t")
+    table = boto3.resource("dynamodb").Table(aws_tables["MembershipsTable"])
+    table.put_item(Item={**size_key("vip", shard_of("a")), "size": 0})  # as if the ADD never ran
+    assert memberships.size("vip") < 3
+    assert memberships.recount("vip") == 3
+    assert memberships.size("vip") == 3
+
+
+# -- a stream batch, written once per contact ------------------------------------------------
+
+class CountingRepository(DynamoDBContactRepository):
+    def __init__(self, *args, broken: set | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.broken = broken if broken is not None else set()
+        self.writes = 0
+
+    def save(self, contact):
+        if contact.id in self.broken:
+            raise RuntimeError("throttled")
+        self.writes += 1  # create() goes through save() too
+        super().save(contact)
+
+
+def stream_event(aws_tables, after: str | None = None) -> dict:
+    streams = boto3.client("dynamodbstreams")
+    arn = aws_tables["EventsTable.StreamArn"]
+    records = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records.extend(streams.get_records(ShardIterator=it)["Records"])
+    lambda_records = [to_lambda_record(r, arn, "us-east-1") for r in records]
+    return {"Records": lambda_records}
+
+
+def track(anon: str, i: int, name: str = "Page Viewed") -> StoredEvent:
+    ts = f"2026-11-22T10:00:{i:02d}.000Z"
+    body = {"type": "track", "event": name, "anonymousId": anon, "messageId": f"{anon}-{i}", "timestamp": ts,
+            "receivedAt": ts, "context": {}}
+    return StoredEvent(partition=f"anon:{anon}", sort=f"{ts}#{anon}-{i}", body=body, ttl=2_000_000_000)
+
+
+def test_a_stream_batch_writes_each_contact_once_and_fails_a_broken_contact_in_order(aws_tables):
+    events = DynamoDBEventStore(aws_tables["EventsTable"], client=boto3.client("dynamodb"))
+    repo = CountingRepository(aws_tables["ContactsTable"], aws_tables["IdentitiesTable"], region="us-east-1")
+    ids = iter(["c-a", "c-b", "c-c"])
+    processor = EventProcessor(repo, FakeClock(), new_id=lambda: next(ids), sleep=lambda s: None)
+    # a, b and c browse: 4, 3 and 3 page views interleaved in one batch.
+    order = ["a", "b", "a", "c", "a", "b", "c", "a", "b", "c"]
+    events.append([track(anon, i) for i, anon in enumerate(order)])
+    batch = stream_event(aws_tables)
+    sequence = [r["dynamodb"]["SequenceNumber"] for r in batch["Records"]]
+    repo.broken.add("c-b")
+
+    response = handle_stream(batch, None, processor)
+
+    failed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert failed == sequence[1:]  # b's first record and every record after it
+    assert repo.writes == 2  # a and c, once each
+    assert repo.get("c-a").counters["Page Viewed"]["total"] == 4
+    assert repo.get("c-c").counters["Page Viewed"]["total"] == 3
+    assert repo.get("c-b") is None
+
+    # The stream redelivers from the first failed record; b's write now succeeds.
+    repo.broken.clear()
+    retry = {"Records": batch["Records"][1:]}
+    assert handle_stream(retry, None, processor)["batchItemFailures"] == []
+    assert [repo.get(c).counters["Page Viewed"]["total"] for c in ("c-a", "c-b", "c-c")] == [4, 3, 3]

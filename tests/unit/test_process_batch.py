@@ -1,0 +1,244 @@
+"""A stream batch: events of one contact applied in memory and written once, failures
+reported per contact and in stream order, redelivery counted once."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from chalicelib.services.catalog import Catalog
+from chalicelib.services.ports import ConcurrentUpdate
+from chalicelib.services.process_events import BatchCache, EventProcessor
+from chalicelib.services.effects import EffectsPublisher
+from chalicelib.services.messagebus import MessageBus
+from chalicelib.services.segmentation import ProfileRules
+from chalicelib.domain.segments.language import parse_segment
+from tests.unit.fakes import (
+    FakeClock,
+    FakeContactRepository,
+    FakeEventStore,
+    FakeMembershipStore,
+    FakeRecheckSchedule,
+)
+
+_ids = itertools.count(1)
+
+
+def ev(anon: str, name: str = "Clicked", ts: str = "2026-11-22T11:00:00.000Z", **kw) -> dict:
+    event = {"type": "track", "event": name, "anonymousId": anon, "messageId": kw.pop("messageId", f"m{next(_ids)}"),
+             "timestamp": ts, "receivedAt": ts, "context": {}}
+    event.update(kw)
+    return event
+
+
+class FlakyRepository(FakeContactRepository):
+    """Fails the saves of chosen contacts: `broken` always, `races` once with a lost race."""
+
+    def __init__(self):
+        super().__init__()
+        self.broken: set[str] = set()
+        self.races: set[str] = set()
+        self.saved_ids: list[str] = []
+
+    def _fail(self, contact):
+        if contact.id in self.broken:
+            raise RuntimeError(f"throttled writing {contact.id}")
+        if contact.id in self.races:
+            self.races.discard(contact.id)
+            stored = self.contacts.get(contact.id)
+            if stored is not None:  # someone else wrote it meanwhile
+                stored["contact"].version += 1
+            raise ConcurrentUpdate(contact.id)
+
+    def save(self, contact):
+        self._fail(contact)
+        super().save(contact)
+        self.saved_ids.append(contact.id)
+
+    def create(self, contact):
+        self._fail(contact)
+        super().create(contact)
+        self.saved_ids.append(contact.id)
+
+
+@pytest.fixture
+def repo():
+    return FlakyRepository()
+
+
+@pytest.fixture
+def processor(repo):
+    ids = itertools.count(1)
+    return EventProcessor(repo, FakeClock(), new_id=lambda: f"c{next(ids):03d}", sleep=lambda s: None)
+
+
+def owner(repo, anon):
+    return repo.get(repo.identities[f"anon:{anon}"])
+
+
+def test_a_burst_of_page_views_is_one_contact_write(processor, repo):
+    processor.process(ev("a1"))  # the contact exists before the burst
+    repo.calls.clear()
+    result = processor.process_batch([ev("a1", "Page Viewed") for _ in range(7)])
+    assert result.failed() == []
+    assert repo.calls.get("save") == 1 and result.contact_writes == 1
+    assert repo.calls.get("get") == 1
+    assert owner(repo, "a1").counters["Page Viewed"]["total"] == 7
+
+
+def test_a_new_contact_and_its_burst_are_created_in_one_write(processor, repo):
+    result = processor.process_batch([ev("new", "Page Viewed") for _ in range(3)])
+    assert result.failed() == [] and repo.calls.get("create") == 1 and "save" not in repo.calls
+    assert owner(repo, "new").counters["Page Viewed"]["total"] == 3
+
+
+def test_interleaved_contacts_are_each_written_once_with_their_events_in_order(processor, repo):
+    batch = [ev("a", "Identify", ts="2026-11-22T10:00:00.000Z"), ev("b"), ev("a"), ev("b"), ev("a")]
+    batch[0] = {"type": "identify", "anonymousId": "a", "traits": {"plan": "old"}, "messageId": "i1",
+                "timestamp": "2026-11-22T10:00:00.000Z", "receivedAt": "2026-11-22T10:00:00.000Z", "context": {}}
+    batch.append({"type": "identify", "anonymousId": "a", "traits": {"plan": "new"}, "messageId": "i2",
+                  "timestamp": "2026-11-22T10:05:00.000Z", "receivedAt": "2026-11-22T10:05:00.000Z", "context": {}})
+    result = processor.process_batch(batch)
+    assert result.failed() == [] and result.contact_writes == 2
+    assert owner(repo, "a").traits["plan"] == "new"
+    assert owner(repo, "a").counters["Clicked"]["total"] == 2 and owner(repo, "b").counters["Clicked"]["total"] == 2
+
+
+def test_a_failed_write_fails_that_contacts_records_and_every_later_one(processor, repo):
+    for anon in ("a", "b", "c"):
+        processor.process(ev(anon))
+    b_id = owner(repo, "b").id
+    repo.broken.add(b_id)
+    batch = [ev("a"), ev("b"), ev("c"), ev("a"), ev("b"), ev("c")]
+    result = processor.process_batch(batch)
+    assert result.failed() == [1, 2, 3, 4, 5]  # b's first record, and everything after it
+    # a and c were written all the same; b was not
+    assert owner(repo, "a").counters["Clicked"]["total"] == 3
+    assert owner(repo, "c").counters["Clicked"]["total"] == 3
+    assert owner(repo, "b").counters["Clicked"]["total"] == 1
+
+    # The stream redelivers from the first failed record: nothing is counted twice.
+    repo.broken.clear()
+    again = processor.process_batch(batch[1:])
+    assert again.failed() == []
+    assert [owner(repo, x).counters["Clicked"]["total"] for x in "abc"] == [3, 3, 3]
+
+
+def test_an_event_that_fails_stops_the_batch_but_earlier_contacts_are_written(processor, repo):
+    batch = [ev("a"), {"type": "track", "messageId": "bad", "timestamp": "x"}, ev("b"), ev("a")]
+    result = processor.process_batch(batch)
+    assert result.failed() == [1, 2, 3]
+    assert owner(repo, "a").counters["Clicked"]["total"] == 1
+    assert "anon:b" not in repo.identities
+
+
+def test_a_lost_race_at_the_single_write_reads_again_and_applies_every_event_once(processor, repo):
+    processor.process(ev("a"))
+    a_id = owner(repo, "a").id
+    repo.races.add(a_id)
+    result = processor.process_batch([ev("a"), ev("a", "Page Viewed"), ev("a")])
+    assert result.failed() == []
+    contact = owner(repo, "a")
+    assert contact.counters["Clicked"]["total"] == 3 and contact.counters["Page Viewed"]["total"] == 1
+
+
+def test_a_merge_within_the_batch_keeps_the_events_applied_before_it(processor, repo):
+    processor.process(ev("a1", ts="2026-11-20T10:00:00.000Z"))
+    processor.process({"type": "identify", "userId": "u1", "messageId": "seed", "traits": {},
+                       "timestamp": "2026-11-21T10:00:00.000Z", "receivedAt": "2026-11-21T10:00:00.000Z",
+                       "context": {}})
+    batch = [ev("a1"), ev("a1"),
+             {"type": "identify", "userId": "u1", "anonymousId": "a1", "messageId": "link", "traits": {},
+              "timestamp": "2026-11-22T11:00:00.000Z", "receivedAt": "2026-11-22T11:00:00.000Z", "context": {}},
+             ev("a1")]
+    result = processor.process_batch(batch)
+    assert result.failed() == []
+    survivor = owner(repo, "a1")
+    while survivor.merged_into:
+        survivor = repo.get(survivor.merged_into)
+    assert survivor.counters["Clicked"]["total"] == 4
+
+
+def test_redelivering_a_whole_batch_changes_nothing(processor, repo):
+    batch = [ev("a"), ev("a"), ev("b")]
+    processor.process_batch(batch)
+    repo.calls.clear()
+    result = processor.process_batch(batch)
+    assert result.failed() == [] and "save" not in repo.calls and "create" not in repo.calls
+    assert owner(repo, "a").counters["Clicked"]["total"] == 2
+
+
+# -- the outbox of a coalesced write, and re-publishing -------------------------------------
+
+class CountingMemberships(FakeMembershipStore):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def enter(self, segment_id, contact_id, since):
+        self.calls += 1
+        return super().enter(segment_id, contact_id, since)
+
+    def leave(self, segment_id, contact_id):
+        self.calls += 1
+        return super().leave(segment_id, contact_id)
+
+
+def _with_rules(repo):
+    segment = parse_segment({"id": "clickers", "name": "Clicked", "conditions": {"event": "Clicked"}})
+    catalog = Catalog(segments={"clickers": segment})
+    memberships, events = CountingMemberships(), FakeEventStore()
+    publisher = EffectsPublisher(memberships, events, FakeRecheckSchedule(), MessageBus({}), lambda contact, now: 0.0)
+    processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=ProfileRules(lambda: catalog),
+                               publisher=publisher)
+    return processor, memberships, events
+
+
+def test_effects_of_a_coalesced_write_are_published_after_it_and_once(repo):
+    processor, memberships, events = _with_rules(repo)
+    result = processor.process_batch([ev("a"), ev("a"), ev("a")])
+    assert result.failed() == [] and result.contact_writes == 1
+    assert memberships.calls == 1 and len(events.inserted) == 1  # one entry, one Segment Entered
+    assert events.inserted[0].body["event"] == "Segment Entered"
+
+
+def test_an_internal_events_arrival_settles_the_outbox_it_came_from(repo):
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    contact_id = owner(repo, "a").id
+    assert repo.get(contact_id).outbox  # stored with the write, published after it
+    calls = memberships.calls
+    entered = events.inserted[0].body
+    # The stream delivers Segment Entered in a later invocation (a fresh cache).
+    result = processor.process_batch([entered], BatchCache())
+    assert result.failed() == []
+    assert memberships.calls == calls  # the membership was not published a second time
+    assert len(events.inserted) == 1
+    stored = repo.get(contact_id)
+    assert stored.outbox == [] and stored.counters["Segment Entered"]["total"] == 1
+
+
+def test_a_stored_outbox_is_published_again_when_nothing_proves_it_was(repo):
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    calls = memberships.calls
+    processor.process_batch([ev("a", "Other")], BatchCache())  # a user event, not the proof
+    assert memberships.calls == calls + 1
+
+
+def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(repo):
+    segment = parse_segment({"id": "recent", "name": "Clicked today", "conditions": {"event": "Clicked",
+                                                                                      "within": "1 day"}})
+    catalog = Catalog(segments={"recent": segment})
+    schedule = FakeRecheckSchedule()
+    publisher = EffectsPublisher(CountingMemberships(), FakeEventStore(), FakeRecheckSchedule(), MessageBus({}),
+                                 lambda contact, now: 0.0)
+    processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=ProfileRules(lambda: catalog),
+                               publisher=publisher, schedule=schedule)
+    batch = [ev("a", ts=f"2026-11-22T11:0{i}:00.000Z") for i in range(3)]
+    assert processor.process_batch(batch).failed() == []
+    stored = owner(repo, "a")
+    assert stored.next_check is not None
+    assert [at for at, cid in schedule.items] == [stored.next_check[:19]]
+    assert all(e["kind"] != "schedule" for e in stored.outbox)
+    assert publisher.schedule.items == set()  # nothing left for the publisher to file again
