@@ -14,7 +14,7 @@ from chalicelib.adapters.dynamodb_memberships import SHARDS, DynamoDBMembershipS
 from chalicelib.domain.contact import Contact, apply_event
 from chalicelib.services.ports import StoredEvent
 from chalicelib.services.process_events import EventProcessor
-from chalicelib.stream import handle_stream
+from chalicelib.entrypoints.stream import handle_stream
 from local.stream_bridge import to_lambda_record
 from tests.unit.fakes import FakeClock
 
