@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 from typing import Iterable, Iterator
 
-from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.definition_errors import DefinitionError, Reference
 from chalicelib.domain.durations import looks_relative, parse_duration, parse_relative_time
 from chalicelib.domain.segments.filters import EventMatcher, FilterError, PropertyFilter, parse_filter
 
@@ -73,6 +73,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "campaign_group": ("campaign_group",),
 }
 KINDS = tuple(FIELDS)
+MAX_DEPTH = 24  # all/any/not nested deeper than this is refused, not a stack overflow
 DOCUMENT_FIELDS = ("id", "name", "description", "conditions", "kind")
 
 
@@ -360,8 +361,16 @@ def parse_segment(doc: object) -> SegmentDefinition:
     parser = _Parser()
     definition = parser.document(doc)
     if parser.problems or definition is None:
-        raise DefinitionError(parser.problems or ["the definition is empty"])
+        raise DefinitionError(parser.problems or ["the definition is empty"], tuple(parser.references))
     return definition
+
+
+def segment_references(definition: SegmentDefinition) -> tuple[Reference, ...]:
+    """What a parsed definition names that other definitions provide (segments, campaigns,
+    personas, RFM classes, stages), each with its place in the document."""
+    parser = _Parser()
+    parser.document(definition.source_doc)
+    return tuple(parser.references)
 
 
 def validate_segment(doc: object) -> list[str]:
@@ -476,6 +485,8 @@ def _name(value: object) -> str | None:
 class _Parser:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.references: list[Reference] = []
+        self.depth = 0
 
     def fail(self, path: str, problem: str) -> None:
         self.problems.append(f"{path}: {problem}")
@@ -538,6 +549,16 @@ class _Parser:
         return parts[0] if collapse and len(parts) == 1 else cls(tuple(parts))
 
     def condition(self, node: object, path: str) -> Condition | None:
+        if self.depth >= MAX_DEPTH:
+            self.fail(path, f"conditions nest at most {MAX_DEPTH} levels deep")
+            return None
+        self.depth += 1
+        try:
+            return self._condition(node, path)
+        finally:
+            self.depth -= 1
+
+    def _condition(self, node: object, path: str) -> Condition | None:
         if not isinstance(node, dict):
             self.fail(path, f"expected a condition (a mapping such as `trait: country` with `equals: FR`), "
                             f"got {_type_name(node)}")
@@ -662,7 +683,7 @@ class _Parser:
 
     def _message(self, node: dict, path: str) -> Condition | None:
         what = node["message"]
-        if what not in MESSAGE_EVENTS:
+        if not isinstance(what, str) or what not in MESSAGE_EVENTS:
             close = difflib.get_close_matches(str(what), list(MESSAGE_EVENTS), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
             self.fail(f"{path}.message", f"{_show(what)} is not one of {', '.join(MESSAGE_EVENTS)}{hint}")
@@ -741,6 +762,7 @@ class _Parser:
         if not isinstance(target, str) or not SEGMENT_ID.fullmatch(target):
             self.fail(f"{path}.segment", f"{_show(target)} is not a segment id")
             return None
+        self.references.append(Reference("segment", target, f"{path}.segment"))
         return SegmentCondition(target, at=f"{path}.segment")
 
     def _score(self, node: dict, path: str) -> Condition | None:
@@ -759,10 +781,14 @@ class _Parser:
                     self.fail(f"{where}.{op}", f"expected a number, got {_type_name(spec[op])}")
         return ScoreCondition(tuple(bounds)) if bounds else None
 
-    def one_or_in(self, value: object, where: str, what: str, article: str = "a") -> tuple[str, ...] | None:
-        """`stage: lead` or `stage: {in: [lead, mql]}`."""
+    def one_or_in(self, value: object, where: str, what: str, article: str = "a",
+                  provided_as: str | None = None) -> tuple[str, ...] | None:
+        """`stage: lead` or `stage: {in: [lead, mql]}`; each name is a reference to what
+        another definition provides (`provided_as`)."""
         single = _name(value)
         if single is not None:
+            if provided_as:
+                self.references.append(Reference(provided_as, single.lower(), where))
             return (single.lower(),)
         if isinstance(value, dict):
             self.unknown_fields(value, ("in",), where)
@@ -774,20 +800,22 @@ class _Parser:
             for i, n in enumerate(names):
                 if n is None:
                     self.fail(f"{where}.in[{i}]", f"expected {article} {what}, got {_type_name(items[i])}")
+                elif provided_as:
+                    self.references.append(Reference(provided_as, n.lower(), f"{where}.in[{i}]"))
             return None if None in names else tuple(n.lower() for n in names)
         self.fail(where, f"expected {article} {what} or {{in: [...]}}, got {_type_name(value)}")
         return None
 
     def _stage(self, node: dict, path: str) -> Condition | None:
-        stages = self.one_or_in(node["stage"], f"{path}.stage", "stage")
+        stages = self.one_or_in(node["stage"], f"{path}.stage", "stage", provided_as="stage")
         return StageCondition(stages) if stages else None
 
     def _rfm(self, node: dict, path: str) -> Condition | None:
-        classes = self.one_or_in(node["rfm"], f"{path}.rfm", "RFM class", "an")
+        classes = self.one_or_in(node["rfm"], f"{path}.rfm", "RFM class", "an", provided_as="rfm class")
         return RfmCondition(classes) if classes else None
 
     def _persona(self, node: dict, path: str) -> Condition | None:
-        personas = self.one_or_in(node["persona"], f"{path}.persona", "persona")
+        personas = self.one_or_in(node["persona"], f"{path}.persona", "persona", provided_as="persona")
         return PersonaCondition(personas) if personas else None
 
     def _tag(self, node: dict, path: str) -> Condition | None:
@@ -806,7 +834,7 @@ class _Parser:
 
     def _reachable(self, node: dict, path: str) -> Condition | None:
         channel = node["reachable"]
-        if channel not in REACHABLE_CHANNELS:
+        if not isinstance(channel, str) or channel not in REACHABLE_CHANNELS:
             self.fail(f"{path}.reachable", f"expected email or sms, got {_show(channel)}")
             return None
         return ReachableCondition(channel)
@@ -822,6 +850,8 @@ class _Parser:
         if campaign is None:
             self.fail(f"{where}.campaign", "required: the campaign id" if "campaign" not in spec
                       else f"expected a campaign id, got {_type_name(spec['campaign'])}")
+        else:
+            self.references.append(Reference("campaign", campaign, f"{where}.campaign"))
         raw = spec.get("group")
         groups: list[str] = []
         if raw is None:
