@@ -10,6 +10,7 @@ from chalice import Chalice, Rate, Response
 
 from chalicelib import bootstrap, config
 from chalicelib.api_admin import admin_api
+from chalicelib.api_definitions import definitions_api
 from chalicelib.adapters.dynamodb_events import EventStoreUnavailable
 from chalicelib.domain.events import SHORT_PATHS, RequestError
 from chalicelib.services.ingest import OriginNotAllowed, TrackingRequest, Unauthorized
@@ -137,6 +138,7 @@ def health():
 # -- admin API (bearer token only) and scheduled jobs ------------------------------------------
 
 app.register_blueprint(admin_api)
+app.register_blueprint(definitions_api)
 
 
 # -- stream processing ------------------------------------------------------------------------

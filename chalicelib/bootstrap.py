@@ -94,7 +94,8 @@ def definition_uploads() -> S3DefinitionUploads:
 
 @lru_cache(maxsize=1)
 def definitions() -> DefinitionService:
-    return DefinitionService(definition_store(), clock(), cache_seconds=config.settings().definitions_cache_seconds)
+    return DefinitionService(definition_store(), clock(), cache_seconds=config.settings().definitions_cache_seconds,
+                             memberships=membership_store(), on_unreadable=count_unreadable_definitions)
 
 
 @lru_cache(maxsize=1)
@@ -161,3 +162,14 @@ def reset() -> None:
         builder.cache_clear()
     config.settings.cache_clear()
     use_clock(None)
+
+
+def count_unreadable_definitions(rows: list[dict]) -> None:
+    """Metric DefinitionsUnreadable at every catalog load: stored definitions this release's
+    parser refuses (each is logged with its problems by the definition service)."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    # Metrics objects of one namespace share their metric set: the entry point flushes it.
+    Metrics(namespace="Mercurio", service="mercurio").add_metric(
+        name="DefinitionsUnreadable", unit=MetricUnit.Count, value=len(rows))

@@ -358,19 +358,18 @@ class SegmentDefinition:
 
 def parse_segment(doc: object) -> SegmentDefinition:
     """Validate a definition document and build it; raises DefinitionError listing every problem."""
+    return read_segment(doc)[0]
+
+
+def read_segment(doc: object) -> tuple[SegmentDefinition, tuple[Reference, ...]]:
+    """The definition and what it names that other definitions provide (segments, campaigns,
+    personas, RFM classes, stages), each with its place in the document. A DefinitionError
+    carries the references found as well, so they are checked with the other problems."""
     parser = _Parser()
     definition = parser.document(doc)
     if parser.problems or definition is None:
         raise DefinitionError(parser.problems or ["the definition is empty"], tuple(parser.references))
-    return definition
-
-
-def segment_references(definition: SegmentDefinition) -> tuple[Reference, ...]:
-    """What a parsed definition names that other definitions provide (segments, campaigns,
-    personas, RFM classes, stages), each with its place in the document."""
-    parser = _Parser()
-    parser.document(definition.source_doc)
-    return tuple(parser.references)
+    return definition, tuple(parser.references)
 
 
 def validate_segment(doc: object) -> list[str]:
@@ -406,8 +405,15 @@ def validate_catalog(definitions: Iterable[SegmentDefinition]) -> list[str]:
 
 def _cycles(refs: dict[str, list[SegmentCondition]]) -> list[str]:
     """Each cycle once, as `a: <path of the reference>: segments form a cycle: a → b → a`."""
+    return [f"{node}: {ref.at or 'conditions'}: segments form a cycle: {' → '.join(loop)}"
+            for node, ref, loop in find_cycles(refs)]
+
+
+def find_cycles(refs: dict[str, list[SegmentCondition]]) -> list[tuple[str, SegmentCondition, list[str]]]:
+    """Each cycle once: the segment whose reference closes it, that reference, and the loop
+    of ids (first and last the same)."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
-    problems: list[str] = []
+    found: list[tuple[str, SegmentCondition, list[str]]] = []
     reported: set[frozenset[str]] = set()
 
     def visit(node: str, path: list[tuple[str, SegmentCondition | None]]) -> None:
@@ -421,7 +427,7 @@ def _cycles(refs: dict[str, list[SegmentCondition]]) -> list[str]:
                 key = frozenset(loop)
                 if key not in reported:
                     reported.add(key)
-                    problems.append(f"{node}: {ref.at or 'conditions'}: segments form a cycle: {' → '.join(loop)}")
+                    found.append((node, ref, loop))
             elif state.get(target) is None:
                 visit(target, path + [(node, ref)])
         state[node] = 2
@@ -429,7 +435,7 @@ def _cycles(refs: dict[str, list[SegmentCondition]]) -> list[str]:
     for node in sorted(refs):
         if node not in state:
             visit(node, [])
-    return problems
+    return found
 
 
 # --- parsing -------------------------------------------------------------------------------
