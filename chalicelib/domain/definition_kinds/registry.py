@@ -62,8 +62,6 @@ class KindRegistry:
             hint = f" (did you mean {show(close[0])}?)"
         elif not names and ref.kind in self._providers and self._providers[ref.kind].singleton:
             hint = f" (no {self._providers[ref.kind].name} definition defines any)"
-        elif names and len(names) <= 12:
-            hint = f" (known: {', '.join(names)})"
         else:
             hint = ""
         return f"{ref.at}: unknown {ref.kind} {show(ref.name)}{hint}"
