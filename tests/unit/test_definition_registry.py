@@ -341,3 +341,20 @@ def test_a_stored_row_that_no_longer_parses_blocks_no_other_change(service):
     assert service.put("segment", "uses-old", seg("uses-old", {"segment": "old"}))["changed"]
     with pytest.raises(DefinitionInUse):
         service.delete("segment", "old")
+
+
+def test_a_long_chain_of_segments_is_checked_without_exhausting_the_stack(service):
+    """Each segment reading the one before: validation, the index and a cycle at the end."""
+    from chalicelib.domain.segments.index import SegmentIndex
+    from chalicelib.domain.segments.language import parse_segment, validate_catalog
+
+    chain = [seg("s0", {"tag": "x"})] + [seg(f"s{i}", {"segment": f"s{i - 1}"}) for i in range(1, 1500)]
+    chain.append(seg("a-head", {"segment": "s1499"}))  # first in id order: checked from the top down
+    definitions = [parse_segment(d) for d in chain]
+    assert validate_catalog(definitions) == []
+    assert SegmentIndex(definitions).evaluation_order(["a-head", "s0"]) == ["s0", "a-head"]
+    for d in chain:
+        service.store.put("segment", d["id"], d, "t")
+    assert service.put("segment", "a-top", seg("a-top", {"segment": "a-head"}))["changed"]
+    found = problems_of(service.put, "segment", "s0", seg("s0", {"segment": "a-top"}))
+    assert len(found) == 1 and found[0].startswith("conditions.segment: segments form a cycle: s0 → a-top → a-head")

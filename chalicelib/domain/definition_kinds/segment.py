@@ -37,7 +37,8 @@ class SegmentKind(DefinitionKind):
             for i, sid in enumerate(loop[:-1]):
                 if sid in changed:
                     at = next((r.at for r in refs[sid] if r.segment_id == loop[i + 1]), "conditions")
-                    problems.append((sid, f"{at}: segments form a cycle: {' → '.join(loop)}"))
+                    seen_from = loop[i:-1] + loop[:i + 1]  # told from the segment being changed
+                    problems.append((sid, f"{at}: segments form a cycle: {' → '.join(seen_from)}"))
         return problems
 
     def catalogue(self, catalog, values):

@@ -412,29 +412,32 @@ def _cycles(refs: dict[str, list[SegmentCondition]]) -> list[str]:
 def find_cycles(refs: dict[str, list[SegmentCondition]]) -> list[tuple[str, SegmentCondition, list[str]]]:
     """Each cycle once: the segment whose reference closes it, that reference, and the loop
     of ids (first and last the same)."""
+    # Depth-first without recursion: a chain of thousands of segments is a valid catalog.
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     found: list[tuple[str, SegmentCondition, list[str]]] = []
     reported: set[frozenset[str]] = set()
-
-    def visit(node: str, path: list[tuple[str, SegmentCondition | None]]) -> None:
-        state[node] = 1
-        for ref in refs.get(node, []):
-            target = ref.segment_id
-            if state.get(target) == 1:
-                ids = [n for n, _ in path] + [node]
-                start = ids.index(target)
-                loop = ids[start:] + [target]
-                key = frozenset(loop)
-                if key not in reported:
-                    reported.add(key)
-                    found.append((node, ref, loop))
-            elif state.get(target) is None:
-                visit(target, path + [(node, ref)])
-        state[node] = 2
-
-    for node in sorted(refs):
-        if node not in state:
-            visit(node, [])
+    for root in sorted(refs):
+        if root in state:
+            continue
+        state[root] = 1
+        path, pending = [root], [iter(refs.get(root, []))]
+        while pending:
+            node = path[-1]
+            for ref in pending[-1]:
+                target = ref.segment_id
+                if state.get(target) == 1:
+                    loop = path[path.index(target):] + [target]
+                    if frozenset(loop) not in reported:
+                        reported.add(frozenset(loop))
+                        found.append((node, ref, loop))
+                elif state.get(target) is None:
+                    state[target] = 1
+                    path.append(target)
+                    pending.append(iter(refs.get(target, [])))
+                    break
+            else:
+                pending.pop()
+                state[path.pop()] = 2
     return found
 
 
