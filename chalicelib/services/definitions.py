@@ -16,7 +16,7 @@ from typing import Callable
 
 import yaml
 
-from chalicelib.domain.definition_errors import DefinitionError, load_yaml
+from chalicelib.domain.definition_errors import DefinitionError, load_yaml, show
 from chalicelib.domain.definition_kinds import REGISTRY, DefinitionKind, KindRegistry, Reading
 from chalicelib.domain.definition_kinds.base import DRAFT_ID
 from chalicelib.domain.events import iso
@@ -173,7 +173,7 @@ class DefinitionService:
             if row is None:
                 raise DefinitionNotFound(f"{kind.name} {definition_id!r} has no version {version} "
                                          f"(versions: {', '.join(str(v['version']) for v in versions) or 'none'})")
-        current = self.store.get(kind.name, definition_id)
+        current = row if version is None else self.store.get(kind.name, definition_id)
         view = {"kind": kind.name, "id": definition_id, "version": row["version"], "updated_at": row["updated_at"],
                 "current": current is not None and current["version"] == row["version"],
                 "document": row["document"], "versions": versions}
@@ -207,7 +207,9 @@ class DefinitionService:
         a `?id=` or the document) it is read as a draft: id and name are not demanded."""
         kind = self.kind(kind_name)
         document = decode_document(body)
-        stated = document.get("id") if isinstance(document.get("id"), str) else None
+        stated = document.get("id")
+        if stated is not None and not isinstance(stated, str):
+            raise DefinitionError([f"id: expected text, got {show(stated)}"])
         definition_id = definition_id or stated or ("default" if kind.singleton else None)
         key = (kind.name, definition_id or "\0draft")  # a draft replaces no stored definition
         _, reading = self._prepare(kind, definition_id or DRAFT_ID,

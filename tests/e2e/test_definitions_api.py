@@ -175,6 +175,12 @@ def test_a_stored_definition_that_no_longer_parses_is_listed_and_counted(app_cli
     assert {k["kind"]: k["count"] for k in overview["kinds"]}["segment"] == 1
     status, body = call(app_client, "GET", "/v1/admin/segments/old-tea")
     assert status == 200 and body["problems"]
+    # Each catalog load counts them in a metric (flushed by the entry point that loaded it).
+    from aws_lambda_powertools import Metrics
+
+    bootstrap.definitions().invalidate()
+    bootstrap.definitions().catalog()
+    assert Metrics(namespace="Mercurio").metric_set["DefinitionsUnreadable"]["Value"][-1] == 1.0
     # The fix is a new version, which the current parser accepts.
     status, body = call(app_client, "PUT", "/v1/admin/segments/old-tea", {
         "name": "Old", "conditions": {"event": "Product Viewed", "where": ['properties.category == "tea"']}})
