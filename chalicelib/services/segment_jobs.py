@@ -14,11 +14,11 @@ from typing import Callable, Iterable
 
 from chalicelib.domain import engagement, personas, rfm
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.definition_kinds.base import DRAFT_ID
 from chalicelib.domain.events import iso
 from chalicelib.domain.identity import kind_of
 from chalicelib.domain.segments.evaluator import evaluate
 from chalicelib.services.catalog import Catalog
-from chalicelib.domain.definition_kinds.base import DRAFT_ID
 from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionService
 from chalicelib.services.ports import Clock, ConcurrentUpdate, EventStore, MembershipStore, RecheckSchedule
 from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE, EffectsPublisher, ProfileRules
@@ -150,10 +150,13 @@ class SegmentJobs:
             rows, cursor = [], None  # stored again since: its own back-fill evaluates everyone
         else:
             rows, cursor = self.memberships.members(definition_id, page_size, progress.get("cursor"))
+        cause = f"deleted:{definition_id}:{progress.get('version')}"
         for row in rows:
-            member = self._update(row["contact_id"], lambda c: self.rules.evaluate(
-                c, now, set(), cause=f"deleted:{definition_id}:{progress.get('version')}", catalog=catalog))
-            if member is None:  # merged away or gone: only the membership row is left
+            changes: list = []
+            member = self._update(row["contact_id"], lambda c: changes.extend(
+                self.rules.evaluate(c, now, set(), cause=cause, catalog=catalog)))
+            if member is None or (definition_id, False) not in changes:
+                # Merged away, gone, or the contact no longer listed it: only the row is left.
                 self.memberships.leave(definition_id, row["contact_id"])
         progress = {**progress, "status": "running" if cursor else "done", "cursor": cursor,
                     "scanned": progress.get("scanned", 0) + len(rows), "updated_at": iso(now)}
