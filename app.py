@@ -4,6 +4,7 @@ from __future__ import annotations
 from chalice import Chalice
 
 from chalicelib.entrypoints.admin import admin_api
+from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.http import observe_http
@@ -15,6 +16,7 @@ app = Chalice(app_name="mercurio", configure_logs=False)
 app.register_middleware(observe_http, "http")
 app.register_blueprint(tracking_api)
 app.register_blueprint(admin_api)
+app.register_blueprint(definitions_api)
 app.register_blueprint(deliveries_api)
 app.register_blueprint(stream_handlers)
 app.register_blueprint(effects_handlers)

@@ -121,12 +121,11 @@ def define_segments(documents: list[dict], backfilled: bool) -> float:
     otherwise pending, as DefinitionService.put leaves them."""
     from chalicelib.entrypoints import runtime
     from chalicelib.domain.events import iso
-    from chalicelib.domain.segments.language import validate_catalog
-    from chalicelib.services.catalog import parse_document
+    from chalicelib.domain.segments.language import parse_segment, validate_catalog
 
     defs = runtime.services().definitions
     started = time.perf_counter()
-    problems = validate_catalog([parse_document("segment", d) for d in documents])
+    problems = validate_catalog([parse_segment(d) for d in documents])
     if problems:
         raise ValueError(problems[:3])
     now = iso(defs.clock.now())

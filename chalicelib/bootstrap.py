@@ -95,7 +95,8 @@ class Services:
 
         return DefinitionService(self.definition_store, self.clock,
                                  cache_seconds=self.settings.definitions_cache_seconds,
-                                 allow_private_destinations=self.settings.webhooks_allow_private)
+                                 allow_private_destinations=self.settings.webhooks_allow_private,
+                                 memberships=self.membership_store, on_unreadable=count_unreadable_definitions)
 
     @cached_property
     def profile_rules(self):
@@ -208,6 +209,17 @@ class Services:
         from chalicelib.services.imports import ContactImporter
 
         return ContactImporter(self.event_store, self.clock, ttl_days=self.settings.event_ttl_days)
+
+
+def count_unreadable_definitions(rows: list[dict]) -> None:
+    """Metric DefinitionsUnreadable at every catalog load: stored definitions this release's
+    parser refuses (each is logged with its problems by the definition service)."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    # Metrics objects of one namespace share their metric set: the entry point flushes it.
+    Metrics(namespace="Mercurio", service="mercurio").add_metric(
+        name="DefinitionsUnreadable", unit=MetricUnit.Count, value=len(rows))
 
 
 def bootstrap(settings: Settings, **overrides) -> Services:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from boto3.dynamodb.conditions import Key
 
 from chalicelib.adapters._dynamodb import LazyTable
-from chalicelib.services.ports import DefinitionStore
+from chalicelib.services.ports import ConcurrentUpdate, DefinitionStore
 
 CURRENT = "current"
 
@@ -24,25 +24,45 @@ def _plain(value):
 
 
 class DynamoDBDefinitionStore(LazyTable, DefinitionStore):
-    def put(self, kind: str, definition_id: str, document: dict, now: str) -> int:
+    """Items: ("kind#id", "v0000000001") one per version, a deletion included (`deleted`);
+    ("current", "kind#id") the current version's copy, or a tombstone after a deletion (so
+    the next version number continues, and a concurrent writer is detected)."""
+
+    def _pointer(self, key: str) -> dict | None:
+        return self.table.get_item(Key={"pk": CURRENT, "sk": key}, ConsistentRead=True).get("Item")
+
+    def _write(self, key: str, version: int, previous: int, version_item: dict, pointer: dict) -> None:
+        condition = "attribute_not_exists(pk)" if previous == 0 else "version = :previous"
+        values = {":previous": {"N": str(previous)}} if previous else {}
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Put": {"TableName": self.table_name,
+                         "Item": {"pk": {"S": key}, "sk": {"S": f"v{version:010d}"}, **version_item},
+                         "ConditionExpression": "attribute_not_exists(pk)"}},
+                {"Put": {"TableName": self.table_name,
+                         "Item": {"pk": {"S": CURRENT}, "sk": {"S": key}, "version": {"N": str(version)}, **pointer},
+                         "ConditionExpression": condition,
+                         **({"ExpressionAttributeValues": values} if values else {})}},
+            ])
+        except self.client.exceptions.TransactionCanceledException:
+            raise ConcurrentUpdate(f"{key} changed meanwhile (now past version {previous}); read it again") from None
+
+    def put(self, kind: str, definition_id: str, document: dict, now: str, expected: int | None = None) -> int:
         key = f"{kind}#{definition_id}"
-        current = self.table.get_item(Key={"pk": CURRENT, "sk": key}, ConsistentRead=True).get("Item")
-        version = int(current["version"]) + 1 if current else 1
+        current = self._pointer(key)
+        previous = int(current["version"]) if current else 0
+        if expected is not None and expected != previous:
+            raise ConcurrentUpdate(f"{key} is at version {previous}, not {expected}")
         body = json.dumps(document, ensure_ascii=False, sort_keys=True)
-        condition = "attribute_not_exists(pk)" if current is None else "version = :previous"
-        values = {} if current is None else {":previous": current["version"]}
-        self.client.transact_write_items(TransactItems=[
-            {"Put": {"TableName": self.table_name,
-                     "Item": {"pk": {"S": key}, "sk": {"S": f"v{version:010d}"}, "doc": {"S": body},
-                              "created_at": {"S": now}},
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": {"TableName": self.table_name,
-                     "Item": {"pk": {"S": CURRENT}, "sk": {"S": key}, "doc": {"S": body},
-                              "version": {"N": str(version)}, "updated_at": {"S": now}},
-                     "ConditionExpression": condition,
-                     **({"ExpressionAttributeValues": {":previous": {"N": str(values[":previous"])}}} if values else {})}},
-        ])
-        return version
+        self._write(key, previous + 1, previous, {"doc": {"S": body}, "created_at": {"S": now}},
+                    {"doc": {"S": body}, "updated_at": {"S": now}})
+        return previous + 1
+
+    def delete(self, kind: str, definition_id: str, expected: int, now: str) -> int:
+        key = f"{kind}#{definition_id}"
+        self._write(key, expected + 1, expected, {"deleted": {"BOOL": True}, "created_at": {"S": now}},
+                    {"deleted": {"BOOL": True}, "updated_at": {"S": now}})
+        return expected + 1
 
     def _row(self, item: dict) -> dict:
         kind, _, definition_id = item["sk"].partition("#")
@@ -57,14 +77,38 @@ class DynamoDBDefinitionStore(LazyTable, DefinitionStore):
         while True:
             page = self.table.query(KeyConditionExpression=condition, ConsistentRead=True,
                                     **({"ExclusiveStartKey": start} if start else {}))
-            rows.extend(self._row(item) for item in page.get("Items", []))
+            rows.extend(self._row(item) for item in page.get("Items", []) if not item.get("deleted"))
             start = page.get("LastEvaluatedKey")
             if not start:
                 return rows
 
     def get(self, kind: str, definition_id: str) -> dict | None:
-        item = self.table.get_item(Key={"pk": CURRENT, "sk": f"{kind}#{definition_id}"}, ConsistentRead=True).get("Item")
-        return self._row(item) if item else None
+        item = self._pointer(f"{kind}#{definition_id}")
+        return self._row(item) if item and not item.get("deleted") else None
+
+    def latest_version(self, kind: str, definition_id: str) -> int:
+        item = self._pointer(f"{kind}#{definition_id}")
+        return int(item["version"]) if item else 0
+
+    def versions(self, kind: str, definition_id: str) -> list[dict]:
+        found, start = [], None
+        while True:
+            page = self.table.query(KeyConditionExpression=Key("pk").eq(f"{kind}#{definition_id}"),
+                                    ProjectionExpression="sk, created_at, deleted", ConsistentRead=True,
+                                    **({"ExclusiveStartKey": start} if start else {}))
+            found.extend({"version": int(item["sk"][1:]), "created_at": item.get("created_at"),
+                          "deleted": bool(item.get("deleted"))} for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found
+
+    def get_version(self, kind: str, definition_id: str, version: int) -> dict | None:
+        item = self.table.get_item(Key={"pk": f"{kind}#{definition_id}", "sk": f"v{version:010d}"},
+                                   ConsistentRead=True).get("Item")
+        if not item or item.get("deleted"):
+            return None
+        return {"kind": kind, "id": definition_id, "version": version, "document": json.loads(item["doc"]),
+                "updated_at": item.get("created_at")}
 
     def stats(self, kind: str, definition_id: str) -> dict:
         item = self.table.get_item(Key={"pk": "stats", "sk": f"{kind}#{definition_id}"}).get("Item") or {}

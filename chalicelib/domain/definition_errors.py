@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 
 import yaml
@@ -30,11 +31,27 @@ def load_yaml(text: str | bytes) -> object:
     return yaml.load(text, Loader=DocumentLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-class DefinitionError(ValueError):
-    """A definition document that cannot be used; `problems` lists every fault found."""
+@dataclass(frozen=True)
+class Reference:
+    """A definition naming something another definition provides: a segment naming another
+    segment (`kind` "segment") or a campaign, a persona, an RFM class or a lifecycle stage.
+    `at` is the place in the referring document, for messages."""
 
-    def __init__(self, problems: list[str]):
+    kind: str
+    name: str
+    at: str
+
+
+class DefinitionError(ValueError):
+    """A definition document that cannot be used; `problems` lists every fault found.
+
+    `references` are the names the document uses that other definitions must provide, as
+    far as the document could be read: they are checked with the other problems, so every
+    problem of a document is named at once."""
+
+    def __init__(self, problems: list[str], references: tuple[Reference, ...] = ()):
         self.problems = list(problems)
+        self.references = tuple(references)
         super().__init__("; ".join(self.problems) if self.problems else "invalid definition")
 
 

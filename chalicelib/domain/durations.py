@@ -32,6 +32,9 @@ _AGO = re.compile(r"^(?P<span>.+?)\s+ago$")
 _IN = re.compile(r"^in\s+(?P<span>.+)$")
 _FROM_NOW = re.compile(r"^(?P<span>.+?)\s+from\s+now$")
 _EXAMPLE = 'write a number and a unit, e.g. "30 days", "12 hours" or "P30D"'
+# Windows and offsets are subtracted from and added to the present; beyond a century they
+# mean nothing to a marketer and, far enough, leave the calendar (year 1 to 9999).
+LONGEST = timedelta(days=100 * 365)
 
 
 def _quote(text: object) -> str:
@@ -67,12 +70,19 @@ def _parse_iso(original: str, text: str) -> timedelta:
     if parts.get("mo"):
         raise ValueError(f"{_quote(original)} is not a duration: months differ in length; write days instead "
                          f"(e.g. P30D)")
-    return timedelta(days=365 * parts.get("y", 0) + 7 * parts.get("w", 0) + parts.get("d", 0),
-                     hours=parts.get("h", 0), minutes=parts.get("mi", 0), seconds=parts.get("s", 0))
+    days = 365 * parts.get("y", 0) + 7 * parts.get("w", 0) + parts.get("d", 0)
+    return _bounded(original, days * 86400 + parts.get("h", 0) * 3600 + parts.get("mi", 0) * 60 + parts.get("s", 0))
+
+
+def _bounded(original: str, seconds: int) -> timedelta:
+    """Whole seconds as a timedelta, refusing what no window means (and timedelta cannot hold)."""
+    if seconds > LONGEST.total_seconds():
+        raise ValueError(f"{_quote(original)} is not a duration: at most 100 years")
+    return timedelta(seconds=seconds)
 
 
 def _parse_words(original: str, text: str) -> timedelta:
-    total = timedelta(0)
+    seconds = 0
     position = 0
     found = False
     for match in _PART.finditer(text):
@@ -86,12 +96,12 @@ def _parse_words(original: str, text: str) -> timedelta:
             close = difflib.get_close_matches(unit, _SPELLED_UNITS, n=1, cutoff=0.6)
             hint = f' (did you mean "{close[0]}"?)' if close else f" (use {', '.join(_SPELLED_UNITS)})"
             raise ValueError(f"{_quote(original)} is not a duration: unknown unit {_quote(unit)}{hint}")
-        total += number * _UNITS[unit]
+        seconds += number * int(_UNITS[unit].total_seconds())
         position = match.end()
         found = True
     if not found or not _SEPARATORS.match(text[position:]):
         raise ValueError(f"{_quote(original)} is not a duration: {_EXAMPLE}")
-    return total
+    return _bounded(original, seconds)
 
 
 def parse_relative_time(text: object) -> timedelta:

@@ -43,61 +43,7 @@ def admin_import():
                                                                    r.query_params))
 
 
-# -- definitions --------------------------------------------------------------------------------
-
-def _definition_view(kind: str, row: dict) -> dict:
-    stats = services().definition_store.stats(kind, row["id"])
-    view = {"kind": kind, "id": row["id"], "version": row["version"], "updated_at": row["updated_at"],
-            "document": row["document"]}
-    if kind == "segment":
-        view["size"] = services().membership_store.size(row["id"])
-    if "backfill" in stats:
-        view["backfill"] = {k: v for k, v in stats["backfill"].items() if k != "cursor"}
-    if "last_upload" in stats:
-        view["last_upload"] = stats["last_upload"]
-    return view
-
-
-def _get_definition(kind: str, definition_id: str) -> dict:
-    row = services().definitions.get(kind, definition_id)
-    if row is None:
-        raise NotFound(f"no {kind} {definition_id!r}")
-    return _definition_view(kind, row)
-
-
-def _put_definition(kind: str, definition_id: str, request) -> dict:
-    result = services().definitions.put(kind, definition_id, request.raw_body,
-                                         request.headers.get("content-type"))
-    return {**result, **_get_definition(kind, definition_id)}
-
-
-@admin_api.route("/v1/admin/segments", methods=["GET"])
-def admin_segments():
-    def listing(request):
-        rows = services().definitions.list("segment")
-        sizes = {row["id"]: services().membership_store.size(row["id"]) for row in rows}
-        return {"segments": [{"id": row["id"], "name": row["document"].get("name"), "version": row["version"],
-                              "size": sizes[row["id"]]} for row in rows]}
-
-    return _admin(listing)
-
-
-@admin_api.route("/v1/admin/segments/preview", methods=["POST"], content_types=ANY)
-def admin_segment_preview():
-    from chalicelib.services.definitions import decode_document
-
-    return _admin(lambda r: services().segment_jobs.preview(decode_document(r.raw_body)))
-
-
-@admin_api.route("/v1/admin/segments/{segment_id}", methods=["GET", "PUT"], content_types=ANY)
-def admin_segment(segment_id):
-    def act(request):
-        if request.method == "PUT":
-            return _put_definition("segment", segment_id, request)
-        return _get_definition("segment", segment_id)
-
-    return _admin(act)
-
+# -- segment members and exports (the definitions themselves: entrypoints/definitions.py) -------
 
 @admin_api.route("/v1/admin/segments/{segment_id}/members", methods=["GET"])
 def admin_segment_members(segment_id):
@@ -124,16 +70,6 @@ def admin_segment_export(segment_id):
         return services().audience_exports.export(segment_id, body.get("format", "csv"), body.get("traits") or [])
 
     return _admin(export)
-
-
-@admin_api.route("/v1/admin/definitions/{kind}/{definition_id}", methods=["GET", "PUT"], content_types=ANY)
-def admin_definition(kind, definition_id):
-    def act(request):
-        if request.method == "PUT":
-            return _put_definition(kind, definition_id, request)
-        return _get_definition(kind, definition_id)
-
-    return _admin(act)
 
 
 @admin_api.route("/v1/admin/campaigns/{campaign_id}/groups", methods=["GET"])

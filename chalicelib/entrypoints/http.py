@@ -13,8 +13,10 @@ from chalicelib.domain.nesting import TooDeeplyNested, load_json
 from chalicelib.entrypoints.auth import is_admin
 from chalicelib.entrypoints.runtime import flush_metrics, logger
 from chalicelib.services.contacts import BadQuery, NotFound
+from chalicelib.services.definitions import DefinitionInUse, DefinitionNotFound
 from chalicelib.services.imports import ImportRejected
 from chalicelib.services.jobs import JobError
+from chalicelib.services.ports import ConcurrentUpdate
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,14 @@ def admin_call(request, action: Callable[[object], "dict | Accepted"], status: i
         if isinstance(result, Accepted):
             return json_response(202, result.body)
         return json_response(status, result)
+    except (DefinitionInUse, ConcurrentUpdate) as exc:
+        problems = getattr(exc, "problems", [str(exc)])
+        return json_response(409, {"error": "; ".join(problems), "problems": problems})
     except DefinitionError as exc:
         return json_response(400, {"error": "; ".join(exc.problems), "problems": exc.problems})
     except (BadQuery, ImportRejected, JobError) as exc:
         return json_response(400, {"error": str(exc)})
-    except NotFound as exc:
+    except (NotFound, DefinitionNotFound) as exc:
         return json_response(404, {"error": str(exc)})
 
 

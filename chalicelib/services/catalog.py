@@ -1,103 +1,76 @@
 """The catalog: every current definition parsed once and indexed for the stream handler.
 
-Definitions come in kinds: many `segment`s and `campaign`s, and one each of `scoring`,
-`rfm` and `personas` (id `default`). Parsing happens when a definition is stored (to reject
-a bad one) and when a Lambda container (re)loads the catalog.
+What each kind parses lands where its module says (definition_kinds): `catalog.segments`,
+`.campaigns`, `.destinations` (id → parsed), `.scoring`, `.rfm`, `.personas` (one each, or
+None), plus the segment `index` and the filtered event matchers of every kind. Parsing
+happens when a definition is stored (to reject a bad one) and when a Lambda container
+(re)loads the catalog. A stored row that no longer parses (a newer release tightened
+validation) is kept out of the catalog and listed in `unreadable`, with its problems.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
-from chalicelib.domain import engagement, personas, rfm, scoring
-from chalicelib.domain.destinations import parse_destination
-from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain import rfm
+from chalicelib.domain.definition_kinds import REGISTRY, KindRegistry
 from chalicelib.domain.segments.filters import EventMatcher
-from chalicelib.domain.segments.index import SegmentIndex
-from chalicelib.domain.segments.language import parse_segment, validate_catalog
-
-KINDS = ("segment", "campaign", "destination", "scoring", "rfm", "personas")
-SINGLETONS = ("scoring", "rfm", "personas")
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
-def parse_document(kind: str, document: object):
-    if kind == "segment":
-        return parse_segment(document)
-    if kind == "campaign":
-        return engagement.parse_campaign(document)
-    if kind == "destination":
-        return parse_destination(document)
-    if kind == "scoring":
-        return scoring.parse_scoring(document)
-    if kind == "rfm":
-        return rfm.parse_rfm(document)
-    if kind == "personas":
-        return personas.parse_personas(document)
-    raise DefinitionError([f"kind: unknown definition kind {kind!r} (use one of {', '.join(KINDS)})"])
-
-
-def check_id(kind: str, definition_id: str) -> None:
-    if kind in SINGLETONS:
-        if definition_id != "default":
-            raise DefinitionError([f"id: {kind} has one definition, with id 'default'"])
-    elif not _ID.match(definition_id or ""):
-        raise DefinitionError([f"id: {definition_id!r} must be lower-case letters, digits and dashes (max 64)"])
-
-
-@dataclass
 class Catalog:
-    segments: dict = field(default_factory=dict)  # id -> SegmentDefinition
-    campaigns: dict = field(default_factory=dict)  # id -> Campaign
-    destinations: dict = field(default_factory=dict)  # id -> Destination
-    scoring: object | None = None
-    rfm: object | None = None
-    personas: object | None = None
-    rfm_thresholds: object | None = None
-    versions: dict = field(default_factory=dict)  # (kind, id) -> version
+    def __init__(self, versions: dict | None = None, unreadable: list[dict] | None = None,
+                 kinds: KindRegistry = REGISTRY):
+        self.versions: dict = versions or {}  # (kind, id) -> version
+        self.unreadable: list[dict] = unreadable or []  # {kind, id, version, problems}
+        self.rfm_thresholds: rfm.Thresholds | None = None
+        self._kinds = kinds
+        self._matchers: dict[str, dict[str, EventMatcher]] = {}
+        for kind in kinds:
+            kind.catalogue(self, {})
 
-    def __post_init__(self):
-        self.index = SegmentIndex(list(self.segments.values()))
-        self._scoring_matchers: dict[str, list[EventMatcher]] = {}
-        if self.scoring is not None:
-            for matcher in self.scoring.matchers():
-                self._scoring_matchers.setdefault(matcher.event, []).append(matcher)
+    @classmethod
+    def of(cls, kinds: KindRegistry = REGISTRY, **parsed) -> "Catalog":
+        """A catalog of already parsed definitions, named by the kind's catalog attribute:
+        `Catalog.of(segments={"id": definition}, scoring=config)` (previews and tests)."""
+        catalog = cls(kinds=kinds)
+        by_attribute = {kind.catalog_attribute: kind for kind in kinds}
+        for attribute, value in parsed.items():
+            kind = by_attribute.get(attribute)
+            if kind is None:
+                raise TypeError(f"no kind of definition is catalogued as {attribute!r}")
+            catalog.add(kind, {"default": value} if kind.singleton else value)
+        return catalog
+
+    def add(self, kind, values: dict) -> None:
+        """Land one kind's parsed definitions (id → value) in the catalog."""
+        kind.catalogue(self, values)
+        for value in values.values():
+            for matcher in kind.matchers(value):
+                if matcher.filters:
+                    self._matchers.setdefault(matcher.event, {})[matcher.key] = matcher
 
     def matchers_for(self, event_name: str) -> list[EventMatcher]:
         """Filtered matchers whose counters this event may move (segments and scoring)."""
-        found = {m.key: m for m in self.index.matchers_for(event_name) if m.filters}
-        found.update({m.key: m for m in self._scoring_matchers.get(event_name, []) if m.filters})
-        return list(found.values())
+        return list(self._matchers.get(event_name, {}).values())
+
+    def unreadable_ids(self, kind: str) -> set[str]:
+        """Stored definitions of this kind that no longer parse: their state on contacts
+        (a segment's memberships) is kept, not dropped as if they had been deleted."""
+        return {row["id"] for row in self.unreadable if row["kind"] == kind}
 
 
-def build_catalog(rows: list[dict], rfm_thresholds: dict | None = None) -> Catalog:
-    """Rows as the definition store returns them. A row that no longer parses (a newer
-    release tightened validation) is left out rather than stopping all processing."""
-    parsed: dict = {kind: {} for kind in KINDS}
-    versions = {}
+def build_catalog(rows: list[dict], rfm_thresholds: dict | None = None, kinds: KindRegistry = REGISTRY) -> Catalog:
+    """Rows as the definition store returns them."""
+    parsed: dict[str, dict] = {kind.name: {} for kind in kinds}
+    versions, unreadable = {}, []
     for row in rows:
-        try:
-            parsed[row["kind"]][row["id"]] = parse_document(row["kind"], row["document"])
+        reading = kinds.read_row(row)
+        if reading.ok:
+            parsed[row["kind"]][row["id"]] = reading.value
             versions[(row["kind"], row["id"])] = row["version"]
-        except (DefinitionError, KeyError):
-            continue
-    catalog = Catalog(
-        segments=parsed["segment"],
-        campaigns=parsed["campaign"],
-        destinations=parsed["destination"],
-        scoring=parsed["scoring"].get("default"),
-        rfm=parsed["rfm"].get("default"),
-        personas=parsed["personas"].get("default"),
-        versions=versions,
-    )
+        else:
+            unreadable.append({"kind": row.get("kind"), "id": row.get("id"), "version": row.get("version"),
+                               "problems": reading.problems})
+    catalog = Catalog(versions, unreadable, kinds)
+    for kind in kinds:
+        catalog.add(kind, parsed[kind.name])
     if rfm_thresholds and catalog.rfm is not None:
         catalog.rfm_thresholds = rfm.Thresholds.from_dict(rfm_thresholds)
     return catalog
-
-
-def validate_segments(existing: dict, candidate) -> None:
-    """Catalog-level checks for a new or edited segment: references exist, no cycles."""
-    segments = {**existing, candidate.id: candidate}
-    problems = validate_catalog(list(segments.values()))
-    if problems:
-        raise DefinitionError(problems)

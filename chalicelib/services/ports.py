@@ -97,8 +97,16 @@ class DefinitionStore(abc.ABC):
     """Versioned definitions (segments, scoring, RFM, personas, campaigns) and their stats."""
 
     @abc.abstractmethod
-    def put(self, kind: str, definition_id: str, document: dict, now: str) -> int:
-        """Store a new version and make it current; return its version number."""
+    def put(self, kind: str, definition_id: str, document: dict, now: str, expected: int | None = None) -> int:
+        """Store a new version and make it current; return its version number. With
+        `expected`, only when the current version (a deletion included) is still that one
+        (0: none yet), else ConcurrentUpdate."""
+
+    @abc.abstractmethod
+    def delete(self, kind: str, definition_id: str, expected: int, now: str) -> int:
+        """End a definition: it is no longer current, its versions stay readable, and the
+        deletion is itself a version (returned). ConcurrentUpdate when the current version
+        is no longer `expected`."""
 
     @abc.abstractmethod
     def current(self, kind: str | None = None) -> list[dict]:
@@ -106,6 +114,19 @@ class DefinitionStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, kind: str, definition_id: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def versions(self, kind: str, definition_id: str) -> list[dict]:
+        """Every version, oldest first: [{"version", "created_at", "deleted"}]."""
+
+    @abc.abstractmethod
+    def get_version(self, kind: str, definition_id: str, version: int) -> dict | None:
+        """One stored version as a row ({"kind", "id", "version", "document", "updated_at"});
+        None for a deletion or a version that does not exist."""
+
+    @abc.abstractmethod
+    def latest_version(self, kind: str, definition_id: str) -> int:
+        """The last version number written, a deletion included (0: never written)."""
 
     @abc.abstractmethod
     def stats(self, kind: str, definition_id: str) -> dict: ...

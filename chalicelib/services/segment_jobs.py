@@ -14,10 +14,11 @@ from typing import Callable, Iterable
 
 from chalicelib.domain import engagement, personas, rfm
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.definition_kinds.base import DRAFT_ID
 from chalicelib.domain.events import iso, parse_timestamp
 from chalicelib.domain.identity import kind_of
 from chalicelib.domain.segments.evaluator import evaluate
-from chalicelib.services.catalog import Catalog, parse_document
+from chalicelib.services.catalog import Catalog
 from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionService
 from chalicelib.services.jobs import JobError
 from chalicelib.services.ports import Clock, ConcurrentUpdate, EventStore, MembershipStore, RecheckSchedule
@@ -101,7 +102,7 @@ class SegmentJobs:
 
     def pending_backfills(self) -> list[tuple[str, str, dict]]:
         jobs = []
-        for kind in ("segment", "personas"):
+        for kind in (k.name for k in self.definitions.kinds if k.backfill or k.has_members):
             for definition_id, stats in self.definitions.store.all_stats(kind).items():
                 progress = stats.get("backfill")
                 if progress and progress.get("status") in ("pending", "running"):
@@ -120,6 +121,8 @@ class SegmentJobs:
         return reports
 
     def backfill_page(self, kind: str, definition_id: str, progress: dict, page_size: int) -> dict:
+        if progress.get("action") == "remove":
+            return self.removal_page(kind, definition_id, progress, page_size)
         catalog = self.definitions.catalog()
         contacts, cursor = self.repo.scan(progress.get("cursor"), page_size)
         now = self.clock.now()
@@ -130,6 +133,31 @@ class SegmentJobs:
                 self._update(contact.id, lambda c: self._refresh_persona(c, catalog, now))
         progress = {**progress, "status": "running" if cursor else "done", "cursor": cursor,
                     "scanned": progress.get("scanned", 0) + len(contacts), "updated_at": iso(now)}
+        if not cursor:
+            progress["finished_at"] = iso(now)
+        self.definitions.store.set_stats(kind, definition_id, backfill=progress)
+        return progress
+
+    def removal_page(self, kind: str, definition_id: str, progress: dict, page_size: int) -> dict:
+        """A deleted segment: its members leave it, each with a Segment Exited event whose
+        cause names the deletion. Walks the memberships, not every contact."""
+        self.definitions.invalidate()  # the deletion may be newer than this container's catalog
+        catalog = self.definitions.catalog()
+        now = self.clock.now()
+        if definition_id in getattr(catalog, self.definitions.kind(kind).catalog_attribute):
+            rows, cursor = [], None  # stored again since: its own back-fill evaluates everyone
+        else:
+            rows, cursor = self.memberships.members(definition_id, page_size, progress.get("cursor"))
+        cause = f"deleted:{definition_id}:{progress.get('version')}"
+        for row in rows:
+            changes: list = []
+            member = self._update(row["contact_id"], lambda c: changes.extend(
+                self.rules.evaluate(c, now, set(), cause=cause, catalog=catalog)))
+            if member is None or (definition_id, False) not in changes:
+                # Merged away, gone, or the contact no longer listed it: only the row is left.
+                self.memberships.leave(definition_id, row["contact_id"])
+        progress = {**progress, "status": "running" if cursor else "done", "cursor": cursor,
+                    "scanned": progress.get("scanned", 0) + len(rows), "updated_at": iso(now)}
         if not cursor:
             progress["finished_at"] = iso(now)
         self.definitions.store.set_stats(kind, definition_id, backfill=progress)
@@ -187,8 +215,11 @@ class SegmentJobs:
     # -- previews ---------------------------------------------------------------------------
 
     def preview(self, document: dict, max_contacts: int = 5000, budget_seconds: float = 20.0) -> dict:
-        """How many contacts a segment would hold, without saving it or writing anything."""
-        definition = parse_document("segment", document)
+        """How many contacts a segment would hold, without saving it or writing anything. The
+        document needs no id or name yet."""
+        self.definitions.validate("segment", document)  # every problem, references included
+        kind = self.definitions.kind("segment")
+        definition = kind.parse(kind.draft({"id": DRAFT_ID, **document}))
         catalog = self.definitions.catalog()
         started = self.monotonic()
         now = self.clock.now()

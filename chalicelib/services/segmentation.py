@@ -138,9 +138,11 @@ class ProfileRules:
         checks = contact.checks
         due = {sid for sid, at in list(checks.items()) if at <= iso(now)}
         wanted = {sid for sid in (set(segment_ids) | due) if sid in catalog.segments}
-        # Memberships of segments that no longer exist are dropped.
+        # Memberships of segments that no longer exist are dropped; those of a stored segment
+        # that no longer parses are kept until it is fixed or deleted.
         changes: list[tuple[str, bool]] = []
-        for gone in [sid for sid in contact.segments if sid not in catalog.segments]:
+        kept = catalog.unreadable_ids("segment") if catalog.unreadable else set()
+        for gone in [sid for sid in contact.segments if sid not in catalog.segments and sid not in kept]:
             del contact.segments[gone]
             checks.pop(gone, None)
             changes.append((gone, False))

@@ -122,9 +122,12 @@ segment_docs = st.one_of(
 @given(body=segment_docs, kind=st.sampled_from(["segments/fuzz", "segments/preview", "definitions/scoring/default",
                                                 "definitions/rfm/default", "definitions/personas/default",
                                                 "definitions/campaign/fuzz", "definitions/destination/fuzz",
-                                                "definitions/bogus/x", "segments/fuzz/exports"]))
-def test_definition_routes_never_answer_5xx(app_client, body, kind):
-    method = "POST" if kind.endswith(("preview", "exports")) else "PUT"
+                                                "definitions/bogus/x", "segments/fuzz/exports", "segments/validate",
+                                                "definitions/segment/validate", "scoring/validate", "personas",
+                                                "campaigns/fuzz", "destinations/validate", "rfm"]),
+       delete=st.booleans())
+def test_definition_routes_never_answer_5xx(app_client, body, kind, delete):
+    method = "POST" if kind.endswith(("preview", "exports", "validate")) else "DELETE" if delete else "PUT"
     response = app_client.http.request(method, f"/v1/admin/{kind}", body=body,
                                        headers={"Authorization": "Bearer test-admin-token-1",
                                                 "Content-Type": "application/yaml"})

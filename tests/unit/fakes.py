@@ -138,22 +138,46 @@ class FakeContactRepository(ContactRepository, ContactScan):
 
 class FakeDefinitionStore(DefinitionStore):
     def __init__(self):
-        self.versions: dict[tuple[str, str], list[dict]] = {}
+        self.versions_of: dict[tuple[str, str], list[dict]] = {}  # a deletion is a version with document None
         self._stats: dict[tuple[str, str], dict] = {}
         self.state: dict[str, dict] = {}
 
-    def put(self, kind, definition_id, document, now):
-        versions = self.versions.setdefault((kind, definition_id), [])
+    def put(self, kind, definition_id, document, now, expected=None):
+        versions = self.versions_of.setdefault((kind, definition_id), [])
+        if expected is not None and expected != len(versions):
+            raise ConcurrentUpdate(f"{kind}#{definition_id} is at version {len(versions)}, not {expected}")
         versions.append({"kind": kind, "id": definition_id, "version": len(versions) + 1,
                          "document": copy.deepcopy(document), "updated_at": now})
         return len(versions)
 
+    def delete(self, kind, definition_id, expected, now):
+        versions = self.versions_of.setdefault((kind, definition_id), [])
+        if expected != len(versions):
+            raise ConcurrentUpdate(f"{kind}#{definition_id} is at version {len(versions)}, not {expected}")
+        versions.append({"kind": kind, "id": definition_id, "version": len(versions) + 1, "document": None,
+                         "updated_at": now})
+        return len(versions)
+
     def current(self, kind=None):
-        return [copy.deepcopy(v[-1]) for (k, _), v in sorted(self.versions.items()) if kind in (None, k)]
+        return [copy.deepcopy(v[-1]) for (k, _), v in sorted(self.versions_of.items())
+                if kind in (None, k) and v and v[-1]["document"] is not None]
 
     def get(self, kind, definition_id):
-        versions = self.versions.get((kind, definition_id))
-        return copy.deepcopy(versions[-1]) if versions else None
+        versions = self.versions_of.get((kind, definition_id))
+        return copy.deepcopy(versions[-1]) if versions and versions[-1]["document"] is not None else None
+
+    def latest_version(self, kind, definition_id):
+        return len(self.versions_of.get((kind, definition_id), []))
+
+    def versions(self, kind, definition_id):
+        return [{"version": v["version"], "created_at": v["updated_at"], "deleted": v["document"] is None}
+                for v in self.versions_of.get((kind, definition_id), [])]
+
+    def get_version(self, kind, definition_id, version):
+        versions = self.versions_of.get((kind, definition_id), [])
+        if not 1 <= version <= len(versions) or versions[version - 1]["document"] is None:
+            return None
+        return copy.deepcopy(versions[version - 1])
 
     def stats(self, kind, definition_id):
         return dict(self._stats.get((kind, definition_id), {}))

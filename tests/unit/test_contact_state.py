@@ -49,7 +49,7 @@ def _import_then_identify(rules_on: bool):
         repo.create(c)
         for identifier in c.identifiers:
             repo.identities[identifier] = c.id
-    catalog = Catalog(scoring=SCORING)
+    catalog = Catalog.of(scoring=SCORING)
     rules = ProfileRules(lambda: catalog) if rules_on else None
     processor = EventProcessor(repo, clock, sleep=lambda s: None, rules=rules)
     processor.process({"type": "identify", "messageId": "m-identify", "anonymousId": "a1", "userId": "u1",
@@ -157,7 +157,7 @@ def test_rfm_class_follows_the_combined_history_after_a_merge_in_processing():
             repo.identities[identifier] = c.id
     config = parse_rfm({"cuts": {"recency": [7, 30, 90, 180], "frequency": [1, 2, 3, 4],
                                  "monetary": [10, 50, 100, 200]}})
-    catalog = Catalog(rfm=config)
+    catalog = Catalog.of(rfm=config)
     processor = EventProcessor(repo, FakeClock(NOW), sleep=lambda s: None, rules=ProfileRules(lambda: catalog))
     processor.process({"type": "identify", "messageId": "m1", "anonymousId": "a1", "userId": "u1", "traits": {},
                        "context": {}, "timestamp": iso(NOW), "receivedAt": iso(NOW)})

@@ -99,6 +99,7 @@ def test_the_definition_service_refuses_them_unless_configured():
     with pytest.raises(DefinitionError, match="169.254.169.254"):
         strict.put("destination", "crm", doc("http://169.254.169.254/latest/meta-data/"))
     relaxed = DefinitionService(FakeDefinitionStore(), FakeClock(), allow_private_destinations=True)
+    relaxed.put("segment", "mql", {"id": "mql", "name": "MQL", "conditions": {"trait": "mql", "equals": True}})
     assert relaxed.put("destination", "crm", doc("http://127.0.0.1:9000/hook"))["version"] == 1
 
 

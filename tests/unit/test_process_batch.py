@@ -186,7 +186,7 @@ class CountingMemberships(FakeMembershipStore):
 
 def _with_rules(repo):
     segment = parse_segment({"id": "clickers", "name": "Clicked", "conditions": {"event": "Clicked"}})
-    catalog = Catalog(segments={"clickers": segment})
+    catalog = Catalog.of(segments={"clickers": segment})
     memberships, events = CountingMemberships(), FakeEventStore()
     publisher = EffectsPublisher(memberships, events, FakeRecheckSchedule(), MessageBus({}), lambda contact, now: 0.0)
     processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=ProfileRules(lambda: catalog),
@@ -229,7 +229,7 @@ def test_a_stored_outbox_is_published_again_when_nothing_proves_it_was(repo):
 def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(repo):
     segment = parse_segment({"id": "recent", "name": "Clicked today", "conditions": {"event": "Clicked",
                                                                                       "within": "1 day"}})
-    catalog = Catalog(segments={"recent": segment})
+    catalog = Catalog.of(segments={"recent": segment})
     schedule = FakeRecheckSchedule()
     publisher = EffectsPublisher(CountingMemberships(), FakeEventStore(), FakeRecheckSchedule(), MessageBus({}),
                                  lambda contact, now: 0.0)

@@ -224,7 +224,7 @@ def test_every_problem_is_reported_at_once():
         "conditions.any[0]: unknown field 'evnt' (did you mean 'event'?)",
         "conditions.any[1].at_least: expected a whole number ≥ 0",
         'conditions.any[1].within: "soon" is not a duration',
-        "conditions.any[1].where[0]: 'bogus' is not a comparison",
+        'conditions.any[1].where[0]: "bogus" has no operator',
         'conditions.any[2].gt: expected a number, got the text "old"',
         "conditions.any[3].link: only a clicked message has a link",
         "conditions.any[4].campaign_group.group: 9 is not a group",

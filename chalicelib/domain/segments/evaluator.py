@@ -99,7 +99,10 @@ def contact_timezone(contact: Contact) -> tzinfo:
 def local_midnight(day: date, tz: tzinfo) -> datetime:
     """The first instant of `day` in `tz` (as UTC). Where midnight is skipped by a DST change
     the day starts at the end of the gap, which is what a wall-clock midnight without fold gives."""
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
+    try:
+        return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
+    except OverflowError:  # the calendar's first or last day in a zone that takes it past UTC's range
+        return (datetime.min if day.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _earliest(*moments: datetime | None) -> datetime | None:
@@ -267,11 +270,16 @@ class _Run:
         if bound.offset is not None:
             moving = self.now + bound.offset
             member = instant <= moving if op == "before" else instant > moving
-            change = instant - bound.offset
-            return Evaluation(member, change if change > self.now else None)
+            try:
+                change = instant - bound.offset
+            except OverflowError:  # a trait dated at the end of the calendar: no change in time
+                change = None
+            return Evaluation(member, change if change is not None and change > self.now else None)
         if bound.day is not None:
             if op == "before":
                 return Evaluation(instant < local_midnight(bound.day, self.tz))
+            if bound.day == date.max:
+                return Evaluation(False)  # nothing is after the calendar's last day
             return Evaluation(instant >= local_midnight(bound.day + timedelta(days=1), self.tz))
         return Evaluation(instant < bound.instant if op == "before" else instant > bound.instant)
 

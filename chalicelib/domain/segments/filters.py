@@ -6,17 +6,31 @@ means all of them.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 
 from chalicelib.domain.nesting import TooDeeplyNested, load_json
 
-OPERATORS = ("==", "!=", ">=", "<=", ">", "<", " in ", " not in ", " contains ", " exists", " starts_with ")
+OPERATORS = ("==", "!=", ">=", "<=", ">", "<", "in", "not in", "contains", "starts_with", "exists")
 _PATH = re.compile(r"^(properties|traits|context)(\.[A-Za-z0-9_$\-]+)+$|^(event|name|type)$")
-_SPLIT = re.compile(r"^\s*(?P<path>[A-Za-z0-9_.$\-]+)\s*(?P<op>==|!=|>=|<=|>|<|\bnot in\b|\bin\b|\bcontains\b|"
-                    r"\bstarts_with\b|\bexists\b)\s*(?P<value>.*)$")
+_HEAD = re.compile(r"^\s*(?P<path>[A-Za-z0-9_.$\-]+)\s*(?P<rest>.*)$", re.S)
+_SYMBOLS = re.compile(r"^[=<>!~]+")
+_WORDS = re.compile(r"^(?:not|is)\s+[A-Za-z_]+|^[A-Za-z_]+")
+# What marketers type from other languages, and the operator it means here: an operator
+# is read whole, so `===` or `<>` is refused with the right name instead of being read as
+# `==` against a value starting with `=` (a filter that silently never matches).
+_MEANT = {"=": "==", "===": "==", "!==": "!=", "<>": "!=", "=>": ">=", "=<": "<=", "=!": "!=", "!": "!=",
+          "is": "==", "eq": "==", "equals": "==", "is not": "!=", "ne": "!=", "not equals": "!=",
+          "gt": ">", "gte": ">=", "ge": ">=", "lt": "<", "lte": "<=", "le": "<=",
+          "not_in": "not in", "notin": "not in", "is in": "in", "is not in": "not in",
+          "contain": "contains", "includes": "contains", "has": "contains", "like": "contains",
+          "startswith": "starts_with", "starts": "starts_with", "begins_with": "starts_with",
+          "exist": "exists", "is set": "exists"}
+_KNOWN = ", ".join(OPERATORS)
 
 
 class FilterError(ValueError):
@@ -95,15 +109,51 @@ def _equal(actual: object, expected: object) -> bool:
     return actual == expected
 
 
+def _operator(rest: str) -> tuple[str, str]:
+    """The operator at the start of `rest`, read whole, and what follows it."""
+    symbols = _SYMBOLS.match(rest)
+    if symbols:
+        return symbols.group(), rest[symbols.end():]
+    words = _WORDS.match(rest)
+    if not words:
+        token = rest.split(None, 1)[0] if rest.strip() else ""
+        return token, rest[len(token):]
+    op = " ".join(words.group().split())
+    if op.startswith(("not ", "is ")) and op not in OPERATORS and op not in _MEANT:
+        # `not` or `is` followed by a value (`is "tea"`): the operator is the first word.
+        first = words.group().split()[0]
+        return first, rest[len(first):]
+    return op, rest[words.end():]
+
+
+def _unknown_operator(op: str, where: str, text: str) -> FilterError:
+    meant = _MEANT.get(op.lower()) or (op.lower() if op.lower() in OPERATORS else None)
+    if meant is None:
+        close = difflib.get_close_matches(op.lower(), OPERATORS, n=1, cutoff=0.6)
+        meant = close[0] if close else None
+    hint = f' (did you mean "{meant}"?)' if meant else ""
+    return FilterError(f"{where}: {json.dumps(op, ensure_ascii=False)} in {json.dumps(text, ensure_ascii=False)} "
+                       f"is not an operator{hint}; use one of {_KNOWN}")
+
+
 def parse_filter(text: object, where: str) -> PropertyFilter:
     """Parse one filter; `where` names it in error messages (e.g. `conditions[1].where[0]`)."""
     if not isinstance(text, str) or not text.strip():
         raise FilterError(f'{where}: expected a comparison such as properties.category == "coffee"')
-    match = _SPLIT.match(text)
-    if not match:
-        raise FilterError(f"{where}: {text!r} is not a comparison (use ==, !=, >, >=, <, <=, in, not in, "
-                          f"contains, starts_with or exists)")
-    path, op, raw = match.group("path"), match.group("op"), match.group("value").strip()
+    head = _HEAD.match(text)
+    if not head:
+        raise FilterError(f"{where}: {json.dumps(text, ensure_ascii=False)} is not a comparison: it starts with "
+                          f'a property path, e.g. properties.category == "coffee"')
+    path, rest = head.group("path"), head.group("rest")
+    if not rest.strip():
+        raise FilterError(f"{where}: {json.dumps(text, ensure_ascii=False)} has no operator after {path} "
+                          f"(use one of {_KNOWN})")
+    op, raw = _operator(rest)
+    if op not in OPERATORS:
+        raise _unknown_operator(op, where, text)
+    if op[0].isalpha() and raw and not raw[0].isspace() and raw[0] not in "[\"'":
+        raise _unknown_operator(op + raw.split(None, 1)[0], where, text)
+    raw = raw.strip()
     if not path.startswith(("properties.", "traits.", "context.")) and path not in ("event", "name", "type"):
         path = "properties." + path  # `revenue > 50` reads the event's properties
     if not _PATH.match(path):
@@ -118,13 +168,17 @@ def parse_filter(text: object, where: str) -> PropertyFilter:
         value = load_json(raw, what="the value")
     except TooDeeplyNested as exc:
         raise FilterError(f"{where}: {exc}") from None
-    except json.JSONDecodeError:
-        value = raw.strip("'\"") if raw[0] not in "[{" else None
-        if value is None:
+    except ValueError:
+        if raw[0] in "[{":
             raise FilterError(f"{where}: {raw!r} is not a JSON value") from None
+        if raw[0] in "=<>!~":
+            raise _unknown_operator(op + raw.split(None, 1)[0].rstrip("\"'"), where, text) from None
+        value = raw.strip("'\"")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"{where}: {raw} is not a finite number")
     if op in ("in", "not in") and not isinstance(value, list):
         raise FilterError(f"{where}: {op} needs a list, e.g. [\"coffee\", \"tea\"]")
-    if op in (">", ">=", "<", "<=") and _number(value) is None:
+    if op in (">", ">=", "<", "<=") and (_number(value) is None or not math.isfinite(_number(value))):
         raise FilterError(f"{where}: {op} needs a number, got {raw}")
     return PropertyFilter(path, op, value)
 

@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 from typing import Iterable, Iterator
 
-from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.definition_errors import DefinitionError, Reference
 from chalicelib.domain.durations import looks_relative, parse_duration, parse_relative_time
 from chalicelib.domain.segments.filters import EventMatcher, FilterError, PropertyFilter, parse_filter
 
@@ -73,6 +73,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "campaign_group": ("campaign_group",),
 }
 KINDS = tuple(FIELDS)
+MAX_DEPTH = 24  # all/any/not nested deeper than this is refused, not a stack overflow
 DOCUMENT_FIELDS = ("id", "name", "description", "conditions", "kind")
 
 
@@ -357,11 +358,18 @@ class SegmentDefinition:
 
 def parse_segment(doc: object) -> SegmentDefinition:
     """Validate a definition document and build it; raises DefinitionError listing every problem."""
+    return read_segment(doc)[0]
+
+
+def read_segment(doc: object) -> tuple[SegmentDefinition, tuple[Reference, ...]]:
+    """The definition and what it names that other definitions provide (segments, campaigns,
+    personas, RFM classes, stages), each with its place in the document. A DefinitionError
+    carries the references found as well, so they are checked with the other problems."""
     parser = _Parser()
     definition = parser.document(doc)
     if parser.problems or definition is None:
-        raise DefinitionError(parser.problems or ["the definition is empty"])
-    return definition
+        raise DefinitionError(parser.problems or ["the definition is empty"], tuple(parser.references))
+    return definition, tuple(parser.references)
 
 
 def validate_segment(doc: object) -> list[str]:
@@ -397,30 +405,40 @@ def validate_catalog(definitions: Iterable[SegmentDefinition]) -> list[str]:
 
 def _cycles(refs: dict[str, list[SegmentCondition]]) -> list[str]:
     """Each cycle once, as `a: <path of the reference>: segments form a cycle: a → b → a`."""
+    return [f"{node}: {ref.at or 'conditions'}: segments form a cycle: {' → '.join(loop)}"
+            for node, ref, loop in find_cycles(refs)]
+
+
+def find_cycles(refs: dict[str, list[SegmentCondition]]) -> list[tuple[str, SegmentCondition, list[str]]]:
+    """Each cycle once: the segment whose reference closes it, that reference, and the loop
+    of ids (first and last the same)."""
+    # Depth-first without recursion: a chain of thousands of segments is a valid catalog.
     state: dict[str, int] = {}  # 1: on the current path, 2: done
-    problems: list[str] = []
+    found: list[tuple[str, SegmentCondition, list[str]]] = []
     reported: set[frozenset[str]] = set()
-
-    def visit(node: str, path: list[tuple[str, SegmentCondition | None]]) -> None:
-        state[node] = 1
-        for ref in refs.get(node, []):
-            target = ref.segment_id
-            if state.get(target) == 1:
-                ids = [n for n, _ in path] + [node]
-                start = ids.index(target)
-                loop = ids[start:] + [target]
-                key = frozenset(loop)
-                if key not in reported:
-                    reported.add(key)
-                    problems.append(f"{node}: {ref.at or 'conditions'}: segments form a cycle: {' → '.join(loop)}")
-            elif state.get(target) is None:
-                visit(target, path + [(node, ref)])
-        state[node] = 2
-
-    for node in sorted(refs):
-        if node not in state:
-            visit(node, [])
-    return problems
+    for root in sorted(refs):
+        if root in state:
+            continue
+        state[root] = 1
+        path, pending = [root], [iter(refs.get(root, []))]
+        while pending:
+            node = path[-1]
+            for ref in pending[-1]:
+                target = ref.segment_id
+                if state.get(target) == 1:
+                    loop = path[path.index(target):] + [target]
+                    if frozenset(loop) not in reported:
+                        reported.add(frozenset(loop))
+                        found.append((node, ref, loop))
+                elif state.get(target) is None:
+                    state[target] = 1
+                    path.append(target)
+                    pending.append(iter(refs.get(target, [])))
+                    break
+            else:
+                pending.pop()
+                state[path.pop()] = 2
+    return found
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -476,6 +494,8 @@ def _name(value: object) -> str | None:
 class _Parser:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.references: list[Reference] = []
+        self.depth = 0
 
     def fail(self, path: str, problem: str) -> None:
         self.problems.append(f"{path}: {problem}")
@@ -538,6 +558,16 @@ class _Parser:
         return parts[0] if collapse and len(parts) == 1 else cls(tuple(parts))
 
     def condition(self, node: object, path: str) -> Condition | None:
+        if self.depth >= MAX_DEPTH:
+            self.fail(path, f"conditions nest at most {MAX_DEPTH} levels deep")
+            return None
+        self.depth += 1
+        try:
+            return self._condition(node, path)
+        finally:
+            self.depth -= 1
+
+    def _condition(self, node: object, path: str) -> Condition | None:
         if not isinstance(node, dict):
             self.fail(path, f"expected a condition (a mapping such as `trait: country` with `equals: FR`), "
                             f"got {_type_name(node)}")
@@ -662,7 +692,7 @@ class _Parser:
 
     def _message(self, node: dict, path: str) -> Condition | None:
         what = node["message"]
-        if what not in MESSAGE_EVENTS:
+        if not isinstance(what, str) or what not in MESSAGE_EVENTS:
             close = difflib.get_close_matches(str(what), list(MESSAGE_EVENTS), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
             self.fail(f"{path}.message", f"{_show(what)} is not one of {', '.join(MESSAGE_EVENTS)}{hint}")
@@ -741,6 +771,7 @@ class _Parser:
         if not isinstance(target, str) or not SEGMENT_ID.fullmatch(target):
             self.fail(f"{path}.segment", f"{_show(target)} is not a segment id")
             return None
+        self.references.append(Reference("segment", target, f"{path}.segment"))
         return SegmentCondition(target, at=f"{path}.segment")
 
     def _score(self, node: dict, path: str) -> Condition | None:
@@ -759,10 +790,14 @@ class _Parser:
                     self.fail(f"{where}.{op}", f"expected a number, got {_type_name(spec[op])}")
         return ScoreCondition(tuple(bounds)) if bounds else None
 
-    def one_or_in(self, value: object, where: str, what: str, article: str = "a") -> tuple[str, ...] | None:
-        """`stage: lead` or `stage: {in: [lead, mql]}`."""
+    def one_or_in(self, value: object, where: str, what: str, article: str = "a",
+                  provided_as: str | None = None) -> tuple[str, ...] | None:
+        """`stage: lead` or `stage: {in: [lead, mql]}`; each name is a reference to what
+        another definition provides (`provided_as`)."""
         single = _name(value)
         if single is not None:
+            if provided_as:
+                self.references.append(Reference(provided_as, single.lower(), where))
             return (single.lower(),)
         if isinstance(value, dict):
             self.unknown_fields(value, ("in",), where)
@@ -774,20 +809,22 @@ class _Parser:
             for i, n in enumerate(names):
                 if n is None:
                     self.fail(f"{where}.in[{i}]", f"expected {article} {what}, got {_type_name(items[i])}")
+                elif provided_as:
+                    self.references.append(Reference(provided_as, n.lower(), f"{where}.in[{i}]"))
             return None if None in names else tuple(n.lower() for n in names)
         self.fail(where, f"expected {article} {what} or {{in: [...]}}, got {_type_name(value)}")
         return None
 
     def _stage(self, node: dict, path: str) -> Condition | None:
-        stages = self.one_or_in(node["stage"], f"{path}.stage", "stage")
+        stages = self.one_or_in(node["stage"], f"{path}.stage", "stage", provided_as="stage")
         return StageCondition(stages) if stages else None
 
     def _rfm(self, node: dict, path: str) -> Condition | None:
-        classes = self.one_or_in(node["rfm"], f"{path}.rfm", "RFM class", "an")
+        classes = self.one_or_in(node["rfm"], f"{path}.rfm", "RFM class", "an", provided_as="rfm class")
         return RfmCondition(classes) if classes else None
 
     def _persona(self, node: dict, path: str) -> Condition | None:
-        personas = self.one_or_in(node["persona"], f"{path}.persona", "persona")
+        personas = self.one_or_in(node["persona"], f"{path}.persona", "persona", provided_as="persona")
         return PersonaCondition(personas) if personas else None
 
     def _tag(self, node: dict, path: str) -> Condition | None:
@@ -806,7 +843,7 @@ class _Parser:
 
     def _reachable(self, node: dict, path: str) -> Condition | None:
         channel = node["reachable"]
-        if channel not in REACHABLE_CHANNELS:
+        if not isinstance(channel, str) or channel not in REACHABLE_CHANNELS:
             self.fail(f"{path}.reachable", f"expected email or sms, got {_show(channel)}")
             return None
         return ReachableCondition(channel)
@@ -822,6 +859,8 @@ class _Parser:
         if campaign is None:
             self.fail(f"{where}.campaign", "required: the campaign id" if "campaign" not in spec
                       else f"expected a campaign id, got {_type_name(spec['campaign'])}")
+        else:
+            self.references.append(Reference("campaign", campaign, f"{where}.campaign"))
         raw = spec.get("group")
         groups: list[str] = []
         if raw is None:
