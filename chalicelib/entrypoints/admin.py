@@ -9,7 +9,7 @@ from chalice import Blueprint
 
 from chalicelib.entrypoints.http import Accepted, admin_call, json_body, limit_param, query
 from chalicelib.entrypoints.runtime import services
-from chalicelib.services.contacts import BadQuery, NotFound
+from chalicelib.services.contacts import NotFound
 
 admin_api = Blueprint(__name__)
 ANY = ["*/*"]
@@ -47,20 +47,7 @@ def admin_import():
 
 @admin_api.route("/v1/admin/segments/{segment_id}/members", methods=["GET"])
 def admin_segment_members(segment_id):
-    def members(request):
-        if services().definitions.get("segment", segment_id) is None:
-            raise NotFound(f"no segment {segment_id!r}")
-        cursor = query(request, "cursor")
-        try:
-            rows, next_cursor = services().membership_store.members(segment_id, limit_param(request), cursor)
-        except (ValueError, KeyError, TypeError):
-            raise BadQuery("cursor is not one this API returned") from None
-        page = {"segment_id": segment_id, "members": rows}
-        if next_cursor:
-            page["next_cursor"] = next_cursor
-        return page
-
-    return _admin(members)
+    return _admin(lambda r: services().audience_exports.members_page(segment_id, limit_param(r), query(r, "cursor")))
 
 
 @admin_api.route("/v1/admin/segments/{segment_id}/exports", methods=["POST"], content_types=ANY)

@@ -24,6 +24,19 @@ class AudienceExports:
         self.definitions = definitions
         self.clock = clock
 
+    def members_page(self, segment_id: str, limit: int, cursor: str | None) -> dict:
+        """One page of a segment's members, as the admin API lists them."""
+        if self.definitions.get("segment", segment_id) is None:
+            raise NotFound(f"no segment {segment_id!r}")
+        try:
+            rows, next_cursor = self.memberships.members(segment_id, limit, cursor)
+        except (ValueError, KeyError, TypeError):
+            raise BadQuery("cursor is not one this API returned") from None
+        page = {"segment_id": segment_id, "members": rows}
+        if next_cursor:
+            page["next_cursor"] = next_cursor
+        return page
+
     def _members(self, segment_id: str) -> Iterator:
         cursor = None
         while True:
