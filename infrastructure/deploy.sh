@@ -263,15 +263,31 @@ wait_for_mapping() {
   die "event source mapping ${uuid} still '${state}' after ${attempt} checks"
 }
 
-configure_stream_mapping() {
-  local stream_arn="$1" dlq_arn="$2" function_name uuids uuid response_types
-  function_name="${APP_NAME}-${STAGE}-process_events"
-  uuids="$(aws lambda list-event-source-mappings --event-source-arn "${stream_arn}" \
+# The UUIDs of the event source mappings from one source to one of the app's functions.
+mapping_uuids() {
+  local source_arn="$1" function_name="$2" uuids
+  uuids="$(aws lambda list-event-source-mappings --event-source-arn "${source_arn}" \
     --query "EventSourceMappings[?ends_with(FunctionArn, ':function:${function_name}')].UUID" \
     --output text)"
   [[ -n "${uuids}" && "${uuids}" != "None" ]] ||
-    die "no event source mapping from ${stream_arn} to ${function_name}"
+    die "no event source mapping from ${source_arn} to ${function_name}"
+  printf '%s\n' "${uuids}"
+}
 
+# After an update: the mapping must report batch item failures, or a failed record takes
+# its whole batch with it.
+require_batch_item_failures() {
+  local uuid="$1" response_types
+  wait_for_mapping "${uuid}"
+  response_types="$(aws lambda get-event-source-mapping --uuid "${uuid}" \
+    --query 'FunctionResponseTypes' --output text)"
+  [[ "${response_types}" == *ReportBatchItemFailures* ]] ||
+    die "event source mapping ${uuid} did not keep ReportBatchItemFailures"
+}
+
+configure_stream_mapping() {
+  local stream_arn="$1" dlq_arn="$2" uuids uuid
+  uuids="$(mapping_uuids "${stream_arn}" "${APP_NAME}-${STAGE}-process_events")"
   for uuid in ${uuids}; do
     wait_for_mapping "${uuid}"
     log "event source mapping ${uuid}: ReportBatchItemFailures, ${STREAM_MAX_RETRY_ATTEMPTS} retries, failures to ${dlq_arn}"
@@ -280,11 +296,7 @@ configure_stream_mapping() {
       --maximum-retry-attempts "${STREAM_MAX_RETRY_ATTEMPTS}" \
       --bisect-batch-on-function-error \
       --destination-config "{\"OnFailure\":{\"Destination\":\"${dlq_arn}\"}}" >/dev/null
-    wait_for_mapping "${uuid}"
-    response_types="$(aws lambda get-event-source-mapping --uuid "${uuid}" \
-      --query 'FunctionResponseTypes' --output text)"
-    [[ "${response_types}" == *ReportBatchItemFailures* ]] ||
-      die "event source mapping ${uuid} did not keep ReportBatchItemFailures"
+    require_batch_item_failures "${uuid}"
   done
 }
 
@@ -292,24 +304,14 @@ configure_stream_mapping() {
 # without it Lambda deletes the failed deliveries with their batch instead of leaving them
 # on the queue for their back-off (chalicelib/entrypoints/effects.py).
 configure_queue_mapping() {
-  local queue_arn="$1" function_name uuids uuid response_types
-  function_name="${APP_NAME}-${STAGE}-deliver_effects"
-  uuids="$(aws lambda list-event-source-mappings --event-source-arn "${queue_arn}" \
-    --query "EventSourceMappings[?ends_with(FunctionArn, ':function:${function_name}')].UUID" \
-    --output text)"
-  [[ -n "${uuids}" && "${uuids}" != "None" ]] ||
-    die "no event source mapping from ${queue_arn} to ${function_name}"
-
+  local queue_arn="$1" uuids uuid
+  uuids="$(mapping_uuids "${queue_arn}" "${APP_NAME}-${STAGE}-deliver_effects")"
   for uuid in ${uuids}; do
     wait_for_mapping "${uuid}"
     log "event source mapping ${uuid}: ReportBatchItemFailures"
     aws lambda update-event-source-mapping --uuid "${uuid}" \
       --function-response-types ReportBatchItemFailures >/dev/null
-    wait_for_mapping "${uuid}"
-    response_types="$(aws lambda get-event-source-mapping --uuid "${uuid}" \
-      --query 'FunctionResponseTypes' --output text)"
-    [[ "${response_types}" == *ReportBatchItemFailures* ]] ||
-      die "event source mapping ${uuid} did not keep ReportBatchItemFailures"
+    require_batch_item_failures "${uuid}"
   done
 }
 
