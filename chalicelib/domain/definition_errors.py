@@ -18,7 +18,18 @@ import yaml
 class DocumentLoader(yaml.SafeLoader):
     """YAML as marketers write it: `2026-01-31` stays the text it was (dates are parsed by
     the definitions themselves, in the contact's time zone), so a document always has a
-    JSON form to be stored and returned."""
+    JSON form to be stored and returned.
+
+    Aliases (`*name`) are refused: a few hundred bytes of nested aliases unfold into
+    billions of nodes for whatever walks the document next (the "billion laughs"), and a
+    definition has no need of them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"aliases (*{event.anchor}) are not accepted in definitions; "
+                                              "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 DocumentLoader.yaml_implicit_resolvers = {

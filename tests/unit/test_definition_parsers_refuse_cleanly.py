@@ -161,3 +161,19 @@ def test_generated_comparisons_raise_only_filter_errors(text):
         return
     # What is accepted is an operator read whole: never a value that starts with one.
     assert not (isinstance(parsed.value, str) and parsed.value[:1] in "=<>!"), parsed
+
+
+def test_yaml_aliases_are_refused_before_they_unfold():
+    """Nine levels of nested aliases in 450 bytes unfold into 9**9 nodes: the depth and size
+    checks do not see them, so the loader refuses aliases outright (a definition needs none)."""
+    from chalicelib.services.definitions import decode_document
+
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        previous, current = chr(ord("a") + i - 1), chr(ord("a") + i)
+        levels.append(f"{current}: &{current} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    bomb = "\n".join(levels + ["id: laughs", "name: Laughs"]).encode()
+    with pytest.raises(DefinitionError, match=r"line 2, column \d+: .*aliases \(\*a\) are not accepted"):
+        decode_document(bomb)
+    # An anchor alone is harmless and still reads.
+    assert decode_document(b"id: plain\nname: &n Plain\n")["name"] == "Plain"
