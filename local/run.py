@@ -313,6 +313,18 @@ class LocalStack:
         ])
 
 
+class StopRequest:
+    """The signal handler: it only records the request. It takes no lock, so a second
+    signal delivered while the first handler runs (make forwards SIGTERM to its child, and
+    a group kill sends one more) cannot deadlock it, as `threading.Event.set` could."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, _frame) -> None:
+        self.requested = True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Mercurio locally on the embedded AWS emulator.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -336,13 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         admin_token=os.environ.get("MERCURIO_ADMIN_TOKEN") or secrets.token_urlsafe(24),
         jobs_interval=args.jobs_interval,
     )
-    stopping = threading.Event()
-
-    def on_signal(signum, _frame):
-        stopping.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stopping = StopRequest()
+    signal.signal(signal.SIGINT, stopping)
+    signal.signal(signal.SIGTERM, stopping)
     try:
         stack.start()  # stops what it started before raising
     except PortInUse as exc:
@@ -359,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             partial.write_text(json.dumps(stack.ready()), encoding="utf-8")
             partial.replace(args.ready_file)  # readers never see half a file
         print(stack.banner(), flush=True)
-        while not stopping.wait(0.5):
-            pass
+        while not stopping.requested:
+            time.sleep(0.2)
     finally:
         print("Stopping Mercurio…", flush=True)
         stack.stop()

@@ -52,3 +52,50 @@ def test_deliveries_give_up_sooner_locally_unless_told_otherwise(clean_environme
     os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] = "86400"
     configure_environment("http://127.0.0.1:5000", "local-write-key-1", "token")
     assert os.environ["MERCURIO_DELIVERY_HORIZON_SECONDS"] == "86400"
+
+
+def _survives_a_signal_at_every_line(handler) -> bool:
+    """Call `handler` as a signal would, and at every line it (or what it calls) runs, call
+    it again as a second signal would, interrupting it there. False if that hangs."""
+    import signal
+    import sys
+    import threading
+
+    nested = {"active": False}
+
+    def interrupt(frame, event, arg):
+        if event == "line" and not nested["active"]:
+            nested["active"] = True
+            try:
+                handler(signal.SIGTERM, None)
+            finally:
+                nested["active"] = False
+        return interrupt
+
+    finished = threading.Event()
+
+    def deliver():
+        sys.settrace(lambda frame, event, arg: interrupt)
+        try:
+            handler(signal.SIGTERM, None)
+        finally:
+            sys.settrace(None)
+        finished.set()
+
+    threading.Thread(target=deliver, daemon=True).start()
+    return finished.wait(timeout=5)
+
+
+def test_the_stop_handler_survives_a_second_signal_inside_the_first():
+    """A group SIGTERM reaches `make run` twice (make forwards it to its child), and the
+    second handler call can interrupt the first anywhere. A handler that takes a lock
+    (`threading.Event.set`, as before) then waits forever for the lock the interrupted
+    call holds; the handler now takes none."""
+    import threading
+
+    from local.run import StopRequest
+
+    stop = StopRequest()
+    assert _survives_a_signal_at_every_line(stop) and stop.requested
+    event = threading.Event()  # what the handler used to call: it hangs under the same test
+    assert not _survives_a_signal_at_every_line(lambda signum, frame: event.set())
