@@ -19,7 +19,7 @@ from chalicelib.domain.events import iso, parse_timestamp
 from chalicelib.domain.identity import kind_of
 from chalicelib.domain.segments.evaluator import evaluate
 from chalicelib.services.catalog import Catalog
-from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionService
+from chalicelib.services.definitions import RFM_THRESHOLDS, DefinitionNotFound, DefinitionService
 from chalicelib.services.jobs import JobError
 from chalicelib.services.ports import Clock, ConcurrentUpdate, EventStore, MembershipStore, RecheckSchedule
 from chalicelib.services.effects import EffectsPublisher
@@ -293,7 +293,7 @@ class SegmentJobs:
 
     def check_campaign(self, campaign_id: str) -> None:
         if campaign_id not in self.definitions.catalog().campaigns:
-            raise JobError(f"no campaign {campaign_id!r} is defined")
+            raise DefinitionNotFound(f"no campaign {campaign_id!r} is defined")
 
     def campaign_groups_slice(self, campaign_id: str, cursor: str | None, partial: dict | None,
                               page_size: int = 100) -> dict:

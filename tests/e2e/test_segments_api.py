@@ -227,6 +227,9 @@ def test_the_six_groups_of_a_promotional_email(app_client, clock):
     assert report["recipients"] == 7
     assert report["groups"] == {"1": 1, "2": 1, "3": 1, "4": 1, "5": 1, "6": 1}
     assert report["converted"] == 1
+    assert report["job"] and report["as_of"]  # computed by a campaign-groups job
+    status, unknown = app_client.admin("/v1/admin/campaigns/no-such-campaign/groups")
+    assert status == 404 and "no campaign 'no-such-campaign'" in unknown["error"]
     # The visit joined the recipient's profile through the click id.
     r6 = contact(app_client, "email:r6@example.com")
     assert "anon:visitor-r6" in r6["identifiers"]

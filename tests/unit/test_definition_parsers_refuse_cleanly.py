@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.property_runs import examples
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.definition_errors import DefinitionError
 from chalicelib.domain.destinations import parse_destination
@@ -133,7 +134,7 @@ other_documents = st.dictionaries(field_names, values | st.lists(st.dictionaries
                                                                  max_size=3), max_size=6)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
 @given(document=segment_documents)
 def test_generated_segments_raise_only_definition_errors(document):
     try:
@@ -142,7 +143,7 @@ def test_generated_segments_raise_only_definition_errors(document):
         assert exc.problems and all(isinstance(p, str) for p in exc.problems)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=list(HealthCheck))
 @given(document=other_documents | values, parser=st.sampled_from(PARSERS))
 def test_generated_documents_of_every_kind_raise_only_definition_errors(document, parser):
     try:
@@ -151,7 +152,7 @@ def test_generated_documents_of_every_kind_raise_only_definition_errors(document
         assert exc.problems
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(text=st.text(max_size=40) | st.from_regex(r"(properties|traits)\.[a-z]{1,3} ?[=<>!~a-zA-Z_ ]{1,9} ?.{0,10}",
                                                  fullmatch=True))
 def test_generated_comparisons_raise_only_filter_errors(text):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.property_runs import examples
 from chalicelib.domain.contact import Contact
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
 from chalicelib.domain.segments.language import parse_segment
@@ -54,7 +55,7 @@ def test_after_the_last_day_of_the_calendar_is_never():
     assert result.member is False
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(day=st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)), zone=st.sampled_from(ZONES),
        condition=st.sampled_from(TRAIT_CONDITIONS), as_instant=st.booleans())
 def test_generated_trait_dates_evaluate_without_an_exception(day, zone, condition, as_instant):
