@@ -96,7 +96,8 @@ class Services:
         return DefinitionService(self.definition_store, self.clock,
                                  cache_seconds=self.settings.definitions_cache_seconds,
                                  allow_private_destinations=self.settings.webhooks_allow_private,
-                                 memberships=self.membership_store, on_unreadable=count_unreadable_definitions)
+                                 memberships=self.membership_store, on_unreadable=count_unreadable_definitions,
+                                 uploads=self.definition_uploads)
 
     @cached_property
     def profile_rules(self):

@@ -105,7 +105,7 @@ def admin_job(job):
         if job == "backfills":
             return {"backfills": jobs.run_backfills()}
         if job == "uploads":
-            return services().definitions.sync_uploads(services().definition_uploads)
+            return services().definitions.sync_uploads()
         if job in ("rfm", "campaign-groups"):
             params = json_body(request) if job == "campaign-groups" else {}
             started = runner.start(job, {k: params[k] for k in ("campaign",) if k in params})

@@ -87,8 +87,9 @@ class DefinitionService:
                  monotonic: Callable[[], float] = time.monotonic, kinds: KindRegistry = REGISTRY,
                  memberships: MembershipStore | None = None,
                  on_unreadable: Callable[[list[dict]], None] | None = None,
-                 allow_private_destinations: bool = False):
+                 allow_private_destinations: bool = False, uploads=None):
         self.store = store
+        self.uploads = uploads  # where marketers upload documents (the data bucket's definitions/)
         # Saving a destination refuses literal private addresses unless this is on.
         self.allow_private_destinations = allow_private_destinations
         self.clock = clock
@@ -308,9 +309,10 @@ class DefinitionService:
                                       path.read_text(encoding="utf-8")))
         return self.put_many(documents)
 
-    def sync_uploads(self, uploads) -> dict:
+    def sync_uploads(self, uploads=None) -> dict:
         """Apply documents uploaded to the data bucket since the last sync (by ETag), checked
         together, so a segment and the campaign it names can arrive in one upload."""
+        uploads = uploads if uploads is not None else self.uploads
         seen = self.store.get_state("uploads") or {}
         listing = uploads.listing()
         rejected: list[dict] = []
