@@ -70,23 +70,13 @@ class Contact:
     remembered: int = field(default=0, compare=False, repr=False)
 
     def remember(self, digest: str) -> None:
-        """Keep `digest` among the processed messages, newest last.
-
-        What must be recognised is what the stream can deliver again: after a partial
-        failure, the records of a batch from the first failed one on. A contact is written
-        once per batch with all its records of that batch applied, so its stored digests
-        must cover every record of its latest write, however many (a digest seen again is
-        moved to the end, so a second redelivery is recognised too): the ring never drops
-        a digest remembered since the contact was read. RECENT_IDS older ones are kept
-        besides, for writes from another shard in between (a contact's own Segment
-        Entered/Exited events are stored under `contact:<id>`, a partition of their own)."""
+        """Count `digest` among the processed messages, newest last (one seen again moves
+        to the end). The stored ring keeps every digest remembered since the contact was
+        read, and RECENT_IDS older ones (`ProcessedMessagesPart.dump` says why)."""
         if digest in self.recent:
             self.recent.remove(digest)
         self.recent.append(digest)
         self.remembered += 1
-        keep = RECENT_IDS + self.remembered
-        if len(self.recent) > keep:
-            del self.recent[:len(self.recent) - keep]
 
     def has(self, identifier: str) -> bool:
         return identifier in self.identifiers

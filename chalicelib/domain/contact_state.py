@@ -323,10 +323,22 @@ class ConsentPart(ContactPart):
 
 
 class ProcessedMessagesPart(ContactPart):
-    """Digests of the messageIds applied lately: a redelivered record is recognised."""
+    """Digests of the messageIds applied lately: a redelivered record is recognised.
+
+    What must be recognised is what the stream can deliver again: after a partial failure,
+    the records of a batch from the first failed one on (then again, if the retry fails
+    too). A contact is written once per batch with all its records of that batch applied
+    or recognised, so the stored ring keeps every digest remembered since the contact was
+    read, however many (trimming earlier, while a redelivered batch is being recognised,
+    would drop digests of its later records), and RECENT_IDS older ones for the writes of
+    another shard in between (a contact's own Segment Entered/Exited events are stored
+    under `contact:<id>`, a partition of their own)."""
 
     name = "processed"
     fields = ("recent",)
+
+    def dump(self, contact):
+        return {"recent": contact.recent[-(RECENT_IDS + contact.remembered):]}
 
     def load(self, doc):
         if isinstance(doc.get("recent"), str):  # packed 8-character digests back to back
