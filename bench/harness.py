@@ -205,6 +205,7 @@ class TimedBridge:
     def __init__(self, harness: Harness, stage: Stage):
         from chalice.local import LambdaContext
 
+        from chalicelib.entrypoints.stream import process_events
         from local.stream_bridge import StreamBridge
 
         self.handler_seconds = 0.0
@@ -215,7 +216,7 @@ class TimedBridge:
             context = LambdaContext("process_events", memory_size=1024, max_runtime_ms=120_000)
             started = time.perf_counter()
             try:
-                result = harness.app.process_events(event, context) or {}
+                result = process_events(event, context) or {}
             finally:
                 self.handler_seconds += time.perf_counter() - started
                 self.batches += 1

@@ -190,7 +190,8 @@ def _publish_locally(contact, rules, seeded: Seeded, now: datetime) -> None:
             elif kind == "event":
                 seeded.internal_events += 1
                 event = effect["event"]
-                if apply_event(contact, event, COUNTER_DAYS):
+                contact.remembered = 0  # each its own write, as in processing
+                if apply_event(contact, event, COUNTER_DAYS, rules.counter_retention()):
                     rules.on_event(contact, event, now)
 
 
@@ -218,7 +219,11 @@ def fold(contact, events: list[tuple[dict, datetime]], rules, seeded: Seeded, un
     for event, when in events:
         if rules is not None:
             _catch_up(contact, rules, seeded, when)
-        if apply_event(contact, event, COUNTER_DAYS) and rules is not None:
+        # Each past event was its own stream write: the contact keeps what processing keeps
+        # (its digests ring, and of each counter what the catalog's segments read).
+        contact.remembered = 0
+        if apply_event(contact, event, COUNTER_DAYS, rules.counter_retention() if rules is not None else None) \
+                and rules is not None:
             rules.on_event(contact, event, when)
             _publish_locally(contact, rules, seeded, when)
     if rules is not None:

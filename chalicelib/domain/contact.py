@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Callable
 
 from chalicelib.domain.contact_state import (
     RECENT_IDS,
@@ -65,6 +66,17 @@ class Contact:
     merged_from: list = field(default_factory=list)
     merged_into: str | None = None
     version: int | None = None
+    # Digests remembered since this contact was read (not stored): they all stay in `recent`.
+    remembered: int = field(default=0, compare=False, repr=False)
+
+    def remember(self, digest: str) -> None:
+        """Count `digest` among the processed messages, newest last (one seen again moves
+        to the end). The stored ring keeps every digest remembered since the contact was
+        read, and RECENT_IDS older ones (`ProcessedMessagesPart.dump` says why)."""
+        if digest in self.recent:
+            self.recent.remove(digest)
+        self.recent.append(digest)
+        self.remembered += 1
 
     def has(self, identifier: str) -> bool:
         return identifier in self.identifiers
@@ -186,20 +198,29 @@ def epoch_seconds(timestamp: str) -> int:
     return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
 
 
-def bump_counter(counters: dict, name: str, timestamp: str, keep_days: int) -> None:
-    """Count one occurrence: total, first/last, daily buckets and the latest exact times."""
-    entry = counters.setdefault(name, {"total": 0, "first": timestamp, "last": timestamp, "days": {}})
+def bump_counter(counters: dict, name: str, timestamp: str, keep_days: int,
+                 exact_times: int = RECENT_TIMES, day_buckets: bool = True) -> None:
+    """Count one occurrence: total, first/last, and what the counter's readers need of its
+    history: the latest `exact_times` exact times and, with `day_buckets`, daily counts."""
+    entry = counters.setdefault(name, {"total": 0, "first": timestamp, "last": timestamp})
     entry["total"] += 1
     entry["first"] = min(entry["first"], timestamp)
     entry["last"] = max(entry["last"], timestamp)
-    day = timestamp[:10]
-    entry["days"][day] = entry["days"].get(day, 0) + 1
-    entry["recent"] = sorted(entry.get("recent", []) + [epoch_seconds(timestamp)])[-RECENT_TIMES:]
-    _prune_days(entry, keep_days)
+    if day_buckets:
+        days = entry.setdefault("days", {})
+        day = timestamp[:10]
+        days[day] = days.get(day, 0) + 1
+        _prune_days(entry, keep_days)
+    else:
+        entry.pop("days", None)
+    if exact_times > 0:
+        entry["recent"] = sorted(entry.get("recent", []) + [epoch_seconds(timestamp)])[-exact_times:]
+    else:
+        entry.pop("recent", None)
 
 
 def _prune_days(entry: dict, keep_days: int) -> None:
-    if not entry["days"]:
+    if not entry.get("days"):
         return
     newest = date.fromisoformat(max(entry["days"]))
     cutoff = (newest - timedelta(days=keep_days)).isoformat()
@@ -222,10 +243,19 @@ def message_digest(message_id: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def apply_event(contact: Contact, event: dict, keep_days: int = 90) -> bool:
-    """Fold one event into the contact. Returns False when it was already applied."""
+CounterRetention = Callable[[str], tuple[int, bool]]
+
+
+def apply_event(contact: Contact, event: dict, keep_days: int = 90,
+                retention: CounterRetention | None = None) -> bool:
+    """Fold one event into the contact. Returns False when it was already applied.
+
+    `retention` says, per counter name, how many exact times and whether day buckets to
+    keep (what the catalog's segments read: `SegmentIndex.retention`); without it, every
+    counter keeps RECENT_TIMES exact times and day buckets."""
     message_id = message_digest(event["messageId"])
     if message_id in contact.recent:
+        contact.remember(message_id)
         return False
     ts = event["timestamp"]
     context = event.get("context") or {}
@@ -236,13 +266,14 @@ def apply_event(contact: Contact, event: dict, keep_days: int = 90) -> bool:
         contact.groups[event["groupId"]] = {"traits": event.get("traits") or {}, "at": ts}
     name = counter_name(event)
     if name:
-        bump_counter(contact.counters, name, ts, keep_days)
+        exact, buckets = retention(name) if retention is not None else (RECENT_TIMES, True)
+        bump_counter(contact.counters, name, ts, keep_days, exact, buckets)
     if is_activity(event):
         contact.first_seen = min(contact.first_seen or ts, ts)
         contact.last_seen = max(contact.last_seen or ts, ts)
         if ts >= contact.last_context.get("at", ""):
             contact.last_context = _summarise_context(context, ts)
-    contact.recent = (contact.recent + [message_id])[-RECENT_IDS:]
+    contact.remember(message_id)
     return True
 
 
@@ -271,6 +302,10 @@ def counters_view(counters: dict, today: date, windows: tuple[int, ...] = (1, 7,
     view = {}
     for name, entry in counters.items():
         item = {"total": entry["total"], "first": entry["first"], "last": entry["last"]}
+        if "days" not in entry:
+            # Kept without day buckets: no segment counts it over a window (see bump_counter).
+            view[name] = item
+            continue
         for w in windows:
             start = (today - timedelta(days=w - 1)).isoformat()
             item[f"last_{w}d"] = sum(n for d, n in entry["days"].items() if d >= start)

@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-RECENT_IDS = 64  # processed messageIds kept per contact: makes stream redelivery harmless
+# Processed messageIds kept per contact beyond those of its latest write (which are all kept:
+# `Contact.remember` says why that is what redelivery needs). Each costs 6 bytes of every
+# contact write; 64 were kept when each event was its own write.
+RECENT_IDS = 16
 RECENT_TIMES = 20  # exact times of the latest occurrences, for precise sliding windows
 STORED_PRECISION = 6
 MAX_CAMPAIGNS = 50
@@ -72,15 +75,21 @@ def merge_counters(ours: dict, theirs: dict) -> None:
     for name, entry in theirs.items():
         mine = ours.get(name)
         if mine is None:
-            ours[name] = {**entry, "days": dict(entry.get("days") or {}), "recent": list(entry.get("recent", []))}
+            ours[name] = {**entry}
+            for key, copy in (("days", dict), ("recent", list)):
+                if key in entry:
+                    ours[name][key] = copy(entry[key])
             continue
         mine["total"] += entry["total"]
         mine["first"] = min(mine["first"], entry["first"])
         mine["last"] = max(mine["last"], entry["last"])
-        days = mine.setdefault("days", {})
-        for day, n in (entry.get("days") or {}).items():
-            days[day] = days.get(day, 0) + n
-        mine["recent"] = sorted(mine.get("recent", []) + entry.get("recent", []))[-RECENT_TIMES:]
+        if "days" in entry or "days" in mine:  # kept only where a segment counts by window
+            days = mine.setdefault("days", {})
+            for day, n in (entry.get("days") or {}).items():
+                days[day] = days.get(day, 0) + n
+        recent = sorted(mine.get("recent", []) + entry.get("recent", []))[-RECENT_TIMES:]
+        if recent:
+            mine["recent"] = recent  # trimmed to what the segments need at the next occurrence
         if entry.get("as_of") or mine.get("as_of"):
             # A back-fill counted each profile's stored events up to its mark: events up to
             # the later mark are in the sum, so neither profile's are counted again.
@@ -314,10 +323,22 @@ class ConsentPart(ContactPart):
 
 
 class ProcessedMessagesPart(ContactPart):
-    """Digests of the messageIds applied lately: a redelivered record is recognised."""
+    """Digests of the messageIds applied lately: a redelivered record is recognised.
+
+    What must be recognised is what the stream can deliver again: after a partial failure,
+    the records of a batch from the first failed one on (then again, if the retry fails
+    too). A contact is written once per batch with all its records of that batch applied
+    or recognised, so the stored ring keeps every digest remembered since the contact was
+    read, however many (trimming earlier, while a redelivered batch is being recognised,
+    would drop digests of its later records), and RECENT_IDS older ones for the writes of
+    another shard in between (a contact's own Segment Entered/Exited events are stored
+    under `contact:<id>`, a partition of their own)."""
 
     name = "processed"
     fields = ("recent",)
+
+    def dump(self, contact):
+        return {"recent": contact.recent[-(RECENT_IDS + contact.remembered):]}
 
     def load(self, doc):
         if isinstance(doc.get("recent"), str):  # packed 8-character digests back to back
@@ -326,7 +347,9 @@ class ProcessedMessagesPart(ContactPart):
         return super().load(doc)
 
     def merge(self, survivor, loser, ctx):
-        survivor.recent = (survivor.recent + [m for m in loser.recent if m not in survivor.recent])[-RECENT_IDS:]
+        # Both rings are kept whole: either may hold records the stream can still redeliver.
+        survivor.recent = survivor.recent + [m for m in loser.recent if m not in survivor.recent]
+        survivor.remembered += len(loser.recent)
 
 
 class OutboxPart(ContactPart):

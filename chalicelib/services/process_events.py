@@ -166,7 +166,7 @@ class EventProcessor:
                     self._publish(contact)
                     changed = False
                     for event in events:
-                        if apply_event(contact, event, self.counter_days):
+                        if apply_event(contact, event, self.counter_days, self._retention()):
                             changed = True
                             if self.rules is not None:
                                 self.rules.on_event(contact, event, self.clock.now())
@@ -187,6 +187,10 @@ class EventProcessor:
                 cache.dirty.discard(contact_id)
                 self.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
         raise ProcessingConflict(f"contact {contact_id} lost {MAX_ATTEMPTS} races in a row")
+
+    def _retention(self):
+        """What each counter keeps: as the catalog's segments need (`SegmentIndex.retention`)."""
+        return self.rules.counter_retention() if self.rules is not None else None
 
     # -- one attempt -------------------------------------------------------------------
 
@@ -246,7 +250,7 @@ class EventProcessor:
 
         if contact.id not in cache.dirty:
             self._publish(contact)  # what the previous write left to publish, once, before new effects
-        applied = apply_event(contact, event, self.counter_days)
+        applied = apply_event(contact, event, self.counter_days, self._retention())
         if applied and self.rules is not None:
             for loser in losers:
                 self.rules.forget_merged(contact, loser)
@@ -282,7 +286,7 @@ class EventProcessor:
             self._settle_published(contact, event)
         if contact.id not in cache.dirty:
             self._publish(contact)
-        applied = apply_event(contact, event, self.counter_days)
+        applied = apply_event(contact, event, self.counter_days, self._retention())
         written = True
         if applied:
             if self.rules is not None:

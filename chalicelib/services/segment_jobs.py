@@ -167,7 +167,7 @@ class SegmentJobs:
         definition = catalog.segments.get(segment_id)
         if definition is None:
             return
-        self.recount(contact, definition.matchers(), now)
+        self.recount(contact, definition.matchers(), now, definition.exact_times())
         self.rules.evaluate(contact, now, {segment_id}, cause=f"backfill:{segment_id}:{catalog.versions.get(('segment', segment_id))}", catalog=catalog)
 
     def _refresh_persona(self, contact: Contact, catalog: Catalog, now: datetime) -> None:
@@ -179,17 +179,30 @@ class SegmentJobs:
             self.rules.evaluate(contact, now, set(catalog.index.affected_by("persona")),
                                 cause=f"personas:{catalog.versions.get(('personas', 'default'))}", catalog=catalog)
 
-    def recount(self, contact: Contact, matchers: Iterable, now: datetime) -> None:
+    def recount(self, contact: Contact, matchers: Iterable, now: datetime,
+                exact_times: dict[tuple[str, str], int] | None = None) -> None:
         """Count a new filtered matcher over the contact's stored history. The count is
-        as of now: live processing then adds only events received after it."""
+        as of now: live processing then adds only events received after it.
+
+        `exact_times` (a definition's `exact_times()`) also restores the exact times a
+        windowed count needs where the contact's counter keeps fewer than that (they were
+        kept as the previous catalog needed): the latest ones are read from the same history
+        and joined to those kept, with day buckets beside them. Totals are not touched."""
+        exact_times = exact_times or {}
         missing = [m for m in matchers if m.filters and m.key not in contact.filtered and m.event in contact.counters]
-        if not missing:
+        short = {}  # event name -> exact times needed, for unfiltered counters that keep fewer
+        for (kind, key), need in exact_times.items():
+            entry = contact.counters.get(key) if kind == "counter" else None
+            if entry and len(entry.get("recent") or []) < min(need, entry["total"]):
+                short[key] = need
+        if not missing and not short:
             return
         partitions = [i for i in contact.identifiers if kind_of(i) in ("user", "anon", "email", "phone")]
         partitions += [f"contact:{cid}" for cid in [contact.id, *contact.merged_from]]
         counts: dict = {}
+        history: dict = {}  # event name -> its occurrences as a counter (for `short`)
         seen_until: dict[str, str] = {}  # per matcher: the latest receivedAt of the events read
-        names = {m.event for m in missing}
+        names = {m.event for m in missing} | set(short)
         before = None
         while True:
             page, before = self.events.timeline(partitions, 200, before)
@@ -197,12 +210,15 @@ class SegmentJobs:
                 name = counter_name(event)
                 if name not in names:
                     continue
+                if name in short:
+                    bump_counter(history, name, event["timestamp"], self.counter_days, short[name], True)
                 for matcher in missing:
                     if matcher.event != name:
                         continue
                     seen_until[matcher.key] = max(seen_until.get(matcher.key, ""), event.get("receivedAt", ""))
                     if matcher.matches(name, event):
-                        bump_counter(counts, matcher.key, event["timestamp"], self.counter_days)
+                        bump_counter(counts, matcher.key, event["timestamp"], self.counter_days,
+                                     max(exact_times.get(("filtered", matcher.key), 0), 1), True)
             if not before:
                 break
         stamp = iso(now)
@@ -211,6 +227,17 @@ class SegmentJobs:
             # Live processing adds only what this count did not read (received later).
             entry["as_of"] = seen_until.get(matcher.key, "")
             contact.filtered[matcher.key] = entry
+        for name, need in short.items():
+            found = history.get(name)
+            if found is None:
+                continue
+            entry = contact.counters[name]
+            read = found.get("recent") or []
+            newer = [t for t in entry.get("recent") or [] if not read or t > read[-1]]  # not stored yet when read
+            entry["recent"] = sorted(read + newer)[-need:]
+            days = entry.setdefault("days", {})
+            for day, n in found.get("days", {}).items():
+                days[day] = max(days.get(day, 0), n)  # the stored history, or what was kept if more
 
     # -- previews ---------------------------------------------------------------------------
 
@@ -229,7 +256,7 @@ class SegmentJobs:
         while True:
             contacts, cursor = self.repo.scan(cursor, 200)
             for contact in contacts:
-                self.recount(contact, definition.matchers(), now)
+                self.recount(contact, definition.matchers(), now, definition.exact_times())
                 if evaluate(definition, contact, now, self.rules.context_for(catalog, contact)).member:
                     members += 1
                     if len(sample) < 10:

@@ -47,6 +47,11 @@ class ProfileRules:
         self.catalog_source = catalog_source  # callable returning the current Catalog
         self.counter_days = counter_days
 
+    def counter_retention(self):
+        """Per event name, what a contact's counter keeps (`SegmentIndex.retention`)."""
+        index = self.catalog_source().index
+        return lambda name: index.retention("counter", name)
+
     # -- the context the segment evaluator reads through ------------------------------
 
     def context_for(self, catalog: Catalog, contact: Contact) -> EvaluationContext:
@@ -74,7 +79,8 @@ class ProfileRules:
                 if entry is not None and event.get("receivedAt", "") <= entry.get("as_of", ""):
                     continue  # already in the count a back-fill took from the stored history
                 if matcher.matches(name, event):
-                    bump_counter(contact.filtered, matcher.key, event["timestamp"], self.counter_days)
+                    bump_counter(contact.filtered, matcher.key, event["timestamp"], self.counter_days,
+                                 *catalog.index.retention("filtered", matcher.key))
         if catalog.scoring is not None:
             before = (contact.score.get("points"), contact.stage, tuple(contact.tags))
             for emitted in scoring.apply_event(catalog.scoring, contact, event, now):

@@ -269,3 +269,46 @@ def test_a_window_that_moved_later_still_flips_when_its_time_comes(app_client, c
     person = contact(app_client, "user:regular")
     assert "active-today" not in person["segments"]
     assert person["counters"]["Segment Exited"]["total"] == 1
+
+
+def test_a_new_count_on_an_event_kept_without_exact_times_is_recounted_from_history(app_client, clock):
+    """No segment counted `Article Read` over a window, so profiles kept its total and latest
+    time only. A segment asking for 3 within 7 days gets the exact times it needs from each
+    contact's stored events: in its preview and in its back-fill."""
+    for days_later, reads in ((0, (2, 2, 2, 2)), (10, (2, 3, 2, 3))):  # 2 each, then 2 or 3 ten days later
+        clock.advance(days=days_later)
+        for i, count in enumerate(reads):
+            for _ in range(count):
+                clock.advance(minutes=1)
+                app_client.post("/v1/track", {"userId": f"reader{i}", "event": "Article Read"})
+        app_client.drain()
+    kept = contact(app_client, "user:reader1")["counters"]["Article Read"]
+    assert kept["total"] == 5 and set(kept) == {"total", "first", "last"}  # no exact times, no day buckets
+    document = """
+id: keen-readers
+name: Read 3 articles this week
+conditions:
+  event: Article Read
+  at_least: 3
+  within: 7 days
+"""
+    preview = app_client.http.post("/v1/admin/segments/preview", body=document,
+                                   headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert preview.status_code == 200 and json.loads(preview.body)["size"] == 2
+    put_segment(app_client, document)
+    run_jobs(app_client)
+    app_client.drain()
+    status, segment = app_client.admin("/v1/admin/segments/keen-readers")
+    assert segment["size"] == 2 and segment["backfill"]["status"] == "done"
+    assert "keen-readers" in contact(app_client, "user:reader3")["segments"]
+    assert "keen-readers" not in contact(app_client, "user:reader2")["segments"]
+    # From now on each contact keeps the 3 latest times: one more read makes reader0 a member.
+    clock.advance(minutes=1)
+    app_client.post("/v1/track", {"userId": "reader0", "event": "Article Read"})
+    app_client.drain()
+    assert "keen-readers" in contact(app_client, "user:reader0")["segments"]
+    # ... and a week after the second of the three, reader1 leaves when the recheck runs.
+    clock.advance(days=7)
+    run_jobs(app_client)
+    app_client.drain()
+    assert "keen-readers" not in contact(app_client, "user:reader1")["segments"]

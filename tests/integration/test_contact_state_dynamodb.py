@@ -46,6 +46,12 @@ def busy_contact(contact_id: str = "c1") -> Contact:
     return contact
 
 
+def without_digests(document: dict) -> dict:
+    """A document without its digests: a contact read back stores only the latest of them
+    again, plus those it remembers since it was read (ProcessedMessagesPart.dump)."""
+    return {k: v for k, v in document.items() if k != "recent"}
+
+
 # -- the contact item ------------------------------------------------------------------------
 
 def test_a_contact_is_stored_as_a_deflated_body_and_raw_digests_and_reads_back_the_same(repo, aws_tables):
@@ -55,7 +61,8 @@ def test_a_contact_is_stored_as_a_deflated_body_and_raw_digests_and_reads_back_t
     assert set(item) == {"id", "version", "body", "seen"}
     assert len(item["seen"]["B"]) == 6 * len(contact.recent)
     again = repo.get("c1")
-    assert again.to_document() == contact.to_document()
+    assert again.recent == contact.recent  # every digest stored reads back
+    assert without_digests(again.to_document()) == without_digests(contact.to_document())
 
 
 def test_the_new_layout_is_smaller_than_the_zlib_document(repo, aws_tables):
@@ -73,7 +80,8 @@ def test_an_item_in_the_previous_layout_is_read_and_rewritten_in_the_new_one(rep
     boto3.client("dynamodb").put_item(TableName=aws_tables["ContactsTable"],
                                       Item={"id": {"S": "old"}, "version": {"N": "3"}, "doc": {"B": legacy}})
     read = repo.get("old")
-    assert read.version == 3 and read.to_document() == doc
+    assert read.version == 3 and read.recent == doc["recent"]
+    assert without_digests(read.to_document()) == without_digests(doc)
     apply_event(read, {"type": "track", "event": "Cart Viewed", "messageId": "new", "context": {},
                        "timestamp": "2026-11-29T10:00:00.000Z"})
     repo.save(read)

@@ -105,7 +105,10 @@ class FakeContactRepository(ContactRepository, ContactScan):
 
     def _write(self, contact: Contact) -> None:
         contact.version = (contact.version or 0) + 1
-        self.contacts[contact.id] = {"contact": copy.deepcopy(contact)}
+        # Stored as a store stores it: its document (what is not in it is not kept).
+        stored = Contact.from_document(contact.id, copy.deepcopy(contact.to_document()), contact.version,
+                                       contact.merged_into)
+        self.contacts[contact.id] = {"contact": stored}
 
     def create(self, contact):
         self._count("create")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.domain.contact import Contact, merge_contacts
-from chalicelib.domain.contact_state import PARTS, MergeContext, Score, load_parts, dump_parts, merge_campaign
+from chalicelib.domain.contact_state import PARTS, MergeContext, Score, load_parts, dump_parts, merge_campaign, merge_parts
 from chalicelib.domain.rfm import parse_rfm
 from chalicelib.domain.scoring import parse_scoring, score_now
 from chalicelib.services.catalog import Catalog
@@ -247,7 +247,7 @@ def test_persona_and_identity_parts():
 def test_every_field_of_the_contact_belongs_to_exactly_one_part():
     owned = [f for part in PARTS for f in part.fields]
     assert len(owned) == len(set(owned))
-    stored = set(Contact.__dataclass_fields__) - {"id", "version", "merged_into"}
+    stored = set(Contact.__dataclass_fields__) - {"id", "version", "merged_into", "remembered"}  # remembered: in memory only
     assert set(owned) == stored
 
 
@@ -263,3 +263,23 @@ def test_merging_is_counted_once_per_loser_and_keeps_digests():
     b = person("b", NOW, recent=[f"{next(ids):08d}" for _ in range(3)])
     merged = merge_contacts(a, b, ctx())
     assert len(merged.recent) == 6
+
+
+def test_the_stored_digests_are_those_remembered_since_the_read_and_sixteen_older():
+    from chalicelib.domain.contact_state import RECENT_IDS
+
+    stored = Contact(id="c", created_at="2026-11-01T00:00:00.000Z", recent=[f"d{i:07d}" for i in range(40)],
+                     remembered=40)  # a write of 40 records: all stored
+    read = Contact.from_document("c", stored.to_document(), 1, None)
+    assert read.recent == stored.recent and read.to_document()["recent"] == stored.recent[-RECENT_IDS:]
+    read.remember("d0000003")  # an old record redelivered: recognised, and kept from now on
+    read.remember("new00001")
+    kept = read.to_document()["recent"]
+    assert kept[-2:] == ["d0000003", "new00001"] and len(kept) == RECENT_IDS + 2
+
+
+def test_a_merge_keeps_both_rings_of_digests():
+    survivor = Contact(id="s", created_at="2026-11-01T00:00:00.000Z", recent=[f"s{i:07d}" for i in range(30)])
+    loser = Contact(id="l", created_at="2026-11-02T00:00:00.000Z", recent=[f"l{i:07d}" for i in range(30)])
+    merge_parts(survivor, loser, MergeContext())
+    assert set(survivor.to_document()["recent"]) >= set(loser.recent)

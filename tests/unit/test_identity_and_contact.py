@@ -148,3 +148,15 @@ def test_two_user_ids_are_two_people():
     c = Contact(id="c", created_at="t", identifiers=["anon:y"])
     assert not can_merge([a, b])
     assert can_merge([a, c])
+
+
+def test_a_counter_kept_without_day_buckets_shows_no_windows_rather_than_zeros():
+    contact = Contact(id="c", created_at="2026-11-01T00:00:00.000Z")
+    event = {"type": "track", "event": "Page Scrolled", "messageId": "m1", "timestamp": "2026-11-20T10:00:00.000Z",
+             "context": {}}
+    assert apply_event(contact, event, retention=lambda name: (0, False))
+    assert contact.counters["Page Scrolled"] == {"total": 1, "first": "2026-11-20T10:00:00.000Z",
+                                                 "last": "2026-11-20T10:00:00.000Z"}
+    view = counters_view(contact.counters, date(2026, 11, 20))
+    assert view["Page Scrolled"] == {"total": 1, "first": "2026-11-20T10:00:00.000Z",
+                                     "last": "2026-11-20T10:00:00.000Z"}

@@ -242,3 +242,29 @@ def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(re
     assert [at for at, cid in schedule.items] == [stored.next_check[:19]]
     assert all(e["kind"] != "schedule" for e in stored.outbox)
     assert publisher.schedule.items == set()  # nothing left for the publisher to file again
+
+
+def test_a_partly_failed_batch_is_counted_once_however_many_records_a_contact_has_in_it(processor, repo):
+    """The stream redelivers a batch from its first failed record on: b's records, written
+    after a's write failed, come again, more of them than the digests kept beyond a write
+    (RECENT_IDS), and again in a second redelivery."""
+    from chalicelib.domain.contact_state import RECENT_IDS
+
+    for anon in ("a", "b"):
+        processor.process(ev(anon))
+    repo.broken.add(owner(repo, "a").id)
+    n = RECENT_IDS + 10
+    batch = [ev("a")] + [ev("b") for _ in range(n)]
+    assert processor.process_batch(batch).failed() == list(range(n + 1))
+    assert owner(repo, "b").counters["Clicked"]["total"] == n + 1
+
+    # Redelivered with one new record of b; a fails again, so all of it comes a third time.
+    retry = batch + [ev("b")]
+    assert processor.process_batch(retry).failed() == list(range(n + 2))
+    assert owner(repo, "b").counters["Clicked"]["total"] == n + 2
+    repo.broken.clear()
+    assert processor.process_batch(retry).failed() == []
+    assert owner(repo, "b").counters["Clicked"]["total"] == n + 2
+    assert owner(repo, "a").counters["Clicked"]["total"] == 2
+    # Read back, b keeps RECENT_IDS digests beyond those of its latest write.
+    assert len(owner(repo, "b").recent) <= RECENT_IDS + n + 2

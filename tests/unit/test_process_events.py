@@ -248,6 +248,9 @@ def test_the_stored_outbox_holds_only_the_last_writes_effects(repo):
         def on_event(self, contact, event, now, full=False):
             contact.outbox.append({"kind": "schedule", "at": event["timestamp"]})
 
+        def counter_retention(self):
+            return None  # counters keep everything
+
     publisher = CountingPublisher(FakeMembershipStore(), FakeEventStore(), FakeRecheckSchedule(), MessageBus({}),
                                   lambda contact, now: 0.0)
     processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None, rules=OneEffectPerEvent(),

@@ -674,3 +674,55 @@ def test_now_in_another_zone_is_the_same_instant():
     contact = person(counters={"E": counter(NOW - 2 * DAY)})
     paris_now = NOW.astimezone(ZoneInfo("Europe/Paris"))
     assert check({"event": "E", "within": "3 days"}, contact, paris_now) == Evaluation(True, NOW + DAY)
+
+
+# --- what a counter keeps: only the exact times the catalog's counts need ---------------------
+
+def _kept(moments, exact: int, buckets: bool) -> dict:
+    entries: dict = {}
+    for moment in sorted(moments):
+        bump_counter(entries, "e", iso(moment), 400, exact, buckets)
+    return entries["e"]
+
+
+@pytest.mark.parametrize("count", [{}, {"at_least": 2}, {"at_least": 3}, {"at_least": 5}, {"at_most": 0},
+                                   {"at_most": 1}, {"at_most": 3}, {"exactly": 1}, {"exactly": 2}])
+@pytest.mark.parametrize("within_days", [1, 2, 7, 30])
+def test_a_count_is_decided_exactly_by_the_times_its_condition_needs(count, within_days):
+    """Kept as the catalog keeps it (`exact_times_needed` latest times, no more), a windowed
+    count answers what the whole history answers, and flips at the same moment: at the
+    boundary of the window and of the count, over seeded random histories."""
+    import random
+
+    definition = segment({"event": "e", "within": f"{within_days} days", **count})
+    c = definition.condition
+    need = c.exact_times_needed
+    largest = max(c.at_least, c.at_most + 1 if c.at_most is not None else 0)
+    assert need == (largest if largest > 1 else 0)
+    rng = random.Random(f"{within_days}{sorted(count.items())}")
+    for _ in range(60):
+        history = [NOW - timedelta(seconds=rng.randint(60, 40 * 86400)) for _ in range(rng.randint(1, 12))]
+        if rng.random() < 0.3:  # occurrences right at the edge of the window
+            history.append(NOW - timedelta(days=within_days) + timedelta(seconds=rng.choice([-1, 1])))
+        full = person(counters={"e": _kept(history, 1000, True)})
+        lean = person(counters={"e": _kept(history, need, need > 0)})
+        assert "days" not in lean.counters["e"] or need > 0
+        assert len(lean.counters["e"].get("recent", [])) <= need
+        for moment in (NOW, NOW + timedelta(hours=rng.randint(1, 24 * within_days))):
+            assert evaluate(definition, lean, moment, context()) == evaluate(definition, full, moment, context())
+
+
+def test_the_latest_occurrence_alone_decides_a_window_without_exact_times():
+    contact = person(counters={"e": _kept([NOW - 10 * DAY, NOW - 3 * DAY], 0, False)})
+    assert "recent" not in contact.counters["e"] and "days" not in contact.counters["e"]
+    assert check({"event": "e", "within": "7 days"}, contact) == Evaluation(True, NOW + 4 * DAY)
+    assert check({"event": "e", "within": "2 days", "at_most": 0}, contact) == Evaluation(True, None)
+    assert check({"event": "e", "within": "2 days"}, contact) == Evaluation(False, None)
+
+
+def test_fewer_exact_times_than_a_new_count_needs_fall_back_to_day_buckets():
+    """A definition raised the count after these times were kept (until its back-fill
+    recounts them): the day buckets still count every occurrence of the window's days."""
+    contact = person(counters={"e": _kept([NOW - 5 * DAY, NOW - 4 * DAY, NOW - 3 * DAY, NOW - 2 * DAY], 2, True)})
+    assert check({"event": "e", "within": "7 days", "at_least": 4}, contact).member
+    assert not check({"event": "e", "within": "7 days", "at_least": 5}, contact).member

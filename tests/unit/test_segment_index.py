@@ -175,3 +175,21 @@ def test_with_a_thousand_segments_an_event_touches_only_its_own(monkeypatch):
     assert built.dependents(["s-5"]) == set()
     assert built.evaluation_order(["s-2", "s-1"]) == ["s-1", "s-2"]
     assert len(built.time_dependent_ids) == 1000
+
+
+def test_counters_keep_the_exact_times_the_largest_windowed_count_needs():
+    index = SegmentIndex([
+        seg("lists", {"event": "Product List Viewed", "at_least": 3, "within": "30 days"}),
+        seg("lists-few", {"event": "Product List Viewed", "at_most": 4, "within": "7 days"}),
+        seg("browsers", {"event": "Product Viewed", "within": "7 days"}),
+        seg("no-order", {"event": "Order Completed", "within": "2 days", "at_most": 0}),
+        seg("ever", {"event": "Signed Up", "at_least": 5}),
+        seg("coffee", {"event": "Product Viewed", "where": COFFEE, "at_least": 2, "within": "30 days"}),
+    ])
+    assert index.retention("counter", "Product List Viewed") == (5, True)  # at most 4: the 5 latest
+    assert index.retention("counter", "Product Viewed") == (0, False)  # the latest occurrence settles it
+    assert index.retention("counter", "Order Completed") == (0, False)
+    assert index.retention("counter", "Signed Up") == (0, False)  # an all-time count reads the total
+    assert index.retention("counter", "Page Viewed") == (0, False)  # read by nothing
+    coffee = index.matchers_for("Product Viewed")[0]
+    assert index.retention("filtered", coffee.key) == (2, True)

@@ -7,10 +7,12 @@ at which the answer could change with no new event (a window sliding past an occ
 relative date passing, a local midnight for anniversaries, a score decaying across a
 threshold). It may be early, never late: a scheduler re-evaluates the contact then.
 
-Event windows are exact over the 20 latest occurrences of each counter (`recent`). When a
-window's answer depends on older occurrences than those, the count falls back to the daily
-buckets (UTC days), which count the whole first day of the window: beyond the 20 latest
-occurrences, windows have day granularity. Daily buckets are kept for a limited history
+Event windows are exact over the latest occurrences each counter keeps (`recent`, plus
+`last`): as many as the catalog's windowed counts on that event need (a condition "at least
+N within W" needs the N latest; `SegmentIndex.retention`), so every condition of the catalog
+is decided exactly. When a window's answer depends on older occurrences than those (a count
+raised by a new definition before its back-fill recounted them), the count falls back to
+the daily buckets (UTC days), which count the whole first day of the window. Daily buckets are kept for a limited history
 (90 days by default); a longer window counts what is kept, unless every occurrence the
 contact ever had falls inside it.
 
@@ -329,6 +331,10 @@ class _Run:
         span = c.within.total_seconds()
         cutoff = self.now.timestamp() - span
         recent = sorted(entry.get("recent") or [])
+        latest = _epoch(entry.get("last"))
+        if latest is not None and (not recent or recent[-1] < int(latest)):
+            # The latest occurrence is always known exactly, with or without exact times kept.
+            recent.append(int(latest))
         known = [t for t in recent if t > cutoff]  # exact times inside the window, oldest first
         first = _epoch(entry.get("first"))
 

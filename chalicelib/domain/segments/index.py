@@ -32,7 +32,10 @@ class SegmentIndex:
         readers: dict[tuple, set[str]] = defaultdict(set)  # ("event", "Order Completed") -> ids
         by_kind: dict[str, set[str]] = defaultdict(set)  # "consent" -> ids reading any channel
         matchers: dict[str, dict[str, EventMatcher]] = defaultdict(dict)
+        exact: dict[tuple[str, str], int] = {}
         for d in self._definitions.values():
+            for key, need in d.exact_times().items():
+                exact[key] = max(exact.get(key, 0), need)
             for read in d.reads():
                 readers[read].add(d.id)
                 by_kind[read[0]].add(d.id)
@@ -41,6 +44,9 @@ class SegmentIndex:
         self._readers = {k: frozenset(v) for k, v in readers.items()}
         self._by_kind = {k: frozenset(v) for k, v in by_kind.items()}
         self._matchers = {event: tuple(by_key.values()) for event, by_key in matchers.items()}
+        # What each counter keeps (see `retention`): exact times only as many as a windowed
+        # count needs, and day buckets only beside them (their fallback).
+        self._exact_times = exact
         self._depth = _depths({d.id: sorted({r.segment_id for r in d.segment_references()} & self._definitions.keys())
                                for d in self._definitions.values()})
         self.time_dependent_ids: frozenset[str] = frozenset(
@@ -96,6 +102,15 @@ class SegmentIndex:
         """These segments, each after every segment it reads (directly or not); unknown ids dropped."""
         known = {s for s in segment_ids if s in self._definitions}
         return sorted(known, key=lambda s: (self._depth[s], s))
+
+    def retention(self, kind: str, key: str) -> tuple[int, bool]:
+        """What a contact keeps of a counter (kind "counter": an event name; "filtered": a
+        matcher key): how many of the latest exact times, and whether per-day buckets.
+        A counter no segment counts over a window beyond its latest occurrence keeps its
+        total, first and last only. The buckets stand in for exact times a contact does not
+        have yet (a count raised by a new definition, until its back-fill recounts them)."""
+        need = self._exact_times.get((kind, key), 0)
+        return need, need > 0
 
     def matchers_for(self, event_name: str) -> list[EventMatcher]:
         """The filtered matchers on this event: for each, a contact keeps a counter in

@@ -237,6 +237,17 @@ class EventCondition(Condition):
     def own_time_dependent(self) -> bool:
         return self.within is not None or any(r is not None and r.relative for r in (self.first, self.last))
 
+    @property
+    def exact_times_needed(self) -> int:
+        """How many of the latest exact occurrence times this condition needs kept to be
+        decided exactly: a count "at least N within W" is settled by the N latest times, "at
+        most M within W" by the M+1 latest. The latest occurrence itself (`last`) is always
+        kept, so a need of 1 costs nothing; an all-time count reads the total."""
+        if self.within is None:
+            return 0
+        need = max(self.at_least, self.at_most + 1 if self.at_most is not None else 0)
+        return need if need > 1 else 0
+
 
 @dataclass(frozen=True)
 class SegmentCondition(Condition):
@@ -346,6 +357,17 @@ class SegmentDefinition:
             for m in node.own_matchers():
                 seen.setdefault(m.key, m)
         return tuple(seen.values())
+
+    def exact_times(self) -> dict[tuple[str, str], int]:
+        """Per counter this definition reads with a window (("counter", event name) or
+        ("filtered", matcher key)), the exact occurrence times it needs kept (see
+        EventCondition.exact_times_needed)."""
+        needs: dict[tuple[str, str], int] = {}
+        for node in self.condition.walk():
+            if isinstance(node, EventCondition) and node.within is not None:
+                key = ("filtered", node.matcher.key) if node.matcher.filters else ("counter", node.matcher.event)
+                needs[key] = max(needs.get(key, 0), node.exact_times_needed)
+        return needs
 
     def segment_references(self) -> tuple[SegmentCondition, ...]:
         return tuple(n for n in self.condition.walk() if isinstance(n, SegmentCondition))
