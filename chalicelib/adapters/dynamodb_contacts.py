@@ -182,21 +182,27 @@ class DynamoDBContactRepository(ContactRepository, ContactScan):
             raise
         contact.version = item.version
 
-    def merge(self, survivor: Contact, loser: Contact) -> None:
+    def merge(self, survivor: Contact, losers: list[Contact]) -> None:
         survivor_item = self._to_item(survivor)
-        loser_item = self._to_item(loser)
-        loser_item.merged_into = survivor.id
+        loser_items = []
+        for loser in losers:
+            item = self._to_item(loser)
+            item.merged_into = survivor.id
+            loser_items.append(item)
         try:
             with TransactWrite(connection=self._connection) as transaction:
                 transaction.save(survivor_item)
-                transaction.save(loser_item)
+                for item in loser_items:
+                    transaction.save(item)
         except TransactWriteError as exc:
             if _conditional_failure(exc):
-                raise ConcurrentUpdate(f"contact {survivor.id} or {loser.id} changed during the merge") from None
+                names = ", ".join(loser.id for loser in losers)
+                raise ConcurrentUpdate(f"contact {survivor.id} or one of {names} changed during the merge") from None
             raise
         survivor.version = survivor_item.version
-        loser.version = loser_item.version
-        loser.merged_into = survivor.id
+        for loser, item in zip(losers, loser_items):
+            loser.version = item.version
+            loser.merged_into = survivor.id
 
     def scan(self, cursor: str | None, limit: int) -> tuple[list[Contact], str | None]:
         """Live contacts (merged-away ones skipped), `limit` items read per call."""

@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta
 from typing import Callable
 
 from chalicelib.domain.contact_state import (
-    RECENT_IDS,
     RECENT_TIMES,
     MergeContext,
     dump_parts,

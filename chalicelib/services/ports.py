@@ -89,8 +89,10 @@ class ContactRepository(abc.ABC):
         """Write the contact if its version is unchanged since it was read; bumps version."""
 
     @abc.abstractmethod
-    def merge(self, survivor: Contact, loser: Contact) -> None:
-        """Atomically save the combined survivor and mark the loser merged into it."""
+    def merge(self, survivor: Contact, losers: list[Contact]) -> None:
+        """Atomically save the combined survivor and mark every loser merged into it: the
+        survivor already holds all the losers' state, so a survivor saved while one loser
+        stayed live would count that loser twice when it is merged again."""
 
 
 class DefinitionStore(abc.ABC):

@@ -379,11 +379,11 @@ class EventProcessor:
         return contact  # written once, after the event is applied
 
     def _merge(self, survivor: Contact, losers: list[Contact], cache: BatchCache) -> None:
-        """Each transaction saves the combined survivor and fences one loser; identifiers
-        are re-pointed after (a reader meanwhile follows the loser's merge pointer)."""
+        """One transaction saves the combined survivor and fences every loser; identifiers
+        are re-pointed after (a reader meanwhile follows the losers' merge pointers)."""
         self._schedule_before_write(survivor)
+        self.repo.merge(survivor, losers)
         for loser in losers:
-            self.repo.merge(survivor, loser)
             cache.contacts.pop(loser.id, None)
         for loser in losers:
             for identifier in loser.identifiers:

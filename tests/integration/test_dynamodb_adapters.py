@@ -106,7 +106,7 @@ def test_a_merge_is_atomic_and_fences_the_loser(repo):
     survivor, loser = repo.get("keep", True), repo.get("gone", True)
     stale_loser = repo.get("gone", True)
     survivor.traits["merged"] = True
-    repo.merge(survivor, loser)
+    repo.merge(survivor, [loser])
     assert repo.get("gone", True).merged_into == "keep"
     stale_loser.traits["late"] = 1
     with pytest.raises(ConcurrentUpdate):
@@ -118,7 +118,7 @@ def test_a_merge_is_atomic_and_fences_the_loser(repo):
     keep.version -= 1
     x.traits["should_not"] = "land"
     with pytest.raises(ConcurrentUpdate):
-        repo.merge(keep, x)
+        repo.merge(keep, [x])
     assert repo.get("x", True).merged_into is None
     assert "should_not" not in repo.get("x", True).traits
 

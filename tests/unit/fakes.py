@@ -124,14 +124,16 @@ class FakeContactRepository(ContactRepository, ContactScan):
             self._check(contact)
             self._write(contact)
 
-    def merge(self, survivor, loser):
+    def merge(self, survivor, losers):
         self._count("merge")
         with self.lock:
             self._check(survivor)
-            self._check(loser)
-            loser.merged_into = survivor.id
+            for loser in losers:
+                self._check(loser)
             self._write(survivor)
-            self._write(loser)
+            for loser in losers:
+                loser.merged_into = survivor.id
+                self._write(loser)
 
     def scan(self, cursor, limit):
         ids = sorted(i for i, c in self.contacts.items() if not c["contact"].merged_into and (cursor is None or i > cursor))

@@ -262,3 +262,33 @@ def test_the_stored_outbox_holds_only_the_last_writes_effects(repo):
     # Each effect published once after its write, and once more when the next event finds
     # it still stored (a crash may have cut the first publishing short): at most twice.
     assert len(published) == 6 + 5
+
+
+def test_a_merge_of_several_profiles_is_one_write_or_none():
+    """A visitor's anonymous profile and an email-only profile both join the user's at once,
+    and one of them changes just before the merge is written: the merge is retried, and
+    every page view, the late one included, is counted once on the one survivor."""
+    repo = FakeContactRepository()
+    processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None)
+    processor.process(ev("identify", userId="u", traits={}))
+    for _ in range(3):
+        processor.process(ev(anonymousId="dev", event="Viewed"))
+    processor.process(ev("identify", anonymousId="other", traits={"email": "ada@x.io"}))
+    processor.process(ev(anonymousId="other", event="Viewed"))
+    changed_once = []
+    real_merge = repo.merge
+
+    def merge_after_a_concurrent_write(survivor, losers):
+        if not changed_once:  # another worker writes the last loser just before our merge
+            changed_once.append(True)
+            late = repo.get(losers[-1].id, consistent=True)
+            processor.process(ev(anonymousId="dev" if "anon:dev" in late.identifiers else "other",
+                                 event="Viewed"))
+        return real_merge(survivor, losers)
+
+    repo.merge = merge_after_a_concurrent_write
+    processor.process(ev("identify", userId="u", anonymousId="dev", traits={"email": "ada@x.io"}))
+    assert changed_once
+    merged = contact_of(repo, "user:u")
+    assert contact_of(repo, "anon:dev").id == contact_of(repo, "email:ada@x.io").id == merged.id
+    assert merged.counters["Viewed"]["total"] == 3 + 1 + 1  # each page view once, the late one too
