@@ -175,7 +175,7 @@ class Services:
         policy = RetryPolicy(first_retry=s.delivery_first_retry_seconds, max_delay=s.delivery_max_delay_seconds,
                              horizon=s.delivery_horizon_seconds)
         return DeliveryService(self.delivery_store, lambda d: self.definitions.catalog().destinations.get(d),
-                               WebhookSender(max_attempts=1, allow_private=s.webhooks_allow_private),
+                               WebhookSender(allow_private=s.webhooks_allow_private),
                                self.secret_store, self.effects_queue, self.clock, policy)
 
     @cached_property

@@ -13,11 +13,9 @@ Verifying a delivery (receiver side): read the raw body bytes before parsing the
 constant time, and refuse timestamps more than five minutes from your clock (replays).
 `verify_signature` below does exactly this.
 
-`attempt` makes exactly one POST and returns a `WebhookAttempt` (the effects queue's
-consumer retries with its own back-off). `send` retries inline and returns
-`{"status": "delivered"|"failed", "attempts", "http_status", "reason"}`: network errors,
-429 and 5xx are retried with exponential back-off (honouring a Retry-After of up to
-`MAX_RETRY_AFTER` seconds); other 4xx and redirects are not (redirects are never followed).
+`attempt` makes exactly one POST and returns a `WebhookAttempt`: retrying is the effects
+queue's (services/deliveries.py: back-off, a Retry-After honoured, parking), never a sleep
+here. Redirects are never followed.
 
 Only http and https URLs are accepted. Unless `allow_private=True`, a host that resolves to
 a loopback, private, link-local, shared, multicast or otherwise non-public address is
@@ -35,7 +33,6 @@ import socket
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -44,7 +41,6 @@ from chalicelib.domain.destinations import is_public_address
 USER_AGENT = "Mercurio-Webhooks/1"
 SIGNATURE_VERSION = "v1"
 DEFAULT_TOLERANCE = 300
-MAX_RETRY_AFTER = 30.0
 MAX_REASON = 200
 
 
@@ -140,10 +136,6 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx surfaces as an HTTPError and is reported, not followed
 
 
-def _result(status: str, attempts: int, http_status: int | None, reason: str) -> dict:
-    return {"status": status, "attempts": attempts, "http_status": http_status, "reason": reason[:MAX_REASON]}
-
-
 def _retry_after(headers) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     try:
@@ -166,16 +158,10 @@ class WebhookAttempt:
 
 
 class WebhookSender:
-    def __init__(self, timeout: float = 5, max_attempts: int = 3, sleep=time.sleep, opener=None,
-                 backoff: float = 0.5, allow_private: bool = False, clock=time.time):
+    def __init__(self, timeout: float = 5, opener=None, allow_private: bool = False, clock=time.time):
         """`opener` replaces the HTTP client: anything with `open(request, timeout=…)`."""
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.sleep = sleep
         self.opener = opener
-        self.backoff = backoff
         self.allow_private = allow_private
         self.clock = clock
 
@@ -219,37 +205,6 @@ class WebhookSender:
             detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             return WebhookAttempt(False, None, f"network error: {detail or type(exc).__name__}"[:MAX_REASON],
                                   retryable=True)
-
-    def send(self, url: str, payload: object, secret: str | bytes, *, allow_private: bool | None = None,
-             delivery_id: str | None = None) -> dict:
-        """POST `payload` as signed JSON, retrying inline; the outcome as a value, never an
-        exception. (Deliveries to destinations go through the effects queue instead, one
-        `attempt` per receive.)"""
-        delivery_id = delivery_id or str(uuid.uuid4())
-        attempts, http_status, reason, retry_after = 0, None, "", None
-        while attempts < self.max_attempts:
-            if attempts:
-                self.sleep(self._delay(attempts, retry_after))
-            outcome = self.attempt(url, payload, secret, delivery_id, allow_private=allow_private)
-            retry_after = outcome.retry_after
-            if not outcome.sent and not outcome.retryable:
-                return _result("failed", attempts, None, outcome.reason)
-            attempts += 1
-            http_status, reason = outcome.http_status, outcome.reason
-            if outcome.delivered:
-                return _result("delivered", attempts, http_status, reason)
-            if http_status is not None and 300 <= http_status < 400:
-                return _result("failed", attempts, http_status, reason)
-            if http_status is not None and http_status != 429 and http_status < 500:
-                return _result("failed", attempts, http_status, reason)
-            if not outcome.sent:
-                http_status = None
-        return _result("failed", attempts, http_status, f"gave up after {attempts} attempts: {reason}")
-
-    def _delay(self, attempts: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER)
-        return self.backoff * (2 ** (attempts - 1))
 
     def _open(self, request, address: str):
         if self.opener is not None:

@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from chalicelib.adapters import s3_exports
 from chalicelib.adapters.s3_exports import S3AudienceExporter, export_key
-from chalicelib.adapters.webhooks import USER_AGENT, WebhookSender, verify_signature
+from chalicelib.adapters.webhooks import USER_AGENT, WebhookAttempt, WebhookSender, verify_signature
 from chalicelib.domain.audiences import csv_rows, hashed_audience_rows
 from chalicelib.domain.contact import Contact
 
@@ -154,15 +154,20 @@ SECRET = "whsec_test_1"
 LEAD = {"event": "lead.qualified", "contact": {"id": "c1", "email": "ada@example.com", "score": 55}}
 
 
+def _post(url, sender=None, delivery_id="d-1", **kw):
+    return (sender or WebhookSender()).attempt(url, LEAD, SECRET, delivery_id, **kw)
+
+
 def test_a_delivery_is_signed_and_verifiable():
     with Receiver([200]) as receiver:
-        result = WebhookSender(sleep=lambda s: None).send(receiver.url, LEAD, SECRET, allow_private=True)
-    assert result == {"status": "delivered", "attempts": 1, "http_status": 200, "reason": "HTTP 200"}
+        result = _post(receiver.url, allow_private=True)
+    assert result == WebhookAttempt(True, 200, "HTTP 200", retryable=False)
     request = receiver.requests[0]
     headers, body = request["headers"], request["body"]
     assert request["path"] == "/hooks/crm"
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == USER_AGENT == "Mercurio-Webhooks/1"
+    assert headers["X-Mercurio-Delivery"] == "d-1"
     assert json.loads(body) == LEAD
     timestamp, signature = headers["X-Mercurio-Timestamp"], headers["X-Mercurio-Signature"]
     expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
@@ -173,55 +178,42 @@ def test_a_delivery_is_signed_and_verifiable():
     assert not verify_signature(SECRET, timestamp, body, signature, now=int(timestamp) + 301)
 
 
-def test_a_server_error_is_retried_with_back_off_then_delivered():
-    waits = []
+def test_one_attempt_is_one_post_and_server_errors_are_retryable():
+    """The effects queue retries (services/deliveries.py); an attempt never sleeps or loops."""
     with Receiver([500, 503, 200]) as receiver:
-        result = WebhookSender(max_attempts=3, sleep=waits.append).send(receiver.url, LEAD, SECRET,
-                                                                        allow_private=True)
-    assert result["status"] == "delivered" and result["attempts"] == 3 and result["http_status"] == 200
-    assert waits == [0.5, 1.0]
+        outcomes = [_post(receiver.url, allow_private=True) for _ in range(3)]
+    assert [(o.delivered, o.http_status, o.retryable) for o in outcomes] == \
+        [(False, 500, True), (False, 503, True), (True, 200, False)]
     deliveries = {r["headers"]["X-Mercurio-Delivery"] for r in receiver.requests}
-    assert len(receiver.requests) == 3 and len(deliveries) == 1  # one id for every attempt
+    assert len(receiver.requests) == 3 and deliveries == {"d-1"}  # one id for every attempt
 
 
-def test_retry_after_is_honoured_on_429():
-    waits = []
-    with Receiver([429, 200], headers={429: {"Retry-After": "2"}}) as receiver:
-        result = WebhookSender(sleep=waits.append).send(receiver.url, LEAD, SECRET, allow_private=True)
-    assert result["status"] == "delivered" and waits == [2.0]
+def test_retry_after_is_reported_on_429():
+    with Receiver([429], headers={429: {"Retry-After": "2"}}) as receiver:
+        result = _post(receiver.url, allow_private=True)
+    assert not result.delivered and result.http_status == 429 and result.retryable and result.retry_after == 2.0
 
 
-def test_a_client_error_is_not_retried():
-    waits = []
+def test_a_client_error_is_reported_with_its_status():
     with Receiver([400]) as receiver:
-        result = WebhookSender(sleep=waits.append).send(receiver.url, LEAD, SECRET, allow_private=True)
-    assert result["status"] == "failed" and result["attempts"] == 1 and result["http_status"] == 400
-    assert "400" in result["reason"]
-    assert len(receiver.requests) == 1 and waits == []
-
-
-def test_giving_up_after_the_last_attempt():
-    with Receiver([502]) as receiver:
-        result = WebhookSender(max_attempts=2, sleep=lambda s: None).send(receiver.url, LEAD, SECRET,
-                                                                          allow_private=True)
-    assert result["status"] == "failed" and result["attempts"] == 2 and result["http_status"] == 502
-    assert len(receiver.requests) == 2
+        result = _post(receiver.url, allow_private=True)
+    assert not result.delivered and result.http_status == 400 and "400" in result.reason
+    assert len(receiver.requests) == 1
 
 
 def test_redirects_are_not_followed():
     with Receiver([302], headers={302: {"Location": "http://169.254.169.254/latest/meta-data/"}}) as receiver:
-        result = WebhookSender(sleep=lambda s: None).send(receiver.url, LEAD, SECRET, allow_private=True)
-    assert result["status"] == "failed" and result["http_status"] == 302 and result["attempts"] == 1
-    assert "redirect" in result["reason"]
+        result = _post(receiver.url, allow_private=True)
+    assert not result.delivered and result.http_status == 302 and "redirect" in result.reason
+    assert len(receiver.requests) == 1
 
 
-def test_network_errors_are_retried():
+def test_network_errors_are_retryable():
     with Receiver([200]) as receiver:
         url = receiver.url
-    waits = []  # the server is gone: connection refused on every attempt
-    result = WebhookSender(max_attempts=3, sleep=waits.append, timeout=1).send(url, LEAD, SECRET, allow_private=True)
-    assert result["status"] == "failed" and result["attempts"] == 3 and result["http_status"] is None
-    assert "network error" in result["reason"] and waits == [0.5, 1.0]
+    result = _post(url, WebhookSender(timeout=1), allow_private=True)  # the server is gone: refused
+    assert not result.delivered and result.http_status is None and result.retryable
+    assert "network error" in result.reason
 
 
 @pytest.mark.parametrize("url", [
@@ -237,11 +229,11 @@ def test_network_errors_are_retried():
 ])
 def test_private_destinations_are_refused(url):
     with Receiver([200]) as receiver:
-        result = WebhookSender(sleep=lambda s: None).send(url, LEAD, SECRET)
-        local = WebhookSender(sleep=lambda s: None).send(receiver.url, LEAD, SECRET)
+        result = _post(url)
+        local = _post(receiver.url)
     for outcome in (result, local):
-        assert outcome["status"] == "failed" and outcome["attempts"] == 0 and outcome["http_status"] is None
-        assert outcome["reason"].startswith("refused: ")
+        assert not outcome.sent and not outcome.delivered and not outcome.retryable
+        assert outcome.http_status is None and outcome.reason.startswith("refused: ")
     assert receiver.requests == []
 
 
@@ -262,16 +254,16 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch):
     monkeypatch.setattr(webhooks, "_is_public", lambda address: address == "127.0.0.1")
     with Receiver([200]) as receiver:
         url = receiver.url.replace("127.0.0.1", "rebind.test")
-        result = WebhookSender(max_attempts=1, timeout=2).send(url, LEAD, SECRET)
-    assert result["status"] == "delivered"
+        result = _post(url, WebhookSender(timeout=2))
+    assert result.delivered
     assert receiver.requests[0]["headers"]["Host"].startswith("rebind.test:")
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "gopher://example.com/",
                                  "http://user:pw@example.com/", "http:///nohost", "http://example.com:99999/"])
 def test_only_plain_http_urls_are_accepted(url):
-    result = WebhookSender(sleep=lambda s: None).send(url, LEAD, SECRET)
-    assert result["status"] == "failed" and result["attempts"] == 0 and result["reason"].startswith("refused: ")
+    result = _post(url)
+    assert not result.sent and not result.retryable and result.reason.startswith("refused: ")
 
 
 def test_an_injected_opener_replaces_the_http_client():
@@ -294,7 +286,7 @@ def test_an_injected_opener_replaces_the_http_client():
             seen.append((request.full_url, request.get_method(), timeout, request.data))
             return Response()
 
-    result = WebhookSender(opener=Opener(), timeout=2).send("http://127.0.0.1/x", {"a": 1}, SECRET,
-                                                            allow_private=True)
-    assert result == {"status": "delivered", "attempts": 1, "http_status": 204, "reason": "HTTP 204"}
+    result = WebhookSender(opener=Opener(), timeout=2).attempt("http://127.0.0.1/x", {"a": 1}, SECRET, "d-2",
+                                                               allow_private=True)
+    assert result == WebhookAttempt(True, 204, "HTTP 204", retryable=False)
     assert seen == [("http://127.0.0.1/x", "POST", 2, b'{"a":1}')]
