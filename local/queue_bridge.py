@@ -16,6 +16,8 @@ from typing import Callable
 
 import boto3
 
+from local.polling import start_polling
+
 log = logging.getLogger("mercurio.local.queue")
 
 
@@ -95,18 +97,7 @@ class QueueBridge:
         raise TimeoutError(f"effects queue not drained within {timeout}s ({self.waiting()} messages left)")
 
     def start(self) -> None:
-        def loop():
-            while not self._stop.is_set():
-                try:
-                    self.poll_once()
-                except Exception:  # keep the bridge alive, as Lambda's poller would
-                    if self._stop.is_set():
-                        return  # shutting down: the emulator may already be gone
-                    log.exception("queue bridge poll failed")
-                    self._stop.wait(1.0)
-
-        self._thread = threading.Thread(target=loop, name="queue-bridge", daemon=True)
-        self._thread.start()
+        self._thread = start_polling("queue-bridge", self.poll_once, self._stop, 0, log)
 
     def stop(self) -> None:
         self._stop.set()

@@ -16,6 +16,8 @@ from typing import Callable
 
 import boto3
 
+from local.polling import start_polling
+
 log = logging.getLogger("mercurio.local.stream")
 
 
@@ -122,19 +124,7 @@ class StreamBridge:
         raise TimeoutError(f"stream not drained within {timeout}s")
 
     def start(self) -> None:
-        def loop():
-            while not self._stop.is_set():
-                try:
-                    if self.poll_once() == 0:
-                        self._stop.wait(self.poll_interval)
-                except Exception:  # keep the bridge alive, as Lambda's poller would
-                    if self._stop.is_set():
-                        return  # shutting down: the emulator may already be gone
-                    log.exception("stream bridge poll failed")
-                    self._stop.wait(1.0)
-
-        self._thread = threading.Thread(target=loop, name="stream-bridge", daemon=True)
-        self._thread.start()
+        self._thread = start_polling("stream-bridge", self.poll_once, self._stop, self.poll_interval, log)
 
     def stop(self) -> None:
         self._stop.set()
