@@ -114,6 +114,11 @@ class DefinitionKind:
         return ()
 
     def summary(self, value: object | None, document: dict) -> dict:
-        """What a listing shows of one definition besides id and version."""
-        name = document.get("name") if isinstance(document, dict) else None
+        """What a listing shows of one definition besides id and version: its name, or for
+        a kind with one definition (no name), its description."""
+        if not isinstance(document, dict):
+            return {}
+        if self.singleton:
+            return {"description": document.get("description")}
+        name = document.get("name")
         return {"name": name} if name is not None else {}

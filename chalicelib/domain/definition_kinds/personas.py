@@ -20,8 +20,5 @@ class PersonasKind(DefinitionKind):
     def provides(self, definition_id, value):
         return {("persona", p.id.lower()) for p in value.personas} if value is not None else set()
 
-    def summary(self, value, document):
-        return {"description": document.get("description")} if isinstance(document, dict) else {}
-
 
 KIND = PersonasKind()

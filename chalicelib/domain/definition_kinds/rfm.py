@@ -18,8 +18,5 @@ class RfmKind(DefinitionKind):
     def provides(self, definition_id, value):
         return {("rfm class", c.name.lower()) for c in value.classes} if value is not None else set()
 
-    def summary(self, value, document):
-        return {"description": document.get("description")} if isinstance(document, dict) else {}
-
 
 KIND = RfmKind()

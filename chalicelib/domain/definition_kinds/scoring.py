@@ -21,8 +21,5 @@ class ScoringKind(DefinitionKind):
     def matchers(self, value):
         return value.matchers()
 
-    def summary(self, value, document):
-        return {"description": document.get("description")} if isinstance(document, dict) else {}
-
 
 KIND = ScoringKind()
