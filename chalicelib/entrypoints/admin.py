@@ -106,12 +106,12 @@ def admin_job(job):
             return {"backfills": jobs.run_backfills()}
         if job == "uploads":
             return services().definitions.sync_uploads()
-        if job in ("rfm", "campaign-groups"):
+        if job in ("rfm", "campaign-groups", "segment-sizes"):
             params = json_body(request) if job == "campaign-groups" else {}
             started = runner.start(job, {k: params[k] for k in ("campaign",) if k in params})
             if started["status"] == "running":
                 return Accepted(started)
             return started
-        raise NotFound(f"no job {job!r} (jobs: {', '.join(INLINE_JOBS + ('rfm', 'campaign-groups'))})")
+        raise NotFound(f"no job {job!r} (jobs: {', '.join(INLINE_JOBS + ('rfm', 'campaign-groups', 'segment-sizes'))})")
 
     return _admin(act)

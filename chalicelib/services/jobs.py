@@ -17,7 +17,7 @@ from chalicelib.domain.events import iso
 from chalicelib.services.ports import Clock, DefinitionStore
 
 RUNNING = "jobs-running"  # state row listing the ids of unfinished jobs
-KINDS = ("rfm", "campaign-groups")
+KINDS = ("rfm", "campaign-groups", "segment-sizes")
 
 
 class JobError(ValueError):
@@ -126,6 +126,8 @@ class JobRunner:
     def _slice(self, job: dict) -> dict:
         if job["kind"] == "rfm":
             return self.work.rfm_slice(job["cursor"], job["partial"])
+        if job["kind"] == "segment-sizes":
+            return self.work.segment_sizes_slice(job["cursor"], job["partial"])
         return self.work.campaign_groups_slice(job["params"]["campaign"], job["cursor"], job["partial"])
 
     def _save(self, job: dict) -> None:

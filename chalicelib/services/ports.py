@@ -164,6 +164,11 @@ class MembershipStore(abc.ABC):
     @abc.abstractmethod
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[list[dict], str | None]: ...
 
+    @abc.abstractmethod
+    def recount(self, segment_id: str) -> int:
+        """Set the size from the membership rows themselves (a crash between a row's write and
+        its count leaves the size one off); return the size."""
+
 
 class RecheckSchedule(abc.ABC):
     """Contacts to look at again at a given moment, read back by the moments that have come."""

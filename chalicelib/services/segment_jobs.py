@@ -348,3 +348,26 @@ class SegmentJobs:
             step["result"] = {"campaign": campaign_id,
                               **{k: v for k, v in report.items() if k != "read"}}
         return step
+
+    # -- segment sizes (one slice of the `segment-sizes` job at a time) -----------------------
+
+    def segment_sizes_slice(self, cursor: str | None, partial: dict | None) -> dict:
+        """Recount one segment's size from its membership rows per slice: sizes are kept in
+        counters beside the rows, and a crash between a row's write and its count leaves one
+        off. What was corrected is reported."""
+        segment_ids = sorted(self.definitions.catalog().segments)
+        position = int(cursor or 0)
+        partial = partial or {"recounted": 0, "corrected": {}}
+        if position < len(segment_ids):
+            segment_id = segment_ids[position]
+            before = self.memberships.size(segment_id)
+            after = self.memberships.recount(segment_id)
+            partial["recounted"] += 1
+            if after != before:
+                partial["corrected"][segment_id] = {"was": before, "now": after}
+            position += 1
+        step = {"cursor": str(position) if position < len(segment_ids) else None, "partial": partial,
+                "progress": {"segments": len(segment_ids), "recounted": partial["recounted"]}}
+        if step["cursor"] is None:
+            step["result"] = dict(partial)
+        return step

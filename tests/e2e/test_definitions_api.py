@@ -233,3 +233,29 @@ def test_admin_definition_routes_need_the_admin_token(app_client):
                          ("DELETE", "/v1/admin/segments/x"), ("POST", "/v1/admin/scoring/validate")):
         response = app_client.http.request(method, path, headers={"Authorization": "Bearer wrong"}, body=b"{}")
         assert response.status_code == 401, (method, path)
+
+
+def test_the_segment_sizes_job_repairs_a_counter_left_one_off(app_client):
+    """Sizes are counters beside the membership rows; a crash between a row's write and its
+    count leaves the size one off, and the daily `segment-sizes` job recounts it."""
+    from chalicelib.adapters.dynamodb_memberships import shard_of
+    from chalicelib.entrypoints import runtime
+
+    status, _ = call(app_client, "PUT", "/v1/admin/segments/tea-fans",
+                     {"name": "Tea fans", "conditions": {"trait": "drink", "equals": "tea"}})
+    assert status == 200
+    for i in range(2):
+        app_client.post("/v1/identify", {"userId": f"tf{i}", "traits": {"drink": "tea"}})
+    app_client.drain()
+    store = runtime.services().membership_store
+    assert store.size("tea-fans") == 2
+    # A row written whose count never was (the crash): the size says 2, the rows 3.
+    store.members_table.table.put_item(Item={"pk": f"tea-fans#{shard_of('lost-count')}", "sk": "lost-count",
+                                             "since": "2026-11-01T00:00:00.000Z"})
+    assert store.size("tea-fans") == 2
+    status, job = call(app_client, "POST", "/v1/admin/jobs/segment-sizes")
+    assert status == 200 and job["status"] == "done", job
+    assert job["result"]["corrected"] == {"tea-fans": {"was": 2, "now": 3}}
+    assert job["result"]["recounted"] == job["progress"]["segments"] >= 1
+    assert store.size("tea-fans") == 3
+    assert call(app_client, "GET", "/v1/admin/segments/tea-fans")[1]["size"] == 3

@@ -217,6 +217,9 @@ class FakeMembershipStore(MembershipStore):
     def size(self, segment_id):
         return len(self.members_by_segment.get(segment_id, {}))
 
+    def recount(self, segment_id):
+        return self.size(segment_id)
+
     def members(self, segment_id, limit, cursor):
         ids = sorted(c for c in self.members_by_segment.get(segment_id, {}) if cursor is None or c > cursor)
         page = ids[:limit]
