@@ -259,6 +259,8 @@ class EventProcessor:
             self.rules.on_event(contact, event, self.clock.now(), full=bool(losers))
         written = True
         if losers:
+            if self.rules is not None:
+                self.rules.announce_merge(contact, losers, self.clock.now(), event["messageId"])
             self._merge(contact, losers, cache)  # the event lands in the same write as the merge
             for loser in losers:
                 cache.dirty.discard(loser.id)

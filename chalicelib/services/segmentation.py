@@ -14,6 +14,7 @@ from datetime import datetime
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.contact_events import CONTACTS_MERGED
 from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
@@ -199,6 +200,11 @@ class ProfileRules:
         crossing a threshold would."""
         self._emit(contact, scoring.STAGE_CHANGED, {"from": before, "to": contact.stage, "reason": "merge"}, now,
                    cause)
+
+    def announce_merge(self, survivor: Contact, losers: list[Contact], now: datetime, cause: str) -> None:
+        """`Contacts Merged` on the survivor, naming the profiles it absorbed (destinations
+        that follow `contacts.merged` re-key the ids they hold)."""
+        self._emit(survivor, CONTACTS_MERGED, {"merged": sorted(loser.id for loser in losers)}, now, cause)
 
     def forget_merged(self, survivor: Contact, loser: Contact) -> None:
         """The loser's memberships end: the survivor is evaluated afresh after the merge."""

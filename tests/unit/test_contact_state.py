@@ -66,8 +66,9 @@ def test_a_merged_mql_keeps_both_scores_decayed_to_the_merge_and_the_more_advanc
     assert score_now(SCORING, survivor, NOW) == pytest.approx(expected, abs=0.01)
     assert survivor.stage == "mql"
     announced = [e["event"] for e in survivor.outbox if e["kind"] == "event"]
-    assert [(e["event"], e["properties"]["from"], e["properties"]["to"]) for e in announced] == \
-        [("Stage Changed", "lead", "mql")]
+    assert [e["event"] for e in announced] == ["Stage Changed", "Contacts Merged"]
+    assert (announced[0]["properties"]["from"], announced[0]["properties"]["to"]) == ("lead", "mql")
+    assert announced[1]["properties"] == {"merged": [m for m in ("c-crm", "c-visitor") if m != survivor.id]}
 
 
 def test_without_a_scoring_model_a_merge_still_keeps_both_scores_and_a_stage():

@@ -268,3 +268,16 @@ def test_a_partly_failed_batch_is_counted_once_however_many_records_a_contact_ha
     assert owner(repo, "a").counters["Clicked"]["total"] == 2
     # Read back, b keeps RECENT_IDS digests beyond those of its latest write.
     assert len(owner(repo, "b").recent) <= RECENT_IDS + n + 2
+
+
+def test_a_merge_announces_contacts_merged_naming_the_absorbed_profile(repo):
+    processor, _, events = _with_rules(repo)
+    processor.process_batch([ev("phone", userId="u")])  # the user, on one device
+    processor.process_batch([ev("laptop")])  # an anonymous visit on another
+    profiles = {owner(repo, "phone").id, owner(repo, "laptop").id}
+    processor.process_batch([ev("laptop", userId="u")])  # the login joins them
+    survivor = owner(repo, "laptop").id
+    assert owner(repo, "phone").id == survivor and len(profiles) == 2
+    merged = [e.body for e in events.inserted if e.body["event"] == "Contacts Merged"]
+    assert len(merged) == 1 and merged[0]["contactId"] == survivor
+    assert merged[0]["properties"] == {"merged": sorted(profiles - {survivor})}
