@@ -223,3 +223,18 @@ def test_clicks_far_apart_are_not_a_burst():
                              earlier_clicks=[(SENT + timedelta(minutes=1), 0), (SENT + timedelta(minutes=10), 1)],
                              link_count=3)
     assert not classify_interaction(facts).suspected_bot
+
+
+def test_page_links_read_back_only_as_their_own_kind():
+    t = tracker()
+    unsubscribe = t.page_url(links.UNSUBSCRIBE, "msg_1", EXPIRES)
+    assert unsubscribe.startswith(f"{BASE}/u/")
+    token = unsubscribe.rsplit("/", 1)[1]
+    assert t.read_page(token, links.UNSUBSCRIBE, SENT).message_id == "msg_1"
+    # An unsubscribe token is not a preference-centre token, nor a click token.
+    assert t.read_page(token, links.PREFERENCES, SENT).reason == "wrong token kind"
+    assert t.resolve(token, lambda _: ["https://shop.example"], SENT).safe_page
+    assert t.read_page(token, links.UNSUBSCRIBE, EXPIRES).reason == "expired"
+    assert t.read_page(token[:-2] + "xx", links.UNSUBSCRIBE, SENT).reason == "bad signature"
+    with pytest.raises(ValueError):
+        t.page_url("c", "msg_1", EXPIRES)
