@@ -225,8 +225,8 @@ def test_clicks_far_apart_are_not_a_burst():
     assert not classify_interaction(facts).suspected_bot
 
 
-def test_page_links_read_back_only_as_their_own_kind():
-    t = tracker()
+def test_page_links_read_back_only_as_their_own_kind(tracker):
+    t = tracker
     unsubscribe = t.page_url(links.UNSUBSCRIBE, "msg_1", EXPIRES)
     assert unsubscribe.startswith(f"{BASE}/u/")
     token = unsubscribe.rsplit("/", 1)[1]
