@@ -10,6 +10,7 @@ from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.http import observe_http
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
+from chalicelib.entrypoints.templates import templates_api
 from chalicelib.entrypoints.tracking import tracking_api
 
 app = Chalice(app_name="mercurio", configure_logs=False)
@@ -17,6 +18,7 @@ app.register_middleware(observe_http, "http")
 app.register_blueprint(tracking_api)
 app.register_blueprint(admin_api)
 app.register_blueprint(definitions_api)
+app.register_blueprint(templates_api)
 app.register_blueprint(deliveries_api)
 app.register_blueprint(stream_handlers)
 app.register_blueprint(effects_handlers)

@@ -205,6 +205,35 @@ class Services:
 
         return ContactQueries(self.contact_repository, self.event_store, self.clock, score_of=self.score_of)
 
+    # -- messaging ------------------------------------------------------------------------------
+
+    @cached_property
+    def accepted_templates(self):
+        """The good version of every template (what sends and previews read)."""
+        from chalicelib.adapters.s3_templates import S3TemplateStore
+
+        return S3TemplateStore(self.settings.data_bucket, prefix="accepted-templates/")
+
+    @cached_property
+    def template_inbox(self):
+        """Where marketers upload (`aws s3 cp`, `make upload-templates`): judged before use."""
+        from chalicelib.adapters.s3_templates import S3TemplateStore
+
+        return S3TemplateStore(self.settings.data_bucket, prefix="templates/")
+
+    @cached_property
+    def template_engine(self):
+        from chalicelib.domain.messaging.templates import TemplateEngine
+
+        return TemplateEngine(clock=self.clock.now)
+
+    @cached_property
+    def templates(self):
+        from chalicelib.services.templates import TemplateLibrary
+
+        return TemplateLibrary(self.accepted_templates, self.template_engine, self.definition_store,
+                               self.clock.now, inbox=self.template_inbox)
+
     @cached_property
     def contact_importer(self):
         from chalicelib.services.imports import ContactImporter

@@ -91,3 +91,7 @@ class TemplateStore(abc.ABC):
     @abc.abstractmethod
     def put(self, filename: str, source: str) -> str:
         """Store a version that passed validation; returns its version."""
+
+    def versions(self) -> dict[str, str]:
+        """file name -> current version of every template (an adapter may answer from one listing)."""
+        return {filename: got[1] for filename in self.list() if (got := self.get(filename)) is not None}
