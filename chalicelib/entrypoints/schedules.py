@@ -11,16 +11,19 @@ scheduled_jobs = Blueprint(__name__)
 
 @scheduled_jobs.schedule(Rate(config.recheck_minutes(), unit=Rate.MINUTES), name="segment_jobs")
 def segment_jobs(event):
-    """Time-based segment rechecks, back-fills of new definitions, uploaded definitions, and
+    """Time-based segment rechecks, back-fills of new definitions, uploaded definitions and
+    templates, and
     the next slices of unfinished jobs (RFM recomputes, campaign reports)."""
     wired = services()
     try:
-        report = {"uploads": wired.definitions.sync_uploads(),
+        report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.templates.sync_inbox(),
                   "recheck": wired.segment_jobs.recheck_due(), "backfills": wired.segment_jobs.run_backfills(),
                   "jobs": [{k: job[k] for k in ("id", "status", "progress")} for job in wired.jobs.resume()]}
         logger.info("segment jobs", extra={"recheck": report["recheck"], "backfills": report["backfills"],
                                            "uploads_applied": len(report["uploads"]["applied"]),
                                            "uploads_rejected": report["uploads"]["rejected"],
+                                           "templates_accepted": report["templates"]["accepted"],
+                                           "templates_refused": report["templates"]["refused"],
                                            "jobs": report["jobs"]})
         return report
     finally:
