@@ -211,6 +211,28 @@ class Services:
 
         return ContactImporter(self.event_store, self.clock, ttl_days=self.settings.event_ttl_days)
 
+    # -- templates and on-site content ---------------------------------------------------------
+
+    @cached_property
+    def template_store(self):
+        from chalicelib.adapters.s3_templates import S3TemplateStore
+
+        return S3TemplateStore(self.settings.data_bucket)
+
+    @cached_property
+    def templates(self):
+        """Compiled templates by name and locale, cached by stored version (every channel)."""
+        from chalicelib.services.template_store import TemplateLibrary
+
+        return TemplateLibrary(self.template_store, max_age=self.settings.definitions_cache_seconds)
+
+    @cached_property
+    def content_service(self):
+        from chalicelib.services.content import ContentService
+
+        return ContentService(self.contact_repository, lambda: self.definitions.catalog().content, self.templates,
+                              self.settings.sources, self.clock, score_of=self.score_of)
+
 
 def count_unreadable_definitions(rows: list[dict]) -> None:
     """Metric DefinitionsUnreadable at every catalog load: stored definitions this release's

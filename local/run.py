@@ -249,6 +249,10 @@ class LocalStack:
         from chalicelib.entrypoints import runtime
 
         runtime.services().definitions.seed_directory(ROOT / "chalicelib" / "definitions")
+        # The default templates (templates/) are synced to the data bucket, as a deploy does.
+        from local.upload_templates import sync_templates
+
+        sync_templates(runtime.services().template_store)
         self.jobs = ScheduledJobs({
             "segment_jobs": (segment_jobs, self.jobs_interval),
             "rfm_thresholds": (rfm_thresholds, max(self.jobs_interval, 600)),

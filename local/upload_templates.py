@@ -1,0 +1,57 @@
+"""Upload the templates of a folder (the repository's templates/ by default) to the data
+bucket's templates/ prefix, each validated first: a file that does not pass is reported with
+its problems and never replaces the stored version.
+
+    python -m local.upload_templates --bucket mercurio-prod-data-123456789012
+    make upload-templates STAGE=prod            (the bucket is read from the data stack)
+
+`make run` calls `sync_templates` at start, so the local stack serves the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from chalicelib.domain.messaging.templates import validate
+from chalicelib.services.template_store import TemplateStore
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def sync_templates(store: TemplateStore, root: Path = TEMPLATES) -> tuple[list[str], list[str]]:
+    """(uploaded file names, refusals with their problems); unchanged files are uploaded
+    again (S3 gives them a new version; the compiled cache recompiles them once)."""
+    uploaded, refused = [], []
+    for path in sorted(root.glob("*.j2")):
+        source = path.read_text(encoding="utf-8")
+        verdict = validate(path.name, source)
+        if not verdict.ok:
+            refused.append(str(verdict))
+            continue
+        store.put(path.name, source)
+        uploaded.append(path.name)
+    return uploaded, refused
+
+
+def main(argv: list[str] | None = None) -> int:
+    from chalicelib.adapters.s3_templates import S3TemplateStore
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bucket", default=os.environ.get("DATA_BUCKET") or os.environ.get("MERCURIO_DATA_BUCKET"),
+                        help="the data bucket (default: $DATA_BUCKET, then $MERCURIO_DATA_BUCKET)")
+    parser.add_argument("--from", dest="root", type=Path, default=TEMPLATES, help="the folder (default templates/)")
+    args = parser.parse_args(argv)
+    if not args.bucket:
+        parser.error("no bucket: pass --bucket or set DATA_BUCKET")
+    uploaded, refused = sync_templates(S3TemplateStore(args.bucket), args.root)
+    for name in uploaded:
+        print(f"uploaded s3://{args.bucket}/templates/{name}")
+    for problem in refused:
+        print(f"refused {problem}", file=sys.stderr)
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
