@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 STAGE  ?= dev
 
-.PHONY: help install run test test-unit test-integration test-e2e test-explore system-deps sdk-deps bench deploy deploy-single-stack upload-definitions package clean
+.PHONY: help install run test test-unit test-integration test-e2e test-explore system-deps sdk-deps bench deploy deploy-single-stack upload-definitions upload-templates package clean
 
 help:
 	@echo "make run      the whole system on the embedded AWS emulator (http://127.0.0.1:$(PORT))"
@@ -86,6 +86,16 @@ upload-definitions:
 	bucket=$$(aws cloudformation describe-stacks --stack-name mercurio-$(STAGE)-data \
 	  --query "Stacks[0].Outputs[?OutputKey=='DataBucketName'].OutputValue" --output text) && \
 	aws s3 sync $(DEFINITIONS) s3://$$bucket/definitions/ --exclude "*" --include "*.yaml" --include "*.yml" --include "*.json"
+
+# Upload templates/ (email, SMS, push, on-site slots) to s3://$DATA_BUCKET/templates/, each
+# validated first: a file that fails is reported with its line and not uploaded. Without
+# DATA_BUCKET, the stage's data bucket is read from its stack.
+TEMPLATES ?= templates
+upload-templates: install
+	bucket="$(DATA_BUCKET)"; if [ -z "$$bucket" ]; then \
+	  bucket=$$(aws cloudformation describe-stacks --stack-name mercurio-$(STAGE)-data \
+	    --query "Stacks[0].Outputs[?OutputKey=='DataBucketName'].OutputValue" --output text) || exit 1; fi; \
+	$(BIN)/python -m local.upload_templates --bucket "$$bucket" --from $(TEMPLATES)
 
 package: install
 	rm -rf out/$(STAGE) && AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(STAGE) --merge-template infrastructure/single-stack.yaml out/$(STAGE)

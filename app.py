@@ -4,6 +4,7 @@ from __future__ import annotations
 from chalice import Chalice
 
 from chalicelib.entrypoints.admin import admin_api
+from chalicelib.entrypoints.content import content_api
 from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
@@ -23,3 +24,4 @@ app.register_blueprint(deliveries_api)
 app.register_blueprint(stream_handlers)
 app.register_blueprint(effects_handlers)
 app.register_blueprint(scheduled_jobs)
+app.register_blueprint(content_api)

@@ -205,11 +205,17 @@ class Services:
 
         return ContactQueries(self.contact_repository, self.event_store, self.clock, score_of=self.score_of)
 
-    # -- messaging ------------------------------------------------------------------------------
+    @cached_property
+    def contact_importer(self):
+        from chalicelib.services.imports import ContactImporter
+
+        return ContactImporter(self.event_store, self.clock, ttl_days=self.settings.event_ttl_days)
+
+    # -- templates and on-site content ---------------------------------------------------------
 
     @cached_property
-    def accepted_templates(self):
-        """The good version of every template (what sends and previews read)."""
+    def template_store(self):
+        """The accepted version of every template: what sends, previews and slots read."""
         from chalicelib.adapters.s3_templates import S3TemplateStore
 
         return S3TemplateStore(self.settings.data_bucket, prefix="accepted-templates/")
@@ -222,23 +228,28 @@ class Services:
         return S3TemplateStore(self.settings.data_bucket, prefix="templates/")
 
     @cached_property
-    def template_engine(self):
-        from chalicelib.domain.messaging.templates import TemplateEngine
-
-        return TemplateEngine(clock=self.clock.now)
-
-    @cached_property
     def templates(self):
-        from chalicelib.services.templates import TemplateLibrary
+        """Compiled templates by name and locale, cached by stored version (every channel)."""
+        from chalicelib.domain.messaging.templates import TemplateEngine
+        from chalicelib.services.template_store import TemplateLibrary
 
-        return TemplateLibrary(self.accepted_templates, self.template_engine, self.definition_store,
-                               self.clock.now, inbox=self.template_inbox)
+        return TemplateLibrary(self.template_store, TemplateEngine(clock=self.clock.now),
+                               max_age=self.settings.definitions_cache_seconds)
 
     @cached_property
-    def contact_importer(self):
-        from chalicelib.services.imports import ContactImporter
+    def template_authoring(self):
+        """Uploads judged before they replace anything; verdicts; previews."""
+        from chalicelib.services.templates import TemplateAuthoring
 
-        return ContactImporter(self.event_store, self.clock, ttl_days=self.settings.event_ttl_days)
+        return TemplateAuthoring(self.template_store, self.templates, self.definition_store, self.clock.now,
+                                 inbox=self.template_inbox)
+
+    @cached_property
+    def content_service(self):
+        from chalicelib.services.content import ContentService
+
+        return ContentService(self.contact_repository, lambda: self.definitions.catalog().content, self.templates,
+                              self.settings.sources, self.clock, score_of=self.score_of)
 
 
 def count_unreadable_definitions(rows: list[dict]) -> None:

@@ -5,7 +5,8 @@
 3. bridges the events table's DynamoDB stream to the app's `process_events` handler, and
    the effects queue to its `deliver_effects` handler, the way Lambda's event source
    mappings do (partial batch failures and message visibility honoured);
-4. serves the Chalice app's HTTP API and a small demo shop that embeds the snippet.
+4. serves the Chalice app's HTTP API and a small demo shop that embeds the snippet, with the
+   local inbox (/_inbox: every email, SMS and push the emulator received) beside it.
 
 Stops everything it started on Ctrl-C or SIGTERM. Never shipped to Lambda.
 """
@@ -88,12 +89,14 @@ class Emulator:
                 self.process.kill()
 
 
-def demo_shop_handler(api_url: str, write_key: str):
+def demo_shop_handler(api_url: str, write_key: str, inbox=None):
     class DemoShop(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(DEMO), **kwargs)
 
         def send_head(self):
+            if inbox is not None and self.path.split("?")[0] in ("/_inbox", "/_inbox.json"):
+                return self.send_inbox()
             path = Path(self.translate_path(self.path))
             if path.is_dir():
                 path = path / "index.html"
@@ -109,6 +112,25 @@ def demo_shop_handler(api_url: str, write_key: str):
                 import io
                 return io.BytesIO(body)
             return super().send_head()
+
+        def send_inbox(self):
+            """The local inbox (local/inbox.py): what the emulator received, as HTML or JSON."""
+            import io
+
+            from local.inbox import CONTENT_SECURITY_POLICY, render_page
+
+            messages = inbox.messages()
+            if self.path.split("?")[0].endswith(".json"):
+                body, kind = json.dumps({"messages": messages}).encode(), "application/json"
+            else:
+                body, kind = render_page(messages).encode("utf-8"), "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            self.end_headers()
+            return io.BytesIO(body)
 
         def log_message(self, *args):
             pass
@@ -225,6 +247,7 @@ class LocalStack:
         from chalice.local import LambdaContext
 
         from local.api_server import make_api_server
+        from local.inbox import Inbox
         from local.stream_bridge import StreamBridge
 
         def invoke_process_events(event: dict) -> dict:
@@ -249,6 +272,10 @@ class LocalStack:
         from chalicelib.entrypoints import runtime
 
         runtime.services().definitions.seed_directory(ROOT / "chalicelib" / "definitions")
+        # The default templates (templates/) are accepted into the data bucket, as a deploy does.
+        from local.upload_templates import accept_templates
+
+        accept_templates(runtime.services().template_authoring)
         self.jobs = ScheduledJobs({
             "segment_jobs": (segment_jobs, self.jobs_interval),
             "rfm_thresholds": (rfm_thresholds, max(self.jobs_interval, 600)),
@@ -256,7 +283,7 @@ class LocalStack:
         self.jobs.start()
 
         shop = serving_on(http.server.ThreadingHTTPServer, shop_socket)(
-            (self.host, self.shop_port), demo_shop_handler(self.api_url, self.write_key))
+            (self.host, self.shop_port), demo_shop_handler(self.api_url, self.write_key, Inbox(self.emulator.url)))
         self._claimed.remove(shop_socket)
         threading.Thread(target=shop.serve_forever, name="demo-shop", daemon=True).start()
         self.shop_server = shop
@@ -297,6 +324,7 @@ class LocalStack:
             "Mercurio is running on the embedded AWS emulator.",
             f"  API            {self.api_url}        (health: {self.api_url}/health)",
             f"  Demo shop      {self.shop_url}",
+            f"  Local inbox    {self.shop_url}/_inbox   (every email, SMS and push sent)",
             f"  Snippet        {self.api_url}/v1/mercurio.js",
             f"  Emulator       {self.emulator.url}   (moto; state is in memory and ends with this process)",
             f"  Write key      {self.write_key}",

@@ -15,7 +15,7 @@ def segment_jobs(event):
     templates, and the next slices of unfinished jobs (RFM recomputes, campaign reports)."""
     wired = services()
     try:
-        report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.templates.sync_inbox(),
+        report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.template_authoring.sync_inbox(),
                   "recheck": wired.segment_jobs.recheck_due(), "backfills": wired.segment_jobs.run_backfills(),
                   "jobs": [{k: job[k] for k in ("id", "status", "progress")} for job in wired.jobs.resume()]}
         logger.info("segment jobs", extra={"recheck": report["recheck"], "backfills": report["backfills"],

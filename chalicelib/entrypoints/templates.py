@@ -28,7 +28,7 @@ MAX_SOURCE_BYTES = 256 * 1024  # the template engine's own cap on a source
 
 
 def _library():
-    return _library()
+    return services().template_authoring
 
 
 def _readable(action):

@@ -1,5 +1,5 @@
 """Ports of messaging: the message log, the suppression list, the channels' recent outcome
-counts (for the circuit breaker), the send-rate state, and the queue messages wait in.
+counts (for the circuit breaker), and the send-rate state (templates: services/template_store.py).
 Named by role; the AWS adapters live in chalicelib/adapters/, fakes in tests/unit.
 """
 from __future__ import annotations
@@ -76,22 +76,3 @@ class SendRate(abc.ABC):
     @abc.abstractmethod
     def take(self, channel: str, lane: str, budget: RateBudget, now: datetime) -> datetime | None:
         """Spend one send now: None when taken, else the earliest moment one fits."""
-
-
-class TemplateStore(abc.ABC):
-    """Template files (`welcome.html.j2`, `welcome.it.html.j2`, `offer.sms.j2`…) by file name."""
-
-    @abc.abstractmethod
-    def get(self, filename: str) -> tuple[str, str] | None:
-        """(source, version) of the current good version; None when there is none."""
-
-    @abc.abstractmethod
-    def list(self) -> list[str]: ...
-
-    @abc.abstractmethod
-    def put(self, filename: str, source: str) -> str:
-        """Store a version that passed validation; returns its version."""
-
-    def versions(self) -> dict[str, str]:
-        """file name -> current version of every template (an adapter may answer from one listing)."""
-        return {filename: got[1] for filename in self.list() if (got := self.get(filename)) is not None}

@@ -1,4 +1,4 @@
-"""The template library: which version of each template is good, and the verdict of every upload.
+"""Template authoring: which version of each template is good, and the verdict of every upload.
 
 Marketers write templates three ways: `PUT /v1/admin/templates/{file}`, `make upload-templates`
 and `aws s3 cp` into the data bucket's `templates/` folder (the inbox). Every upload is
@@ -7,8 +7,8 @@ the accepted store that sends and previews read. A bad upload never replaces the
 version: its verdict, with line numbers, is kept (and logged) and shown by the admin API, and
 the good version goes on being used.
 
-Compiled templates are cached by file name and accepted version, so a render costs no
-parsing, and a new version is picked up the moment it is accepted.
+Sends, previews and on-site slots read the accepted store through the shared
+`TemplateLibrary` (services/template_store.py), which compiles each version once.
 """
 from __future__ import annotations
 
@@ -24,10 +24,8 @@ from chalicelib.domain.messaging.templates import (
     TemplateEngine,
     TemplateInvalid,
     Verdict,
-    choose_variant,
-    parse_filename,
 )
-from chalicelib.services.message_ports import TemplateStore
+from chalicelib.services.template_store import TemplateLibrary, TemplateStore
 from chalicelib.services.contacts import NotFound
 from chalicelib.services.ports import DefinitionStore
 
@@ -42,13 +40,13 @@ class TemplateNotFound(NotFound):
     """No such template (answered 404)."""
 
 
-class TemplateLibrary:
-    def __init__(self, accepted: TemplateStore, engine: TemplateEngine, state: DefinitionStore,
+class TemplateAuthoring:
+    def __init__(self, accepted: TemplateStore, library: TemplateLibrary, state: DefinitionStore,
                  now: Callable[[], datetime], inbox: TemplateStore | None = None,
                  on_rejected: Callable[[Verdict], None] | None = None):
-        self.accepted, self.inbox, self.engine, self.state, self.now = accepted, inbox, engine, state, now
+        self.accepted, self.library, self.inbox, self.state, self.now = accepted, library, inbox, state, now
+        self.engine: TemplateEngine = library.engine
         self.on_rejected = on_rejected
-        self._compiled: dict[tuple[str, str], CompiledTemplate] = {}
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -60,6 +58,8 @@ class TemplateLibrary:
         """Validate, then accept (the new good version) or record the refusal and keep the old."""
         verdict = self.validate(filename, source)
         version = self.accepted.put(filename, source) if verdict.ok else None
+        if version is not None:
+            self.library.forget()  # this container serves the new version at once
         self._record(verdict, origin, version)
         return verdict
 
@@ -88,7 +88,7 @@ class TemplateLibrary:
             got = self.inbox.get(filename)
             if got is None:
                 continue
-            source, version = got
+            source = got[0]
             verdict = self.put(filename, source, origin="s3 upload")
             report["accepted" if verdict.ok else "refused"].append(
                 filename if verdict.ok else {"template": filename, "problems": [str(p) for p in verdict.problems]})
@@ -123,34 +123,19 @@ class TemplateLibrary:
         return out
 
     def compiled(self, filename: str) -> CompiledTemplate:
-        """The accepted version, compiled once per version."""
-        got = self.accepted.get(filename)
-        if got is None:
-            raise TemplateNotFound(f"there is no accepted template {filename!r}")
-        source, version = got
-        key = (filename, version)
-        compiled = self._compiled.get(key)
+        """The accepted version, compiled (once per version, by the shared library)."""
+        compiled = self.library.compiled(filename)
         if compiled is None:
-            compiled = self.engine.compile(filename, source)
-            self._compiled = {k: v for k, v in self._compiled.items() if k[0] != filename}
-            self._compiled[key] = compiled
+            raise TemplateNotFound(f"there is no accepted template {filename!r}")
         return compiled
 
     def variant(self, name: str, fmt: str, locale: str | None) -> CompiledTemplate:
         """The template `name` in format `fmt` (html, sms, push, slot) for a contact's locale:
         `welcome.it-CH.html.j2`, else `welcome.it.html.j2`, else `welcome.html.j2`."""
-        variants: dict[str | None, str] = {}
-        for filename in self.accepted.list():
-            try:
-                parsed = parse_filename(filename)
-            except ValueError:
-                continue
-            if parsed.name == name and parsed.format == fmt:
-                variants[parsed.locale] = filename
-        chosen = choose_variant(variants, locale)
-        if chosen is None:
+        compiled = self.library.find(name, fmt, locale)
+        if compiled is None:
             raise TemplateNotFound(f"there is no {fmt} template called {name!r} (nor a default without a locale)")
-        return self.compiled(chosen)
+        return compiled
 
     def preview(self, filename: str, sample: str | None = None) -> Rendered:
         """Render the accepted version for one of the sample contacts (by name), sending nothing."""

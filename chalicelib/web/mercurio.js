@@ -155,9 +155,8 @@
     if (queue.length) flush();
   }
 
-  // Leaving the page: hand what is waiting to sendBeacon, which outlives the page. A request
-  // still in flight (fetch keepalive), a batch waiting for a retry and anything the beacon
-  // refuses are also kept in localStorage for the next page; the server de-duplicates by messageId.
+  // Leaving the page: what waits goes by sendBeacon; what is in flight, waits for a retry or
+  // is refused by the beacon is also kept for the next page (the server de-duplicates).
   function onHide() {
     if (!consented) return;
     clearTimeout(timer); timer = null;
@@ -180,13 +179,25 @@
     if (consented) { loadState(); later(); }
   }
 
-  // One channel's consent (email, sms, tracking…) on the profile, as a `Consent Updated`
-  // track. A denial leaves at once by beacon: the site may stop all tracking right after.
+  // One channel's consent on the profile (a `Consent Updated` track); a denial leaves at once.
   function recordConsent(channel, granted, opts) {
     var p = { channel: channel, status: granted ? 'granted' : 'denied' };
     if (opts && opts.source) p.source = String(opts.source);
     enqueue('track', { event: 'Consent Updated', properties: p });
     if (!granted) onHide();
+  }
+
+  // On-site content (GET /v1/content) into an element.
+  function content(slot, target) {
+    var el = typeof target == 'string' ? d.querySelector(target) : target, a = anonymousId(), e = encodeURIComponent;
+    if (!writeKey || !api || !slot || !(a || userId)) return Promise.resolve(null);
+    return fetch(api + '/v1/content?slot=' + e(slot) + '&writeKey=' + e(writeKey) + (a ? '&anonymousId=' + e(a) : '') +
+      (userId ? '&userId=' + e(userId) : '') + '&locale=' + e(navigator.language || ''), { credentials: 'omit' })
+      .then(function (r) { return r.status == 200 && r.json(); })
+      .then(function (c) {
+        if (c && el) { el.innerHTML = c.html; el.setAttribute('data-mercurio-variant', c.variant); }
+        return c || null;
+      }, function () {});
   }
 
   function maybeAutoPage() {
@@ -243,6 +254,7 @@
       }
     },
     anonymousId: anonymousId,
+    content: content,
     ready: function (cb) { try { cb(api_); } catch (e) { warn('ready callback failed: ' + e); } }
   };
 

@@ -52,19 +52,33 @@
       $('#privacy-settings').addEventListener('click', function (e) { e.preventDefault(); banner.hidden = false; });
     }
 
-    // Product page: "Add to cart".
+    // Home page: the hero slot shows this visitor's variant (the coffee banner for the
+    // coffee-lovers segment); until Mercurio answers, or without consent, the page's own markup.
+    var hero = $('#hero');
+    if (hero) window.mercurio.ready(function (m) { if (m.content) m.content('hero', hero); });
+
+    // Product page: Segment's ecommerce spec, `Product Viewed` then `Product Added`. The
+    // category is what the example segments read (coffee-lovers: category "coffee").
     document.querySelectorAll('.add-to-cart').forEach(function (button) {
-      button.addEventListener('click', function () {
-        var c = cart(), p = {
+      function product() {
+        return {
           product_id: button.dataset.id,
+          sku: button.dataset.id,
           name: button.dataset.name,
           price: Number(button.dataset.price),
-          category: button.dataset.category
+          category: button.dataset.category,
+          currency: 'EUR',
+          url: location.href.split('#')[0]
         };
+      }
+      window.mercurio.track('Product Viewed', product());
+      button.addEventListener('click', function () {
+        var c = cart(), p = product();
+        delete p.url;
         var line = c.items.filter(function (i) { return i.product_id === p.product_id; })[0];
         if (line) line.quantity += 1; else c.items.push(Object.assign({ quantity: 1 }, p));
         saveCart(c);
-        window.mercurio.track('Product Added', Object.assign({ cart_id: c.id }, p));
+        window.mercurio.track('Product Added', Object.assign({ cart_id: c.id, quantity: 1 }, p));
         button.textContent = 'Added ✓';
       });
     });
@@ -86,9 +100,13 @@
         window.mercurio.track('Order Completed', {
           order_id: order,
           cart_id: c.id,
+          total: Math.round(total * 100) / 100,
           revenue: Math.round(total * 100) / 100,
           currency: 'EUR',
-          products: c.items
+          products: c.items.map(function (i) {
+            return { product_id: i.product_id, sku: i.sku || i.product_id, name: i.name, price: i.price,
+                     quantity: i.quantity, category: i.category };
+          })
         });
         localStorage.removeItem(CART);
         showCartCount();

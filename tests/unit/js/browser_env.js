@@ -82,10 +82,11 @@ function load(opts = {}) {
     setTimeout: (fn, ms) => { timers.push({ id: ++timerSeq, at: browser.now + (ms || 0), fn }); return timerSeq; },
     clearTimeout: (id) => { const i = timers.findIndex((t) => t.id === id); if (i >= 0) timers.splice(i, 1); },
     fetch: (u, init) => {
-      const call = { url: u, init, body: JSON.parse(init.body), at: browser.now };
+      const call = { url: u, init, body: init && init.body ? JSON.parse(init.body) : null, at: browser.now };
       fetches.push(call);
       const reply = fetchReply(call, fetches.length);
-      return reply.networkError ? Promise.reject(new TypeError('Failed to fetch')) : Promise.resolve({ status: reply.status });
+      return reply.networkError ? Promise.reject(new TypeError('Failed to fetch'))
+        : Promise.resolve({ status: reply.status, json: () => Promise.resolve(reply.json) });
     },
     addEventListener: on('window'),
   };
@@ -126,7 +127,7 @@ function load(opts = {}) {
       browser.now = end;
       await flushMicrotasks();
     },
-    events: () => fetches.flatMap((f) => f.body.batch),
+    events: () => fetches.filter((f) => f.body && f.body.batch).flatMap((f) => f.body.batch),
     fire(target, type, event = {}) { (listeners[target][type] || []).forEach((fn) => fn(event)); },
     async beaconEvents() {
       const all = [];

@@ -1,4 +1,4 @@
-"""The template library: uploads validated before they replace anything, verdicts kept,
+"""Template authoring: uploads validated before they replace anything, verdicts kept,
 locale variants chosen, compiled versions cached."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chalicelib.domain.messaging.templates import TemplateEngine, TemplateInvalid
-from chalicelib.services.message_ports import TemplateStore
-from chalicelib.services.templates import TemplateLibrary, TemplateNotFound
+from chalicelib.services.template_store import StoredTemplate, TemplateLibrary, TemplateStore
+from chalicelib.services.templates import TemplateAuthoring, TemplateNotFound
 from tests.unit.fakes import FakeDefinitionStore
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
@@ -30,7 +30,7 @@ class MemoryTemplateStore(TemplateStore):
     def put(self, filename, source):
         self.puts += 1
         version = f"v{self.puts}"
-        self.files[filename] = (source, version)
+        self.files[filename] = StoredTemplate(source, version)
         return version
 
 
@@ -55,8 +55,9 @@ topic: newsletter
 
 @pytest.fixture
 def library():
-    return TemplateLibrary(MemoryTemplateStore(), TemplateEngine(clock=lambda: NOW), FakeDefinitionStore(),
-                           lambda: NOW, inbox=MemoryTemplateStore())
+    accepted = MemoryTemplateStore()
+    return TemplateAuthoring(accepted, TemplateLibrary(accepted, TemplateEngine(clock=lambda: NOW), max_age=0),
+                             FakeDefinitionStore(), lambda: NOW, inbox=MemoryTemplateStore())
 
 
 def test_a_valid_upload_becomes_the_accepted_version(library):
