@@ -56,7 +56,7 @@ def _source(request) -> str:
         raise BadQuery(f"a template is UTF-8 text (byte {exc.start} is not)") from None
 
 
-@templates_api.route("/v1/admin/templates", methods=["GET"])
+@templates_api.route("/v1/admin/templates", methods=["GET"], content_types=ANY)
 def list_templates():
     return admin_call(templates_api.current_request, lambda request: {"templates": _library().listing()})
 

@@ -67,10 +67,10 @@ def test_an_s3_upload_is_judged_by_the_schedule_and_a_bad_one_replaces_nothing(a
     s3 = boto3.client("s3")
     bucket = config.settings().data_bucket
     s3.put_object(Bucket=bucket, Key="templates/hello.html.j2", Body=GOOD.encode())
-    report = services().templates.sync_inbox()
+    report = services().template_authoring.sync_inbox()
     assert report["accepted"] == ["hello.html.j2"]
     s3.put_object(Bucket=bucket, Key="templates/hello.html.j2", Body=BAD.encode())
-    report = services().templates.sync_inbox()
+    report = services().template_authoring.sync_inbox()
     assert report["refused"][0]["template"] == "hello.html.j2"
     status, body = call(app_client, "GET", "/v1/admin/templates/hello.html.j2")
     assert "<p>Hi" in body["source"] and body["last_upload"]["origin"] == "s3 upload"

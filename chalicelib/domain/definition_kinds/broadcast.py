@@ -15,6 +15,10 @@ class BroadcastKind(DefinitionKind):
     def parse(self, document):
         return parse_broadcast(document)
 
+    def draft(self, document):
+        # Validating a draft checks what it would send and when; naming it comes later.
+        return {"name": document.get("id") or "draft", **document}
+
     def read(self, document):
         # The segment and campaign a broadcast names are checked with its other problems.
         try:
