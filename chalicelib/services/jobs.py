@@ -17,7 +17,7 @@ from chalicelib.domain.events import iso
 from chalicelib.services.ports import Clock, DefinitionStore
 
 RUNNING = "jobs-running"  # state row listing the ids of unfinished jobs
-KINDS = ("rfm", "campaign-groups", "segment-sizes")
+KINDS = ("rfm", "campaign-groups", "segment-sizes", "audience-export")
 
 
 class JobError(ValueError):
@@ -36,9 +36,10 @@ class JobRunner:
     """Starts, advances and reports jobs; the work of one slice is SegmentJobs'."""
 
     def __init__(self, store: DefinitionStore, work, clock: Clock, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, exports=None):
         self.store = store
-        self.work = work  # SegmentJobs: rfm_slice, campaign_groups_slice
+        self.work = work  # SegmentJobs: rfm_slice, campaign_groups_slice, segment_sizes_slice
+        self.exports = exports  # AudienceExports: check_export, export_slice
         self.clock = clock
         self.new_id = new_id
         self.monotonic = monotonic
@@ -54,6 +55,10 @@ class JobRunner:
             if not isinstance(campaign_id, str) or not campaign_id:
                 raise JobError("campaign-groups needs the campaign id")
             self.work.check_campaign(campaign_id)
+        if kind == "audience-export":
+            if self.exports is None:
+                raise JobError("audience exports are not configured")
+            params = self.exports.check_export(params)  # 404 unknown segment, 400 bad format or traits
         now = iso(self.clock.now())
         job = {"id": f"{kind}-{self.new_id()}", "kind": kind, "params": params, "status": "running",
                "started_at": now, "updated_at": now, "slices": 0, "progress": {}, "cursor": None, "partial": None}
@@ -128,6 +133,8 @@ class JobRunner:
             return self.work.rfm_slice(job["cursor"], job["partial"])
         if job["kind"] == "segment-sizes":
             return self.work.segment_sizes_slice(job["cursor"], job["partial"])
+        if job["kind"] == "audience-export":
+            return self.exports.export_slice(job["id"], job["params"], job["cursor"], job["partial"])
         return self.work.campaign_groups_slice(job["params"]["campaign"], job["cursor"], job["partial"])
 
     def _save(self, job: dict) -> None:

@@ -84,6 +84,11 @@ class FakeContactRepository(ContactRepository, ContactScan):
             stored = self.contacts.get(contact_id)
             return copy.deepcopy(stored["contact"]) if stored else None
 
+    def get_many(self, contact_ids):
+        self._count("get_many")  # one batched read, however many ids (callers pass at most 100)
+        with self.lock:
+            return {i: copy.deepcopy(self.contacts[i]["contact"]) for i in contact_ids if i in self.contacts}
+
     def claim(self, identifier, contact_id):
         self._count("claim")
         with self.lock:
