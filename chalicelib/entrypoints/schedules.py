@@ -13,7 +13,7 @@ scheduled_jobs = Blueprint(__name__)
 def segment_jobs(event):
     """Time-based segment rechecks, back-fills of new definitions, uploaded definitions and
     templates, and
-    the next slices of unfinished jobs (RFM recomputes, campaign reports)."""
+    the next slices of unfinished jobs (RFM recomputes, campaign reports, audience exports)."""
     wired = services()
     try:
         report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.templates.sync_inbox(),

@@ -61,7 +61,7 @@ class AudienceExports:
         return {"segment": segment_id, "format": fmt, "traits": traits}
 
     def export_slice(self, export_id: str, params: dict, cursor: str | None, partial: dict | None,
-                     page_size: int = PAGE_SIZE) -> dict:
+                     page_size: int | None = None) -> dict:
         """One slice of an `audience-export` job: one page of members, their contacts read in
         batches of `BATCH_SIZE`, their rows written as the next part. The slice that reads
         the last page composes the parts into the export and returns its answer as `result`."""
@@ -72,7 +72,7 @@ class AudienceExports:
         partial = dict(partial or {"stamp": iso(self.clock.now()).replace(":", "").replace(".", ""),
                                    "members_read": 0, "skipped": 0, "parts": 0, "rows": 0})
         prefix = f"exports/{segment_id}"
-        members, cursor = self.memberships.members(segment_id, page_size, cursor)
+        members, cursor = self.memberships.members(segment_id, page_size or PAGE_SIZE, cursor)
         contacts = self._live_contacts([row["contact_id"] for row in members])
         if fmt == "csv":
             rows = csv_rows(contacts, traits)

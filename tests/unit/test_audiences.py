@@ -118,7 +118,8 @@ def exports_with(members: dict[str, Contact | None], merged: tuple = ()):
     is a membership row whose contact is gone; the ids in `merged` were merged away."""
     from chalicelib.adapters.s3_exports import S3AudienceExporter
     from chalicelib.services.audiences import AudienceExports
-    from tests.unit.fakes import FakeClock, FakeContactRepository, FakeDefinitionStore, FakeMembershipStore, FakeS3Client
+    from tests.unit.fakes import (FakeClock, FakeContactRepository, FakeDefinitionStore, FakeMembershipStore,
+                                  FakeS3Client)
 
     definitions = FakeDefinitionStore()
     definitions.put("segment", "vip", {"id": "vip", "name": "VIP"}, "2026-11-01T00:00:00.000Z")
