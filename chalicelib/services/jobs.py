@@ -1,8 +1,9 @@
 """Long-running admin work as resumable jobs with visible progress.
 
 An HTTP request on API Gateway has 29 seconds; recomputing RFM over every customer,
-classifying every recipient of a campaign or exporting a large segment can take far longer. Such work runs as a job: it
-is started by the admin API (which runs a first slice and answers 202 with the job), the
+classifying every recipient of a campaign or exporting a large segment can take far
+longer. Such work runs as a job: it is started by the admin API (which runs a first slice
+and answers 202 with the job), the
 scheduled jobs Lambda continues it slice by slice, and `GET /v1/admin/jobs/{id}` shows its
 progress and, once done, its result. Each slice keeps its cursor and its partial result in
 the job's record, so a crash or a time-out loses at most one slice of work.
