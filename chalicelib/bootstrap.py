@@ -197,7 +197,7 @@ class Services:
     def jobs(self):
         from chalicelib.services.jobs import JobRunner
 
-        return JobRunner(self.definition_store, self.segment_jobs, self.clock)
+        return JobRunner(self.definition_store, self.segment_jobs, self.clock, exports=self.audience_exports)
 
     @cached_property
     def contact_queries(self):

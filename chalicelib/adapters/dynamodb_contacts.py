@@ -211,3 +211,10 @@ class DynamoDBContactRepository(ContactRepository, ContactScan):
         contacts = [self._to_domain(item) for item in result if not item.merged_into]
         last = result.last_evaluated_key
         return contacts, (last["id"]["S"] if last else None)
+
+    def get_many(self, contact_ids: list[str]) -> dict[str, Contact]:
+        """One BatchGetItem per 100 ids (PynamoDB pages them and asks again for the keys
+        DynamoDB left unprocessed); ids with no item are absent from the answer."""
+        if not contact_ids:
+            return {}
+        return {item.id: self._to_domain(item) for item in self.Contact.batch_get(list(dict.fromkeys(contact_ids)))}

@@ -52,9 +52,18 @@ def admin_segment_members(segment_id):
 
 @admin_api.route("/v1/admin/segments/{segment_id}/exports", methods=["POST"], content_types=ANY)
 def admin_segment_export(segment_id):
+    """Export a segment as an `audience-export` job: the export (key, rows, bytes, signed
+    link) when the job finishes within the request (200), otherwise 202 with the running
+    job, to follow at /v1/admin/jobs/{id} until its result holds the export."""
     def export(request):
         body = json_body(request)
-        return services().audience_exports.export(segment_id, body.get("format", "csv"), body.get("traits") or [])
+        job = services().jobs.start("audience-export", {"segment": segment_id, "format": body.get("format", "csv"),
+                                                        "traits": body.get("traits") or []})
+        if job["status"] == "done":
+            return {**job["result"], "job": job["id"]}
+        if job["status"] == "failed":
+            raise NotFound(job.get("error", "the export could not be written"))
+        return Accepted({"job": job})
 
     return _admin(export)
 

@@ -12,7 +12,8 @@ scheduled_jobs = Blueprint(__name__)
 @scheduled_jobs.schedule(Rate(config.recheck_minutes(), unit=Rate.MINUTES), name="segment_jobs")
 def segment_jobs(event):
     """Time-based segment rechecks, back-fills of new definitions, uploaded definitions and
-    templates, and the next slices of unfinished jobs (RFM recomputes, campaign reports)."""
+    templates, and the next slices of unfinished jobs (RFM recomputes, campaign reports,
+    audience exports)."""
     wired = services()
     try:
         report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.template_authoring.sync_inbox(),

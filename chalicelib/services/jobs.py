@@ -1,8 +1,9 @@
 """Long-running admin work as resumable jobs with visible progress.
 
-An HTTP request on API Gateway has 29 seconds; recomputing RFM over every customer or
-classifying every recipient of a campaign can take far longer. Such work runs as a job: it
-is started by the admin API (which runs a first slice and answers 202 with the job), the
+An HTTP request on API Gateway has 29 seconds; recomputing RFM over every customer,
+classifying every recipient of a campaign or exporting a large segment can take far
+longer. Such work runs as a job: it is started by the admin API (which runs a first slice
+and answers 202 with the job), the
 scheduled jobs Lambda continues it slice by slice, and `GET /v1/admin/jobs/{id}` shows its
 progress and, once done, its result. Each slice keeps its cursor and its partial result in
 the job's record, so a crash or a time-out loses at most one slice of work.
@@ -17,7 +18,7 @@ from chalicelib.domain.events import iso
 from chalicelib.services.ports import Clock, DefinitionStore
 
 RUNNING = "jobs-running"  # state row listing the ids of unfinished jobs
-KINDS = ("rfm", "campaign-groups", "segment-sizes")
+KINDS = ("rfm", "campaign-groups", "segment-sizes", "audience-export")
 
 
 class JobError(ValueError):
@@ -36,9 +37,10 @@ class JobRunner:
     """Starts, advances and reports jobs; the work of one slice is SegmentJobs'."""
 
     def __init__(self, store: DefinitionStore, work, clock: Clock, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, exports=None):
         self.store = store
-        self.work = work  # SegmentJobs: rfm_slice, campaign_groups_slice
+        self.work = work  # SegmentJobs: rfm_slice, campaign_groups_slice, segment_sizes_slice
+        self.exports = exports  # AudienceExports: check_export, export_slice
         self.clock = clock
         self.new_id = new_id
         self.monotonic = monotonic
@@ -54,6 +56,10 @@ class JobRunner:
             if not isinstance(campaign_id, str) or not campaign_id:
                 raise JobError("campaign-groups needs the campaign id")
             self.work.check_campaign(campaign_id)
+        if kind == "audience-export":
+            if self.exports is None:
+                raise JobError("audience exports are not configured")
+            params = self.exports.check_export(params)  # 404 unknown segment, 400 bad format or traits
         now = iso(self.clock.now())
         job = {"id": f"{kind}-{self.new_id()}", "kind": kind, "params": params, "status": "running",
                "started_at": now, "updated_at": now, "slices": 0, "progress": {}, "cursor": None, "partial": None}
@@ -128,6 +134,8 @@ class JobRunner:
             return self.work.rfm_slice(job["cursor"], job["partial"])
         if job["kind"] == "segment-sizes":
             return self.work.segment_sizes_slice(job["cursor"], job["partial"])
+        if job["kind"] == "audience-export":
+            return self.exports.export_slice(job["id"], job["params"], job["cursor"], job["partial"])
         return self.work.campaign_groups_slice(job["params"]["campaign"], job["cursor"], job["partial"])
 
     def _save(self, job: dict) -> None:

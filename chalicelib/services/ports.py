@@ -94,6 +94,16 @@ class ContactRepository(abc.ABC):
         survivor already holds all the losers' state, so a survivor saved while one loser
         stayed live would count that loser twice when it is merged again."""
 
+    def get_many(self, contact_ids: list[str]) -> dict[str, Contact]:
+        """The contacts of these ids that exist, by id (merged-away ones included, as `get`
+        returns them). Callers pass at most 100 ids: adapters read them in one batch."""
+        found = {}
+        for contact_id in dict.fromkeys(contact_ids):
+            contact = self.get(contact_id)
+            if contact is not None:
+                found[contact_id] = contact
+        return found
+
 
 class DefinitionStore(abc.ABC):
     """Versioned definitions (segments, scoring, RFM, personas, campaigns) and their stats."""

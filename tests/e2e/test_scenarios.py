@@ -186,6 +186,49 @@ def test_audience_exports_csv_and_hashed_with_signed_links(app_client, shipped):
     assert bad.status_code == 400
 
 
+def test_a_large_audience_export_answers_202_and_the_schedule_finishes_it(app_client, shipped, monkeypatch):
+    from chalicelib.entrypoints import runtime
+    from chalicelib.services import audiences
+
+    for i in range(3):
+        app_client.post("/v1/identify", {"userId": f"big{i}", "traits": {"email": f"big{i}@example.com"}})
+        for n in range(3):  # coffee-lovers: at least three coffee products viewed
+            app_client.post("/v1/track", {"userId": f"big{i}", "event": "Product Viewed",
+                                          "properties": {"category": "coffee", "product_id": f"p{n}"}})
+    app_client.drain()
+    runtime.services().membership_store.enter("coffee-lovers", "no-such-contact", "2026-11-01T00:00:00.000Z")
+    monkeypatch.setattr(audiences, "PAGE_SIZE", 1)  # one member per slice: "large" with three members
+    jobs = runtime.services().jobs
+    ticks = iter(range(0, 10**6, 30))
+    monkeypatch.setattr(jobs, "monotonic", lambda: next(ticks))  # each slice seems to take 30 s of the 20 s budget
+    response = app_client.http.post("/v1/admin/segments/coffee-lovers/exports",
+                                    body=json.dumps({"format": "audience"}),
+                                    headers={**ADMIN, "Content-Type": "application/json"})
+    assert response.status_code == 202, response.body
+    job = json.loads(response.body)["job"]
+    assert job["status"] == "running" and job["kind"] == "audience-export" and job["progress"]["members_read"] == 1
+    assert job["params"] == {"segment": "coffee-lovers", "format": "audience", "traits": []}
+    monkeypatch.setattr(jobs, "monotonic", lambda: 0.0)  # the schedule's budget is not the test's concern
+    assert [(j["id"], j["status"]) for j in jobs.resume()] == [(job["id"], "done")]  # as the segment_jobs schedule does
+    status, done = app_client.admin(f"/v1/admin/jobs/{job['id']}")
+    assert status == 200 and done["status"] == "done"
+    export = done["result"]
+    assert export["rows"] == 3 and export["skipped_without_identifier"] == 0 and "X-Amz-Signature=" in export["url"]
+    body = boto3.client("s3").get_object(Bucket=_bucket(), Key=export["key"])["Body"].read().decode()
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == ["email_sha256", "phone_sha256"] and len(rows) == 4
+    assert {r[0] for r in rows[1:]} == {hashlib.sha256(f"big{i}@example.com".encode()).hexdigest() for i in range(3)}
+
+
+def test_an_export_of_an_unknown_segment_or_with_bad_traits_is_refused(app_client, shipped):
+    missing = app_client.http.post("/v1/admin/segments/nope/exports", body=json.dumps({"format": "csv"}),
+                                   headers={**ADMIN, "Content-Type": "application/json"})
+    assert missing.status_code == 404 and "no segment 'nope'" in json.loads(missing.body)["error"]
+    bad = app_client.http.post("/v1/admin/segments/coffee-lovers/exports", body=json.dumps({"traits": "email"}),
+                               headers={**ADMIN, "Content-Type": "application/json"})
+    assert bad.status_code == 400 and "traits must be a list" in json.loads(bad.body)["error"]
+
+
 def _bucket() -> str:
     from chalicelib import config
 

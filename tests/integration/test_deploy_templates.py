@@ -403,10 +403,13 @@ BUCKET_PREFIX_CALLS = {
     # s3_exports.py: upload_fileobj is PutObject, or for a large file CreateMultipartUpload,
     # UploadPart and CompleteMultipartUpload (all authorized as s3:PutObject) and
     # AbortMultipartUpload when it fails; the download link is a presigned GetObject, which
-    # works only while the signer may read the object.
+    # works only while the signer may read the object. An export job writes its parts under
+    # exports/<segment>/.parts/ the same way and reads them back (GetObject) to compose the
+    # file; the bucket's lifecycle expires them, nothing deletes them.
     "exports/": {"PutObject": ["s3:PutObject"], "CreateMultipartUpload": ["s3:PutObject"],
                  "UploadPart": ["s3:PutObject"], "CompleteMultipartUpload": ["s3:PutObject"],
-                 "AbortMultipartUpload": ["s3:AbortMultipartUpload"], "GetObject (presigned)": ["s3:GetObject"]},
+                 "AbortMultipartUpload": ["s3:AbortMultipartUpload"], "GetObject (presigned)": ["s3:GetObject"],
+                 "GetObject (export parts)": ["s3:GetObject"]},
 }
 LIST_PREFIX = "definitions/"
 # Webhook signing secrets named by destination definitions (chalicelib/domain/destinations.py).

@@ -123,6 +123,27 @@ def test_a_merge_is_atomic_and_fences_the_loser(repo):
     assert "should_not" not in repo.get("x", True).traits
 
 
+def test_get_many_reads_contacts_in_batches_of_100(repo, monkeypatch):
+    for i in range(130):
+        repo.create(Contact(id=f"c{i:03d}", created_at="t", traits={"n": i}))
+    keep, gone = repo.get("c000", True), repo.get("c001", True)
+    repo.merge(keep, [gone])
+    batches = []
+    real_page = repo.Contact._batch_get_page.__func__
+
+    def counted(cls, keys, *args, **kwargs):
+        batches.append(len(keys))
+        return real_page(cls, keys, *args, **kwargs)
+
+    monkeypatch.setattr(repo.Contact, "_batch_get_page", classmethod(counted))
+    found = repo.get_many([f"c{i:03d}" for i in range(100)] + ["missing", "c005"])
+    assert batches == [100, 1]  # BatchGetItem takes at most 100 keys; a repeated id is asked once
+    assert len(found) == 100 and "missing" not in found
+    assert found["c042"].traits == {"n": 42} and found["c042"].version == 1
+    assert found["c001"].merged_into == "c000"  # merged-away contacts are returned as `get` returns them
+    assert repo.get_many([]) == {}
+
+
 def test_processing_against_dynamodb_merges_anonymous_history(repo):
     processor = EventProcessor(repo, FakeClock(), sleep=lambda s: None)
     cache = BatchCache()

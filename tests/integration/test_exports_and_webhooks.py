@@ -89,6 +89,50 @@ def test_an_empty_audience_is_a_header_only_file(s3):
     assert s3.get_object(Bucket=BUCKET, Key=result.key)["Body"].read() == b"id,email,phone\r\n"
 
 
+def test_parts_are_written_read_back_and_composed_after_one_header(s3, monkeypatch):
+    monkeypatch.setattr(s3_exports, "READ_CHUNK_BYTES", 64)  # parts are copied in many small chunks
+    exporter = S3AudienceExporter(BUCKET, client=s3)
+    pages = [[person(i) for i in range(0, 40)], [person(i) for i in range(40, 41)], [person(i) for i in range(41, 90)]]
+    parts = []
+    for number, page in enumerate(pages, start=1):
+        data = list(csv_rows(page, ["first_name"]))[1:]  # data rows only: the header comes once, at the end
+        parts.append(exporter.write_part("exports/vip", "audience-export-7", number, data))
+    assert [p.key for p in parts] == [f"exports/vip/.parts/audience-export-7/00000{n}.csv" for n in (1, 2, 3)]
+    assert [p.rows for p in parts] == [40, 1, 49]
+    head = s3.head_object(Bucket=BUCKET, Key=parts[1].key)
+    assert head["ServerSideEncryption"] == "AES256" and head["ContentLength"] == parts[1].bytes
+    assert b"".join(exporter.read_part(parts[1].key)) == b"c40,user40@example.com,,'=Name40\r\n"
+
+    result = exporter.export_parts("exports/vip", "vip-csv-20261122T120000000Z", ["id", "email", "phone", "first_name"],
+                                   "audience-export-7", parts=3, rows=90)
+    assert result.key == "exports/vip/vip-csv-20261122T120000000Z.csv" and result.rows == 90
+    obj = s3.get_object(Bucket=BUCKET, Key=result.key)
+    body = obj["Body"].read()
+    assert obj["ServerSideEncryption"] == "AES256" and obj["ContentType"] == "text/csv; charset=utf-8"
+    assert len(body) == result.bytes == len(b"id,email,phone,first_name\r\n") + sum(p.bytes for p in parts)
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8"))))
+    assert rows[0] == ["id", "email", "phone", "first_name"] and len(rows) == 91
+    assert [r[0] for r in rows[1:]] == [f"c{i}" for i in range(90)]
+
+
+def test_a_part_written_again_replaces_the_first_copy(s3):
+    exporter = S3AudienceExporter(BUCKET, client=s3)
+    exporter.write_part("exports/vip", "job", 1, [["old"]])
+    again = exporter.write_part("exports/vip", "job", 1, [["new"]])
+    assert b"".join(exporter.read_part(again.key)) == b"new\r\n"
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="exports/vip/.parts/job/")["Contents"]
+    assert [o["Key"] for o in listed] == ["exports/vip/.parts/job/000001.csv"]
+
+
+def test_part_numbers_are_checked():
+    from chalicelib.adapters.s3_exports import part_key
+
+    assert part_key("exports/vip/", "a b", 12) == "exports/vip/.parts/a-b/000012.csv"
+    for bad in (0, 1_000_000):
+        with pytest.raises(ValueError):
+            part_key("exports", "job", bad)
+
+
 def test_export_names_and_link_lifetimes_are_checked():
     assert export_key("", "a/../b c") == "a-..-b-c.csv"
     with pytest.raises(ValueError):

@@ -84,6 +84,11 @@ class FakeContactRepository(ContactRepository, ContactScan):
             stored = self.contacts.get(contact_id)
             return copy.deepcopy(stored["contact"]) if stored else None
 
+    def get_many(self, contact_ids):
+        self._count("get_many")  # one batched read, however many ids (callers pass at most 100)
+        with self.lock:
+            return {i: copy.deepcopy(self.contacts[i]["contact"]) for i in contact_ids if i in self.contacts}
+
     def claim(self, identifier, contact_id):
         self._count("claim")
         with self.lock:
@@ -240,3 +245,36 @@ class FakeRecheckSchedule(RecheckSchedule):
 
     def done(self, slot, contact_id):
         self.items.discard((slot, contact_id))
+
+
+class FakeS3Client:
+    """The few S3 calls the audience exporter makes, on objects kept in memory."""
+
+    class Body:
+        def __init__(self, data: bytes):
+            self.data = data
+            self.closed = False
+
+        def iter_chunks(self, chunk_size):
+            for start in range(0, len(self.data), chunk_size):
+                yield self.data[start:start + chunk_size]
+
+        def close(self):
+            self.closed = True
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.reads: list[str] = []
+
+    def upload_fileobj(self, fileobj, bucket, key, ExtraArgs=None):
+        self.objects[(bucket, key)] = fileobj.read()
+
+    def get_object(self, Bucket, Key):
+        self.reads.append(Key)
+        return {"Body": self.Body(self.objects[(Bucket, Key)])}
+
+    def generate_presigned_url(self, operation, Params, ExpiresIn):
+        return f"https://{Params['Bucket']}.s3.example/{Params['Key']}?X-Amz-Expires={ExpiresIn}"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(key for _, key in self.objects if key.startswith(prefix))

@@ -5,6 +5,8 @@ import csv
 import hashlib
 import io
 
+import pytest
+
 from chalicelib.domain.audiences import (
     HASHED_COLUMNS,
     contact_email,
@@ -106,23 +108,152 @@ def test_asking_for_a_base_column_or_a_trait_twice_gives_one_column():
     assert rows[1] == ["c1", "ada@example.com", "", "pro"]
 
 
-def test_an_export_file_is_named_once_with_its_extension():
-    from chalicelib.adapters.s3_exports import ExportResult, export_key
+# -- exports as jobs: one page of members per slice, parts composed at the end -----------------
+
+BUCKET = "data"
+
+
+def exports_with(members: dict[str, Contact | None], merged: tuple = ()):
+    """AudienceExports over fakes: segment `vip` holds every id of `members`; a None contact
+    is a membership row whose contact is gone; the ids in `merged` were merged away."""
+    from chalicelib.adapters.s3_exports import S3AudienceExporter
     from chalicelib.services.audiences import AudienceExports
-    from tests.unit.fakes import FakeClock, FakeContactRepository, FakeDefinitionStore, FakeMembershipStore
-
-    class RecordingExporter:
-        def export(self, key_prefix, name, rows):
-            list(rows)
-            return ExportResult(key=export_key(key_prefix, name), rows=0, bytes=0)
-
-        def signed_url(self, key, seconds):
-            return "https://signed/" + key
+    from tests.unit.fakes import (FakeClock, FakeContactRepository, FakeDefinitionStore, FakeMembershipStore,
+                                  FakeS3Client)
 
     definitions = FakeDefinitionStore()
     definitions.put("segment", "vip", {"id": "vip", "name": "VIP"}, "2026-11-01T00:00:00.000Z")
-    exports = AudienceExports(FakeMembershipStore(), FakeContactRepository(), RecordingExporter(), definitions,
-                              FakeClock())
+    memberships, repo, s3 = FakeMembershipStore(), FakeContactRepository(), FakeS3Client()
+    for contact_id, contact in members.items():
+        memberships.enter("vip", contact_id, "2026-11-01T00:00:00.000Z")
+        if contact is not None:
+            contact.merged_into = "survivor" if contact_id in merged else None
+            repo.create(contact)
+    exports = AudienceExports(memberships, repo, S3AudienceExporter(BUCKET, client=s3), definitions, FakeClock())
+    return exports, repo, s3, definitions
+
+
+def run_export(exports, params: dict, export_id: str = "job-1") -> tuple[dict, list[dict]]:
+    """Every slice of one export, as the job runner chains them; returns the result and the steps."""
+    cursor, partial, steps = None, None, []
+    while True:
+        step = exports.export_slice(export_id, params, cursor, partial)
+        steps.append(step)
+        if "result" in step:
+            return step["result"], steps
+        cursor, partial = step["cursor"], step["partial"]
+
+
+def read_csv(s3, key: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(s3.objects[(BUCKET, key)].decode("utf-8"))))
+
+
+def test_a_large_export_reads_one_page_per_slice_with_one_batched_read_per_100_members():
+    ids = [f"c{i:04d}" for i in range(1234)]
+    merged = {ids[3], ids[777], ids[1200]}
+    members = {i: person(i, {"email": f"{i}@example.com", "plan": "=pro"}) for i in ids}
+    members[ids[10]] = None  # a membership row left behind by a contact that is gone
+    exports, repo, s3, _ = exports_with(members, merged=tuple(merged))
+    repo.calls.clear()
+
+    result, steps = run_export(exports, {"segment": "vip", "format": "csv", "traits": ["plan"]})
+
+    assert len(steps) == 3  # 500 + 500 + 234 members
+    assert [s["progress"]["members_read"] for s in steps] == [500, 1000, 1234]
+    assert repo.calls == {"get_many": 5 + 5 + 3}  # no contact read one by one
+    live = [i for i in ids if i not in merged and i != ids[10]]
+    rows = read_csv(s3, result["key"])
+    assert rows[0] == ["id", "email", "phone", "plan"]
+    assert [r for r in rows if r[0] == "id"] == [rows[0]]  # the header once, at the top
+    assert [r[0] for r in rows[1:]] == live  # member order, merged-away and vanished contacts left out
+    assert rows[1] == [live[0], f"{live[0]}@example.com", "", "'=pro"]
+    assert result["rows"] == len(live) and result["bytes"] == len(s3.objects[(BUCKET, result["key"])])
+    assert result["key"].startswith("exports/vip/vip-csv-") and result["key"].endswith(".csv")
+    assert result["url"].endswith("X-Amz-Expires=3600") and result["expires_in"] == 3600
+    assert "skipped_without_identifier" not in result
+    assert s3.keys("exports/vip/.parts/job-1/") == [f"exports/vip/.parts/job-1/00000{n}.csv" for n in (1, 2, 3)]
+    assert all(read_csv(s3, key)[0][0] != "id" for key in s3.keys("exports/vip/.parts/"))  # parts: data only
+
+
+def test_a_hashed_export_counts_contacts_without_identifier_across_slices():
+    members = {}
+    for i in range(1100):
+        contact_id = f"c{i:04d}"
+        traits = {"first_name": "Nobody"} if i % 100 == 0 else {"email": f"U.{i}@Gmail.com"}
+        members[contact_id] = person(contact_id, traits)
+    exports, _, s3, _ = exports_with(members)
+
+    result, steps = run_export(exports, {"segment": "vip", "format": "audience", "traits": []})
+
+    assert len(steps) == 3
+    assert result["skipped_without_identifier"] == 11  # 5 in the first slice, 5 in the second, 1 in the last
+    assert result["rows"] == 1089 and result["format"] == "audience"
+    rows = read_csv(s3, result["key"])
+    assert rows[0] == list(HASHED_COLUMNS) and len(rows) == 1090
+    assert rows[1] == [sha("u1@gmail.com"), ""]
+
+
+def test_an_empty_segment_gives_a_header_only_file_in_one_slice():
+    exports, repo, s3, _ = exports_with({})
+    result, steps = run_export(exports, {"segment": "vip", "format": "csv", "traits": ["plan"]})
+    assert len(steps) == 1 and result["rows"] == 0
+    assert s3.objects[(BUCKET, result["key"])] == b"id,email,phone,plan\r\n"
+    assert s3.keys("exports/vip/.parts/") == [] and "get_many" not in repo.calls
+
+
+def test_a_slice_run_again_rewrites_its_own_part():
+    members = {f"c{i:04d}": person(f"c{i:04d}", {"email": f"u{i}@example.com"}) for i in range(700)}
+    exports, _, s3, _ = exports_with(members)
+    params = {"segment": "vip", "format": "csv", "traits": []}
+    first = exports.export_slice("job-1", params, None, None)
+    again = exports.export_slice("job-1", params, None, None)  # a crash before the job record was saved
+    assert first["partial"] == again["partial"] and first["cursor"] == again["cursor"]
+    last = exports.export_slice("job-1", params, first["cursor"], first["partial"])
+    assert last["result"]["rows"] == 700
+    assert s3.keys("exports/vip/.parts/") == ["exports/vip/.parts/job-1/000001.csv",
+                                              "exports/vip/.parts/job-1/000002.csv"]
+    assert len(read_csv(s3, last["result"]["key"])) == 701
+
+
+def test_a_segment_deleted_during_the_export_ends_it_with_the_reason():
+    from chalicelib.services.jobs import JobError
+
+    exports, _, _, definitions = exports_with({"c1": person("c1", {"email": "a@b.co"})})
+    definitions.delete("segment", "vip", 1, "2026-11-02T00:00:00.000Z")
+    with pytest.raises(JobError, match="no segment 'vip'"):
+        exports.export_slice("job-1", {"segment": "vip", "format": "csv", "traits": []}, None, None)
+
+
+def test_export_parameters_are_checked_before_the_job_starts():
+    from chalicelib.services.contacts import BadQuery, NotFound
+
+    exports, *_ = exports_with({})
+    assert exports.check_export({"segment": "vip"}) == {"segment": "vip", "format": "csv", "traits": []}
+    with pytest.raises(NotFound, match="no segment 'nope'"):
+        exports.check_export({"segment": "nope", "format": "csv"})
+    with pytest.raises(BadQuery, match="format must be one of csv, audience"):
+        exports.check_export({"segment": "vip", "format": "xls"})
+    for traits in ("plan", ["ok", 3], ["bad name"]):
+        with pytest.raises(BadQuery, match="traits must be a list of trait names"):
+            exports.check_export({"segment": "vip", "format": "csv", "traits": traits})
+    with pytest.raises(BadQuery, match="needs the segment id"):
+        exports.check_export({"format": "csv"})
+
+
+def test_an_export_file_is_named_once_with_its_extension():
+    exports, *_ = exports_with({})
     for fmt in ("csv", "audience"):
-        key = exports.export("vip", fmt, [])["key"]
+        key = run_export(exports, {"segment": "vip", "format": fmt, "traits": []})[0]["key"]
         assert key.startswith(f"exports/vip/vip-{fmt}-") and key.count(".csv") == 1 and key.endswith(".csv"), key
+
+
+def test_get_many_reads_existing_contacts_by_id_through_get_by_default():
+    from chalicelib.services.ports import ContactRepository
+    from tests.unit.fakes import FakeContactRepository
+
+    repo = FakeContactRepository()
+    repo.create(person("a"))
+    repo.create(person("b"))
+    found = ContactRepository.get_many(repo, ["a", "missing", "b", "a"])
+    assert sorted(found) == ["a", "b"] and found["a"].id == "a"
+    assert repo.calls["get"] == 3  # duplicates read once

@@ -147,3 +147,65 @@ def test_bootstrap_uses_overrides_and_refuses_unknown_names():
     assert bootstrap(settings) is not bootstrap(settings)  # nothing is shared between two roots
     with pytest.raises(TypeError, match="nothing called colck"):
         bootstrap(settings, colck=clock)
+
+
+# -- audience exports as jobs --------------------------------------------------------------------
+
+def export_jobs(members: int, budget_store=None):
+    from chalicelib.adapters.s3_exports import S3AudienceExporter
+    from chalicelib.domain.contact import Contact
+    from chalicelib.services.audiences import AudienceExports
+    from tests.unit.fakes import FakeContactRepository, FakeMembershipStore, FakeS3Client
+
+    store = budget_store or FakeDefinitionStore()
+    store.put("segment", "vip", {"id": "vip", "name": "VIP"}, "2026-11-01T00:00:00.000Z")
+    memberships, repo, s3 = FakeMembershipStore(), FakeContactRepository(), FakeS3Client()
+    for i in range(members):
+        repo.create(Contact(id=f"c{i:05d}", created_at="t", traits={"email": f"u{i}@example.com"}))
+        memberships.enter("vip", f"c{i:05d}", "2026-11-01T00:00:00.000Z")
+    exports = AudienceExports(memberships, repo, S3AudienceExporter("data", client=s3), store, FakeClock(NOW))
+    ids = iter(range(1000))
+    jobs = JobRunner(store, CountingWork(pages=1), FakeClock(NOW), new_id=lambda: f"n{next(ids)}",
+                     monotonic=Ticks(), exports=exports)
+    return jobs, repo, s3
+
+
+def test_a_small_export_finishes_within_the_first_budget():
+    jobs, _, s3 = export_jobs(members=30)
+    job = jobs.start("audience-export", {"segment": "vip", "format": "csv", "traits": ["plan"]})
+    assert job["status"] == "done" and job["slices"] == 1
+    assert job["result"]["rows"] == 30 and job["result"]["key"].startswith("exports/vip/vip-csv-")
+    assert job["params"] == {"segment": "vip", "format": "csv", "traits": ["plan"]}
+    assert jobs.resume() == []
+
+
+def test_a_large_export_goes_on_in_the_schedule_and_its_result_is_the_export():
+    jobs, repo, s3 = export_jobs(members=2600)
+    started = jobs.start("audience-export", {"segment": "vip", "format": "audience"}, budget_seconds=1.5)
+    assert started["status"] == "running" and started["progress"] == {"members_read": 1000, "parts": 2, "rows": 1000}
+    assert started["id"].startswith("audience-export-")
+    assert [r["status"] for r in jobs.resume(budget_seconds=1000)] == ["done"]
+    done = jobs.get(started["id"])
+    assert done["slices"] == 6 and done["progress"]["members_read"] == 2600
+    result = done["result"]
+    assert result["rows"] == 2600 and result["skipped_without_identifier"] == 0 and result["format"] == "audience"
+    body = s3.objects[("data", result["key"])].decode()
+    assert body.splitlines()[0] == "email_sha256,phone_sha256" and len(body.splitlines()) == 2601
+    assert s3.keys(f"exports/vip/.parts/{started['id']}/")[-1].endswith("/000006.csv")
+    assert repo.calls["get_many"] == 26  # one batched read per 100 members
+
+
+def test_export_parameters_are_refused_before_anything_is_stored():
+    from chalicelib.services.contacts import BadQuery, NotFound
+
+    store = FakeDefinitionStore()
+    jobs, *_ = export_jobs(members=1, budget_store=store)
+    with pytest.raises(NotFound):
+        jobs.start("audience-export", {"segment": "nope", "format": "csv"})
+    with pytest.raises(BadQuery, match="format"):
+        jobs.start("audience-export", {"segment": "vip", "format": "xls"})
+    with pytest.raises(BadQuery, match="traits"):
+        jobs.start("audience-export", {"segment": "vip", "format": "csv", "traits": "email"})
+    assert store.get_state("jobs-running") is None
+    with pytest.raises(JobError, match="not configured"):
+        runner(CountingWork(pages=1)).start("audience-export", {"segment": "vip"})
