@@ -518,6 +518,13 @@ def test_policy_allows_every_call_the_code_makes(stage):
         for action in actions:
             need(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue.format(stage=stage)}")
     assert env["MERCURIO_EFFECTS_QUEUE"] == f"mercurio-{stage}-effects"
+    # Messaging: raw email through SES v2 (from a verified identity, with a configuration set),
+    # its quota, and SMS and push through SNS.
+    for action in ("ses:SendEmail", "ses:SendRawEmail"):
+        need(action, f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/shop.example")
+        need(action, f"arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/mercurio")
+    need("ses:GetAccount", "*")
+    need("sns:Publish", "*")
     # The admin API stores destinations' signing secrets (PUT /v1/admin/destinations/{id}/secret).
     destination_secret = _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm")
     need("ssm:PutParameter", destination_secret)
