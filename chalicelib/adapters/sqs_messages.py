@@ -14,7 +14,9 @@ from chalicelib.domain.messaging.consent import TRANSACTIONAL
 from chalicelib.services.message_ports import MessageQueue
 
 MAX_DELAY = 900  # DelaySeconds' ceiling
-MAX_VISIBILITY = 12 * 3600  # SQS's ceiling for one receive
+# SQS's ceiling is 12 hours counted from the receive, not from this call: a margin of five
+# minutes covers the time the consumer has held the message (its timeout is one minute).
+MAX_VISIBILITY = 12 * 3600 - 300
 
 
 class SqsMessageQueue(MessageQueue):

@@ -134,3 +134,23 @@ def test_the_transactional_reserve_is_left_to_transactional_sends(aws_tables):
     assert rate.take("email", "marketing", budget, NOW) is None
     assert rate.take("email", "marketing", budget, NOW) is not None  # the last token is kept
     assert rate.take("email", "transactional", budget, NOW) is None
+
+
+def test_each_lane_has_its_own_queue_and_a_received_message_can_be_delayed(aws_tables):
+    import boto3
+
+    from chalicelib.adapters.sqs_messages import SqsMessageQueue, message_id_of
+
+    queue = SqsMessageQueue("mercurio-test-messages", "mercurio-test-messages-transactional")
+    queue.enqueue("msg_bulk", "marketing")
+    queue.enqueue("msg_receipt", "transactional")
+    sqs = boto3.client("sqs")
+    bulk = sqs.receive_message(QueueUrl=aws_tables["MessagesQueue"], MaxNumberOfMessages=10)["Messages"]
+    receipts = sqs.receive_message(QueueUrl=aws_tables["TransactionalMessagesQueue"],
+                                   MaxNumberOfMessages=10)["Messages"]
+    assert [message_id_of(m["Body"]) for m in bulk] == ["msg_bulk"]
+    assert [message_id_of(m["Body"]) for m in receipts] == ["msg_receipt"]
+    queue.retry_later("marketing", bulk[0]["ReceiptHandle"], 30 * 3600)  # capped at SQS's 12 hours
+    assert sqs.receive_message(QueueUrl=aws_tables["MessagesQueue"]).get("Messages") is None
+    with pytest.raises(ValueError):
+        message_id_of('{"id": 1}')
