@@ -26,9 +26,11 @@ never both call the provider. If the worker dies after the claim and before reco
 outcome, the message stays `sending`; when its lease has run out, the next look finds it so
 and records it `failed` with the reason `outcome_unknown` instead of sending again: it may or
 may not have gone (SES cannot be asked), and Mercurio prefers at most once. An operator sees
-it in the contact's messages and in the MessagesOutcomeUnknown metric. A failure before the
-provider call that is caught (a read that timed out) gives the message back as `deferred`
-and it is retried with back-off like a provider retry.
+it in the contact's messages and in the MessagesFailed metric (reason outcome_unknown). The
+same holds when the provider call itself raises (a timeout: did SES get it?) or the `sent`
+record cannot be written: `send` raises OutcomeUnknown and never calls the provider again
+for that message. A failure before the provider call (a read that timed out) gives the
+message back as `deferred`, retried with back-off like a provider retry.
 """
 from __future__ import annotations
 
@@ -99,6 +101,12 @@ PROVIDER_RETRY, INTERNAL_RETRY = "provider_retry", "internal_retry"
 
 class UnknownChannel(BadQuery):
     pass
+
+
+class OutcomeUnknown(Exception):
+    """Raised after the provider was called when its answer could not be recorded (or the call
+    itself failed midway): the message stays `sending` and is never sent again; once its lease
+    runs out it is recorded `failed` (outcome_unknown)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,8 @@ class MessagingService:
             return SendOutcome("busy", False, self.lease_seconds, reason="claimed by another worker")
         try:
             return self._send_claimed(claimed, now)
+        except OutcomeUnknown:
+            raise
         except Exception as exc:  # noqa: BLE001 - before the provider call: safe to try again
             return self._retry(claimed, now, INTERNAL_RETRY, f"{type(exc).__name__}: {exc}", None)
 
@@ -274,8 +284,8 @@ class MessagingService:
         tags = {"message_id": message.id, "template": message.template, "lane": message.lane}
         if message.campaign:
             tags["campaign"] = message.campaign
-        result = self.email.send_raw(raw, _bare(sender), address, tags)
-        return self._outcome(message, now, result, address=address, subject=rendered.subject, links=tracked.links)
+        return self._called(message, now, lambda: self.email.send_raw(raw, _bare(sender), address, tags),
+                            address=address, subject=rendered.subject, links=tracked.links)
 
     def _send_sms(self, message: Message, contact: Contact, compiled: CompiledTemplate, phone: str,
                   now: datetime) -> SendOutcome:
@@ -288,8 +298,9 @@ class MessagingService:
         verdict = check_segments(rendered.text, self.sms_max_segments)
         if not verdict.ok:
             return self._fail(message, now, verdict.code, verdict.reason)
-        result = self.sms.send(phone, rendered.text, message.lane == TRANSACTIONAL, message.id)
-        return self._outcome(message, now, result, address=phone)
+        return self._called(message, now,
+                            lambda: self.sms.send(phone, rendered.text, message.lane == TRANSACTIONAL, message.id),
+                            address=phone)
 
     def _send_push(self, message: Message, contact: Contact, compiled: CompiledTemplate, endpoints: list[str],
                    now: datetime) -> SendOutcome:
@@ -299,15 +310,31 @@ class MessagingService:
             rendered = self._render(message, contact, compiled, endpoints[0], now, {})
         except TemplateRenderError as exc:
             return self._fail(message, now, "template_error", f"The template {compiled.filename} failed: {exc}")
-        results = [(e, self.push.send(e, rendered.title or "", rendered.text, {"message_id": message.id}, message.id))
-                   for e in endpoints]
-        accepted = [(e, r) for e, r in results if r.accepted]
-        if accepted:
-            return self._outcome(message, now, accepted[0][1], address=accepted[0][0])
-        retrying = [r for _, r in results if r.status == RETRY]
-        return self._outcome(message, now, retrying[0] if retrying else results[0][1])
+        reached: list[str] = []
+
+        def send_to_every_device() -> ChannelResult:
+            results = [(e, self.push.send(e, rendered.title or "", rendered.text, {"message_id": message.id},
+                                          message.id)) for e in endpoints]
+            accepted = [(e, r) for e, r in results if r.accepted]
+            if accepted:
+                reached.append(accepted[0][0])
+                return accepted[0][1]
+            retrying = [r for _, r in results if r.status == RETRY]
+            return retrying[0] if retrying else results[0][1]
+
+        return self._called(message, now, send_to_every_device, address=lambda: reached[0] if reached else None)
 
     # -- outcomes ---------------------------------------------------------------------------
+
+    def _called(self, message: Message, now: datetime, call: Callable[[], ChannelResult], **fields) -> SendOutcome:
+        """The provider call and the record of its answer: from here on nothing is retried (a
+        second call could send twice), see OutcomeUnknown."""
+        try:
+            result = call()
+            fields = {k: (v() if callable(v) else v) for k, v in fields.items()}
+            return self._outcome(message, now, result, **fields)
+        except Exception as exc:
+            raise OutcomeUnknown(f"message {message.id}: {type(exc).__name__}: {exc}") from exc
 
     def _outcome(self, message: Message, now: datetime, result: ChannelResult, **fields) -> SendOutcome:
         if result.status == ACCEPTED:

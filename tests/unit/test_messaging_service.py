@@ -334,3 +334,26 @@ def test_every_skip_and_deferral_is_visible_on_the_contact():
         w.service.messages_of("nobody")
     with pytest.raises(BadQuery):
         w.service.messages_of("c1", limit=0)
+
+
+def test_a_failure_after_the_provider_accepted_is_never_retried_into_a_second_send():
+    from chalicelib.services.messaging import OutcomeUnknown
+
+    w = World(policy=PolicySettings(quiet_hours=None))
+    w.add(contact())
+    m = w.request()
+    advance = w.log.advance
+
+    def broken_advance(message_id, change, **fields):
+        if change.status == "sent":
+            raise RuntimeError("DynamoDB throttled the write")
+        return advance(message_id, change, **fields)
+
+    w.log.advance = broken_advance
+    with pytest.raises(OutcomeUnknown):
+        w.service.send(m.id)
+    w.log.advance = advance
+    assert len(w.email.sent) == 1 and w.status(m.id) == "sending"
+    assert w.service.send(m.id).status == "busy"  # the queue message back within the lease
+    w.clock.advance(seconds=301)
+    assert w.service.send(m.id).code == "outcome_unknown" and len(w.email.sent) == 1
