@@ -259,10 +259,13 @@ class Services:
         from chalicelib.domain.messaging.policy import FrequencyCap, PolicySettings, RateBudget
 
         s = self.settings
+        rate = s.email_rate_per_second
+        if rate is None:  # SES's own quota (GetAccount), read once per container
+            quota = self.email_sender.quota()
+            rate = quota.max_per_second if quota is not None and quota.max_per_second > 0 else 1.0
         return PolicySettings(caps=(FrequencyCap(s.cap_messages, timedelta(days=s.cap_days)),),
                               quiet_hours=_quiet_hours(s.quiet_hours), default_time_zone=s.default_time_zone,
-                              rates={"email": RateBudget(per_second=s.email_rate_per_second,
-                                                         burst=max(2, int(s.email_rate_per_second)),
+                              rates={"email": RateBudget(per_second=rate, burst=max(2, int(rate)),
                                                          transactional_reserve=1)})
 
     @cached_property

@@ -121,7 +121,8 @@ class Settings:
     cap_days: int = 7
     quiet_hours: str | None = "21:00-08:00"
     default_time_zone: str = "UTC"
-    email_rate_per_second: float = 14.0
+    # SES's MaxSendRate, read from GetAccount when not set here.
+    email_rate_per_second: float | None = None
 
 
 @lru_cache(maxsize=1)
@@ -173,7 +174,8 @@ def settings() -> Settings:
         cap_days=_int("MERCURIO_CAP_DAYS", 7),
         quiet_hours=_env("MERCURIO_QUIET_HOURS", "21:00-08:00"),
         default_time_zone=_env("MERCURIO_DEFAULT_TIME_ZONE", "UTC"),
-        email_rate_per_second=_seconds("MERCURIO_EMAIL_RATE_PER_SECOND", 14.0),
+        email_rate_per_second=_seconds("MERCURIO_EMAIL_RATE_PER_SECOND", 1.0)
+        if _env("MERCURIO_EMAIL_RATE_PER_SECOND") else None,
     )
 
 

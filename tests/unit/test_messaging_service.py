@@ -357,3 +357,20 @@ def test_a_failure_after_the_provider_accepted_is_never_retried_into_a_second_se
     assert w.service.send(m.id).status == "busy"  # the queue message back within the lease
     w.clock.advance(seconds=301)
     assert w.service.send(m.id).code == "outcome_unknown" and len(w.email.sent) == 1
+
+
+def test_the_email_rate_is_sess_own_quota_unless_set_and_quiet_hours_can_be_turned_off():
+    from dataclasses import replace as changed
+
+    from chalicelib import config
+    from chalicelib.bootstrap import bootstrap
+
+    base = config.settings()
+    wired = bootstrap(changed(base, email_rate_per_second=None, quiet_hours="off"), email_sender=FakeEmailSender())
+    assert wired.send_policy.rates["email"].per_second == 14.0 and wired.send_policy.quiet_hours is None
+    fixed = bootstrap(changed(base, email_rate_per_second=2.0, quiet_hours="22:00-07:30"),
+                      email_sender=FakeEmailSender())
+    assert fixed.send_policy.rates["email"].per_second == 2.0
+    assert fixed.send_policy.quiet_hours == QuietHours(time(22, 0), time(7, 30))
+    with pytest.raises(ValueError, match="MERCURIO_QUIET_HOURS"):
+        bootstrap(changed(base, quiet_hours="late"), email_sender=FakeEmailSender()).send_policy
