@@ -9,6 +9,7 @@ from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.http import observe_http
+from chalicelib.entrypoints.messages import message_handlers
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
 from chalicelib.entrypoints.templates import templates_api
@@ -23,5 +24,6 @@ app.register_blueprint(templates_api)
 app.register_blueprint(deliveries_api)
 app.register_blueprint(stream_handlers)
 app.register_blueprint(effects_handlers)
+app.register_blueprint(message_handlers)
 app.register_blueprint(scheduled_jobs)
 app.register_blueprint(content_api)

@@ -142,13 +142,17 @@ class Services:
         """Every typed contact event's handlers, with their dependencies bound (cosmicpython's
         bootstrap): a new reaction is a handler in services/handlers.py and its line here."""
         from chalicelib.domain.events import iso
-        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries
+        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, \
+            request_triggered_messages
         from chalicelib.services.messagebus import MessageBus
 
         dependencies = {
             enqueue_destination_deliveries: {
                 "destinations": lambda: list(self.definitions.catalog().destinations.values()),
                 "queue": self.effects_queue, "now": lambda: iso(self.clock.now())},
+            request_triggered_messages: {
+                "triggers": lambda: list(self.definitions.catalog().triggers.values()),
+                "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs)},
         }
         return MessageBus({event_type: [partial(handler, **dependencies[handler]) for handler in handlers]
                            for event_type, handlers in EVENT_HANDLERS.items()})
@@ -177,6 +181,97 @@ class Services:
         return DeliveryService(self.delivery_store, lambda d: self.definitions.catalog().destinations.get(d),
                                WebhookSender(allow_private=s.webhooks_allow_private),
                                self.secret_store, self.effects_queue, self.clock, policy)
+
+    # -- messaging: the message log, the gate's stores, the channels and the send use case ------
+
+    @cached_property
+    def message_log(self):
+        from chalicelib.adapters.dynamodb_messages import DynamoDBMessageLog
+
+        return DynamoDBMessageLog(self.settings.messages_table)
+
+    @cached_property
+    def suppression_store(self):
+        from chalicelib.adapters.dynamodb_suppressions import DynamoDBSuppressionStore
+
+        return DynamoDBSuppressionStore(self.settings.suppressions_table)
+
+    @cached_property
+    def channel_stats(self):
+        from chalicelib.adapters.dynamodb_channel_stats import DynamoDBChannelStats
+
+        return DynamoDBChannelStats(self.settings.channels_table)
+
+    @cached_property
+    def send_rate(self):
+        from chalicelib.adapters.dynamodb_send_rate import DynamoDBSendRate
+
+        return DynamoDBSendRate(self.settings.channels_table)
+
+    @cached_property
+    def message_queue(self):
+        from chalicelib.adapters.sqs_messages import SqsMessageQueue
+
+        return SqsMessageQueue(self.settings.messages_queue, self.settings.transactional_queue)
+
+    @cached_property
+    def email_sender(self):
+        from chalicelib.adapters.ses_email import SesEmailSender
+
+        return SesEmailSender(configuration_set=self.settings.ses_configuration_set)
+
+    @cached_property
+    def sms_sender(self):
+        from chalicelib.adapters.sms_senders import SnsSmsSender
+
+        return SnsSmsSender()
+
+    @cached_property
+    def push_sender(self):
+        from chalicelib.adapters.sns_push import SnsPushSender
+
+        return SnsPushSender({})
+
+    @cached_property
+    def link_tracker(self):
+        from chalicelib.domain.messaging.links import LinkTracker
+
+        secret = _secret(self.settings.link_secret, self.settings.link_secret_parameter, self.secret_store,
+                         "MERCURIO_LINK_SECRET")
+        return LinkTracker([secret], self.settings.public_base_url)
+
+    @cached_property
+    def suppression_salt(self) -> bytes:
+        return _secret(self.settings.suppression_salt, self.settings.suppression_salt_parameter, self.secret_store,
+                       "MERCURIO_SUPPRESSION_SALT")
+
+    @cached_property
+    def send_policy(self):
+        from datetime import timedelta
+
+        from chalicelib.domain.messaging.policy import FrequencyCap, PolicySettings, RateBudget
+
+        s = self.settings
+        rate = s.email_rate_per_second
+        if rate is None:  # SES's own quota (GetAccount), read once per container
+            quota = self.email_sender.quota()
+            rate = quota.max_per_second if quota is not None and quota.max_per_second > 0 else 1.0
+        return PolicySettings(caps=(FrequencyCap(s.cap_messages, timedelta(days=s.cap_days)),),
+                              quiet_hours=_quiet_hours(s.quiet_hours), default_time_zone=s.default_time_zone,
+                              rates={"email": RateBudget(per_second=rate, burst=max(2, int(rate)),
+                                                         transactional_reserve=1)})
+
+    @cached_property
+    def messaging(self):
+        from chalicelib.services.messaging import MessagingService
+
+        s = self.settings
+        return MessagingService(
+            log=self.message_log, suppressions=self.suppression_store, stats=self.channel_stats, rate=self.send_rate,
+            templates=self.templates, contacts=self.contact_repository, queue=self.message_queue,
+            clock=self.clock, email=self.email_sender, sms=self.sms_sender, push=self.push_sender,
+            tracker=lambda: self.link_tracker, salt=lambda: self.suppression_salt, policy=self.send_policy,
+            from_address=s.default_from_address, sms_max_segments=s.sms_max_segments, count=count_message_outcome)
 
     @cached_property
     def audience_exports(self):
@@ -261,6 +356,41 @@ def count_unreadable_definitions(rows: list[dict]) -> None:
     # Metrics objects of one namespace share their metric set: the entry point flushes it.
     Metrics(namespace="Mercurio", service="mercurio").add_metric(
         name="DefinitionsUnreadable", unit=MetricUnit.Count, value=len(rows))
+
+
+def _secret(value: str | None, parameter: str | None, store, variable: str) -> bytes:
+    """A messaging secret: set directly (local stack, tests) or read from SSM."""
+    if value:
+        return value.encode()
+    if parameter:
+        return store.get(parameter).encode()
+    raise RuntimeError(f"set {variable} or {variable}_PARAMETER (an SSM SecureString of 16+ random bytes)")
+
+
+def _quiet_hours(text: str | None):
+    """`21:00-08:00` → QuietHours; empty or `off` → None."""
+    from datetime import time
+
+    from chalicelib.domain.messaging.policy import QuietHours
+
+    if not text or text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
+        return QuietHours(start, end)
+    except ValueError as exc:
+        raise ValueError(f"MERCURIO_QUIET_HOURS={text!r} is not like 21:00-08:00") from exc
+
+
+def count_message_outcome(outcome: str, code: str | None) -> None:
+    """Metric Messages<Outcome> (MessagesSent, MessagesSkipped…), with the reason code as a
+    dimension for skips, deferrals and failures, so every reason is counted."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    name = "Messages" + "".join(part.title() for part in outcome.split("_"))
+    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace="Mercurio",
+                       default_dimensions={"reason": code or "none"}) as metric:
+        metric  # noqa: B018 - flushed when the block ends
 
 
 def bootstrap(settings: Settings, **overrides) -> Services:

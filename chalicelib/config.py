@@ -50,6 +50,16 @@ def effects_queue_name() -> str:
     return _env("MERCURIO_EFFECTS_QUEUE", f"mercurio-{stage()}-effects")
 
 
+def messages_queue_name() -> str:
+    """Marketing messages' queue; read at import time by its consumer's decorator."""
+    return _env("MERCURIO_MESSAGES_QUEUE", f"mercurio-{stage()}-messages")
+
+
+def transactional_queue_name() -> str:
+    """Transactional messages' own queue (never behind a bulk send); read at import time."""
+    return _env("MERCURIO_TRANSACTIONAL_QUEUE", f"mercurio-{stage()}-messages-transactional")
+
+
 def _seconds(name: str, default: float) -> float:
     value = _env(name)
     try:
@@ -90,6 +100,29 @@ class Settings:
     delivery_first_retry_seconds: float = 2.0
     delivery_max_delay_seconds: float = 900.0
     delivery_horizon_seconds: float = 24 * 3600.0
+    # Messaging (services/messaging.py).
+    messages_table: str = "mercurio-dev-messages"
+    suppressions_table: str = "mercurio-dev-suppressions"
+    channels_table: str = "mercurio-dev-channels"
+    messages_queue: str = "mercurio-dev-messages"
+    transactional_queue: str = "mercurio-dev-messages-transactional"
+    # Where tracked links, the open pixel and the unsubscribe pages live (the API's base URL).
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Secrets: set directly (local stack, tests) or read from these SSM SecureString parameters.
+    link_secret: str | None = None
+    link_secret_parameter: str | None = None
+    suppression_salt: str | None = None
+    suppression_salt_parameter: str | None = None
+    ses_configuration_set: str | None = None
+    default_from_address: str = "Mercurio <hello@mercurio.example>"
+    sms_max_segments: int = 3
+    # The gate (domain/messaging/policy.py): cap, quiet hours, default zone, horizon.
+    cap_messages: int = 3
+    cap_days: int = 7
+    quiet_hours: str | None = "21:00-08:00"
+    default_time_zone: str = "UTC"
+    # SES's MaxSendRate, read from GetAccount when not set here.
+    email_rate_per_second: float | None = None
 
 
 @lru_cache(maxsize=1)
@@ -124,6 +157,25 @@ def settings() -> Settings:
         delivery_first_retry_seconds=_seconds("MERCURIO_DELIVERY_FIRST_RETRY_SECONDS", 2.0),
         delivery_max_delay_seconds=_seconds("MERCURIO_DELIVERY_MAX_DELAY_SECONDS", 900.0),
         delivery_horizon_seconds=_seconds("MERCURIO_DELIVERY_HORIZON_SECONDS", 24 * 3600.0),
+        messages_table=_env("MERCURIO_MESSAGES_TABLE", f"mercurio-{st}-messages"),
+        suppressions_table=_env("MERCURIO_SUPPRESSIONS_TABLE", f"mercurio-{st}-suppressions"),
+        channels_table=_env("MERCURIO_CHANNELS_TABLE", f"mercurio-{st}-channels"),
+        messages_queue=messages_queue_name(),
+        transactional_queue=transactional_queue_name(),
+        public_base_url=_env("MERCURIO_PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
+        link_secret=_env("MERCURIO_LINK_SECRET"),
+        link_secret_parameter=_env("MERCURIO_LINK_SECRET_PARAMETER"),
+        suppression_salt=_env("MERCURIO_SUPPRESSION_SALT"),
+        suppression_salt_parameter=_env("MERCURIO_SUPPRESSION_SALT_PARAMETER"),
+        ses_configuration_set=_env("MERCURIO_SES_CONFIGURATION_SET"),
+        default_from_address=_env("MERCURIO_FROM_ADDRESS", "Mercurio <hello@mercurio.example>"),
+        sms_max_segments=_int("MERCURIO_SMS_MAX_SEGMENTS", 3),
+        cap_messages=_int("MERCURIO_CAP_MESSAGES", 3),
+        cap_days=_int("MERCURIO_CAP_DAYS", 7),
+        quiet_hours=_env("MERCURIO_QUIET_HOURS", "21:00-08:00"),
+        default_time_zone=_env("MERCURIO_DEFAULT_TIME_ZONE", "UTC"),
+        email_rate_per_second=_seconds("MERCURIO_EMAIL_RATE_PER_SECOND", 1.0)
+        if _env("MERCURIO_EMAIL_RATE_PER_SECOND") else None,
     )
 
 

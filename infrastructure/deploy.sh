@@ -238,7 +238,12 @@ check_table_names() {
     MERCURIO_MEMBERSHIPS_TABLE:MembershipsTableName \
     MERCURIO_SCHEDULE_TABLE:ScheduleTableName \
     MERCURIO_DELIVERIES_TABLE:DeliveriesTableName \
-    MERCURIO_EFFECTS_QUEUE:EffectsQueueName; do
+    MERCURIO_MESSAGES_TABLE:MessagesTableName \
+    MERCURIO_SUPPRESSIONS_TABLE:SuppressionsTableName \
+    MERCURIO_CHANNELS_TABLE:ChannelsTableName \
+    MERCURIO_EFFECTS_QUEUE:EffectsQueueName \
+    MERCURIO_MESSAGES_QUEUE:MessagesQueueName \
+    MERCURIO_TRANSACTIONAL_QUEUE:TransactionalMessagesQueueName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"
@@ -304,8 +309,8 @@ configure_stream_mapping() {
 # without it Lambda deletes the failed deliveries with their batch instead of leaving them
 # on the queue for their back-off (chalicelib/entrypoints/effects.py).
 configure_queue_mapping() {
-  local queue_arn="$1" uuids uuid
-  uuids="$(mapping_uuids "${queue_arn}" "${APP_NAME}-${STAGE}-deliver_effects")"
+  local queue_arn="$1" function="${2:-deliver_effects}" uuids uuid
+  uuids="$(mapping_uuids "${queue_arn}" "${APP_NAME}-${STAGE}-${function}")"
   for uuid in ${uuids}; do
     wait_for_mapping "${uuid}"
     log "event source mapping ${uuid}: ReportBatchItemFailures"
@@ -372,6 +377,8 @@ deploy_two_stacks() {
   stream_arn="$(stack_output "${data_stack}" EventsStreamArn)"
   dlq_arn="$(stack_output "${data_stack}" EventsDeadLetterQueueArn)"
   effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"
+  messages_queue_arn="$(stack_output "${data_stack}" MessagesQueueArn)"
+  transactional_queue_arn="$(stack_output "${data_stack}" TransactionalMessagesQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
@@ -387,6 +394,9 @@ deploy_two_stacks() {
 
   configure_stream_mapping "${stream_arn}" "${dlq_arn}"
   configure_queue_mapping "${effects_queue_arn}"
+  # The messages consumers leave deferred messages on their queues the same way.
+  configure_queue_mapping "${messages_queue_arn}" send_messages
+  configure_queue_mapping "${transactional_queue_arn}" send_transactional_messages
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
   finish "${url}"

@@ -149,6 +149,10 @@ def configure_environment(emulator_url: str, write_key: str, admin_token: str) -
         "MERCURIO_DEFINITIONS_CACHE_SECONDS": os.environ.get("MERCURIO_DEFINITIONS_CACHE_SECONDS", "2"),
         # Deliveries locally: retried for 15 minutes, not 24 hours, unless the operator says otherwise.
         "MERCURIO_DELIVERY_HORIZON_SECONDS": os.environ.get("MERCURIO_DELIVERY_HORIZON_SECONDS", "900"),
+        # Messaging secrets of this run (on AWS they are SSM parameters): links of an earlier
+        # run stop verifying, which is what a rotated secret does too.
+        "MERCURIO_LINK_SECRET": os.environ.get("MERCURIO_LINK_SECRET") or secrets.token_hex(32),
+        "MERCURIO_SUPPRESSION_SALT": os.environ.get("MERCURIO_SUPPRESSION_SALT") or secrets.token_hex(32),
     })
     # MERCURIO_WEBHOOKS_ALLOW_PRIVATE is the operator's choice (a CRM on loopback needs it):
     # inherited from the environment as it is, never turned on here.
@@ -209,6 +213,7 @@ class LocalStack:
         self.shop_url = f"http://{host}:{shop_port}"
         self.bridge = None
         self.queue_bridge = None
+        self.message_bridges: list = []
         self.api_server = None
         self.shop_server = None
         self.jobs = None
@@ -243,6 +248,7 @@ class LocalStack:
         import app as mercurio
         from chalicelib.entrypoints.schedules import rfm_thresholds, segment_jobs
         from chalicelib.entrypoints.effects import deliver_effects
+        from chalicelib.entrypoints.messages import send_messages, send_transactional_messages
         from chalicelib.entrypoints.stream import process_events
         from chalice.local import LambdaContext
 
@@ -266,6 +272,21 @@ class LocalStack:
 
         self.queue_bridge = QueueBridge(created["EffectsQueue"], invoke_deliver_effects, endpoint_url=self.emulator.url)
         self.queue_bridge.start()
+
+        # The messages queues, bridged the same way to their consumers.
+        def invoker(name: str, handler):
+            def invoke(event: dict) -> dict:
+                return handler(event, LambdaContext(name, memory_size=512, max_runtime_ms=60_000))
+            return invoke
+
+        self.message_bridges = [
+            QueueBridge(created["MessagesQueue"], invoker("send_messages", send_messages),
+                        endpoint_url=self.emulator.url),
+            QueueBridge(created["TransactionalMessagesQueue"],
+                        invoker("send_transactional_messages", send_transactional_messages),
+                        endpoint_url=self.emulator.url)]
+        for message_bridge in self.message_bridges:
+            message_bridge.start()
 
         # The example definitions (segments, scoring, RFM, personas, campaigns) ship with the
         # app; marketers add theirs through the admin API or the data bucket.
@@ -312,6 +333,9 @@ class LocalStack:
         if self.queue_bridge is not None:
             self.queue_bridge.stop()
             self.queue_bridge = None
+        for message_bridge in self.message_bridges:
+            message_bridge.stop()
+        self.message_bridges = []
         self.emulator.stop()
 
     def ready(self) -> dict:

@@ -24,6 +24,7 @@ SCORE_CHANGED = "Score Changed"
 STAGE_CHANGED = "Stage Changed"
 TAG_ADDED = "Tag Added"
 CONTACTS_MERGED = "Contacts Merged"
+MESSAGE_TRIGGERED = "Message Triggered"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,23 @@ class ContactsMerged(ContactEvent):
         return {"merged": list(self.merged)}
 
 
+@dataclass(frozen=True)
+class MessageTriggered(ContactEvent):
+    """A trigger definition heard an event of this contact: a message is to be requested
+    (services/handlers.py); `message_cause` names it, so publishing twice requests it once."""
+
+    trigger_id: str = ""
+    template: str = ""
+    channel: str = "email"
+    message_cause: str = ""
+    campaign: str | None = None
+    data: dict = field(default_factory=dict)
+    kind = "message.triggered"
+
+    def details(self) -> dict:
+        return {"trigger_id": self.trigger_id, "template": self.template, "channel": self.channel}
+
+
 # Next: MessageRequested (a journey or broadcast asks for a send) and EnrollmentDue (a
 # journey's wait is over) join this list, each with its handlers in services/handlers.py.
 
@@ -147,9 +165,15 @@ _FROM_INTERNAL: dict[str, Callable[[dict, dict], dict]] = {
     STAGE_CHANGED: lambda p, e: {"previous": p.get("from"), "stage": p.get("to")},
     TAG_ADDED: lambda p, e: {"tag": _text(p.get("tag"))},
     CONTACTS_MERGED: lambda p, e: {"merged": tuple(m for m in p.get("merged") or () if isinstance(m, str))},
+    MESSAGE_TRIGGERED: lambda p, e: {"trigger_id": _text(p.get("trigger_id")), "template": _text(p.get("template")),
+                                     "channel": _text(p.get("channel")) or "email",
+                                     "message_cause": _text(p.get("message_cause")) or e["messageId"],
+                                     "campaign": p.get("campaign") if isinstance(p.get("campaign"), str) else None,
+                                     "data": dict(p.get("data")) if isinstance(p.get("data"), dict) else {}},
 }
 _CLASSES = {SEGMENT_ENTERED: SegmentEntered, SEGMENT_EXITED: SegmentExited, SCORE_CHANGED: ScoreChanged,
-            STAGE_CHANGED: StageChanged, TAG_ADDED: TagAdded, CONTACTS_MERGED: ContactsMerged}
+            STAGE_CHANGED: StageChanged, TAG_ADDED: TagAdded, CONTACTS_MERGED: ContactsMerged,
+            MESSAGE_TRIGGERED: MessageTriggered}
 
 
 def from_internal_event(event: dict, contact: ContactSnapshot) -> ContactEvent | None:

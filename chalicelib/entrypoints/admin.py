@@ -37,6 +37,14 @@ def admin_contact_events(contact_id):
         contact_id, limit=query(r, "limit"), cursor=query(r, "cursor"), kind=query(r, "kind")))
 
 
+@admin_api.route("/v1/admin/contacts/{contact_id}/messages", methods=["GET"])
+def admin_contact_messages(contact_id):
+    """The contact's messages newest first, each with its status, timeline and, for a skip or
+    deferral, the reason."""
+    return _admin(lambda r: services().messaging.messages_of(
+        contact_id, limit=limit_param(r, default=50, most=200), cursor=query(r, "cursor")))
+
+
 @admin_api.route("/v1/admin/imports", methods=["POST"], content_types=ANY)
 def admin_import():
     return _admin(lambda r: services().contact_importer.run_upload(r.raw_body, r.headers.get("content-type"),

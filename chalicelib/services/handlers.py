@@ -12,6 +12,7 @@ from typing import Callable
 from chalicelib.domain.contact_events import (
     ContactEvent,
     ContactsMerged,
+    MessageTriggered,
     ScoreChanged,
     SegmentEntered,
     SegmentExited,
@@ -41,8 +42,28 @@ def enqueue_destination_deliveries(event: ContactEvent, *, destinations: Callabl
     return messages
 
 
+def request_triggered_messages(event: ContactEvent, *, triggers: Callable[[], list], request: Callable) -> int:
+    """Ask for the messages trigger definitions attach to this event (a Message Triggered
+    recorded by the profile rules, or a segment entry). Only requests: the message is created
+    (once per cause) and enqueued; the messages queue's consumer sends it."""
+    if isinstance(event, MessageTriggered):
+        if not event.template:
+            return 0
+        request(event.contact.id, event.template, event.channel, event.message_cause, campaign=event.campaign,
+                data=event.data)
+        return 1
+    requested = 0
+    for trigger in triggers():
+        if isinstance(event, SegmentEntered) and trigger.hears_segment(event.segment_id):
+            request(event.contact.id, trigger.template, trigger.channel, trigger.cause(event.cause),
+                    campaign=trigger.campaign, data={"segment_id": event.segment_id})
+            requested += 1
+    return requested
+
+
 EVENT_HANDLERS: dict[type, list[Callable]] = {
-    SegmentEntered: [enqueue_destination_deliveries],
+    MessageTriggered: [request_triggered_messages],
+    SegmentEntered: [enqueue_destination_deliveries, request_triggered_messages],
     SegmentExited: [enqueue_destination_deliveries],
     ScoreChanged: [enqueue_destination_deliveries],
     StageChanged: [enqueue_destination_deliveries],

@@ -76,3 +76,15 @@ class SendRate(abc.ABC):
     @abc.abstractmethod
     def take(self, channel: str, lane: str, budget: RateBudget, now: datetime) -> datetime | None:
         """Spend one send now: None when taken, else the earliest moment one fits."""
+
+
+class MessageQueue(abc.ABC):
+    """Where requested messages wait for the sender: one queue per lane, so a transactional
+    message never waits behind a bulk send."""
+
+    @abc.abstractmethod
+    def enqueue(self, message_id: str, lane: str, delay_seconds: float = 0) -> None: ...
+
+    @abc.abstractmethod
+    def retry_later(self, lane: str, receipt_handle: str, seconds: float) -> None:
+        """The received queue message comes back in `seconds` (capped by the queue's limit)."""

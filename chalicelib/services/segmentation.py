@@ -14,7 +14,7 @@ from datetime import datetime
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
-from chalicelib.domain.contact_events import CONTACTS_MERGED
+from chalicelib.domain.contact_events import CONTACTS_MERGED, MESSAGE_TRIGGERED
 from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
@@ -107,6 +107,8 @@ class ProfileRules:
                                            "since": iso(now)})
         if name == CONSENT_EVENT:
             kinds |= self._consent(contact, event)
+        if name:
+            self._triggered(catalog, contact, name, event, now)
         if event["type"] in ("identify", "alias") or (event.get("context") or {}).get("clickId"):
             kinds.add("identifiers")  # may have linked an email or phone: `reachable` can change
         if catalog.personas is not None and contact.persona is None and event["type"] == "identify":
@@ -225,6 +227,19 @@ class ProfileRules:
         if contact.next_check is None or upcoming < contact.next_check or fired:
             contact.next_check = upcoming
             contact.outbox.append({"kind": "schedule", "at": upcoming})
+
+    def _triggered(self, catalog: Catalog, contact: Contact, name: str, event: dict, now: datetime) -> None:
+        """Trigger definitions that hear this event record a Message Triggered on the outbox:
+        the message is requested when the outbox is published (services/handlers.py), never
+        sent from here."""
+        for trigger in (getattr(catalog, "triggers", None) or {}).values():
+            if trigger.hears_event(name, event):
+                properties = {"trigger_id": trigger.id, "template": trigger.template, "channel": trigger.channel,
+                              "message_cause": trigger.cause(event["messageId"]),
+                              "data": dict(event.get("properties") or {})}
+                if trigger.campaign:
+                    properties["campaign"] = trigger.campaign
+                self._emit(contact, MESSAGE_TRIGGERED, properties, now, event["messageId"])
 
     def _emit(self, contact: Contact, name: str, properties: dict, now: datetime, cause: str) -> None:
         contact.outbox.append({"kind": "event", "event": internal_event(contact.id, name, properties, now, cause)})

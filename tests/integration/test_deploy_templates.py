@@ -50,6 +50,8 @@ FUNCTIONS = {
     "segment_jobs": ("SegmentJobs", 1024, 600),
     "rfm_thresholds": ("RfmThresholds", 1024, 900),
     "deliver_effects": ("DeliverEffects", 512, 60),
+    "send_messages": ("SendMessages", 512, 60),
+    "send_transactional_messages": ("SendTransactionalMessages", 512, 60),
 }
 # How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
 # know the account id of a static policy file, `?` matches exactly one character.
@@ -381,9 +383,18 @@ TABLE_CALLS = {
     # dynamodb_deliveries.py: conditional updates (claim, attempt, reopen), reads, and the
     # listing through its indexes (INDEXED_TABLES)
     "MERCURIO_DELIVERIES_TABLE": ("UpdateItem", "GetItem", "Query"),
+    # dynamodb_messages.py: conditional create (put) and claim/release (update), optimistic
+    # advance (get then conditional put), per-contact and provider-id queries through its
+    # indexes, erasure by batch deletes
+    "MERCURIO_MESSAGES_TABLE": ("PutItem", "GetItem", "UpdateItem", "Query", "BatchWriteItem"),
+    # dynamodb_suppressions.py: first-come conditional puts, found by hash
+    "MERCURIO_SUPPRESSIONS_TABLE": ("PutItem", "Query"),
+    # dynamodb_channel_stats.py (ADD counters, window queries) and dynamodb_send_rate.py (read,
+    # then one conditional update of the bucket)
+    "MERCURIO_CHANNELS_TABLE": ("UpdateItem", "Query", "GetItem"),
 }
 # Tables queried through secondary indexes: Query must be allowed on `<table>/index/*` too.
-INDEXED_TABLES = ("MERCURIO_DELIVERIES_TABLE",)
+INDEXED_TABLES = ("MERCURIO_DELIVERIES_TABLE", "MERCURIO_MESSAGES_TABLE")
 # SQS actions on each queue of the data template (by name pattern): the stream mapping
 # reports failed batches to the events dead-letter queue through the function's role; the
 # effects are enqueued in batches (sqs:SendMessage authorizes SendMessageBatch), consumed by
@@ -394,7 +405,23 @@ QUEUE_CALLS = {
     "mercurio-{stage}-effects": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage", "sqs:deletemessage",
                                  "sqs:changemessagevisibility", "sqs:getqueueattributes"},
     "mercurio-{stage}-effects-dlq": set(),
+    # services/messaging.py enqueues on either lane's queue; each queue's consumer receives,
+    # deletes and delays (deferrals, provider retries) like the effects consumer
+    "mercurio-{stage}-messages": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage", "sqs:deletemessage",
+                                  "sqs:changemessagevisibility", "sqs:getqueueattributes"},
+    "mercurio-{stage}-messages-transactional": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage",
+                                                "sqs:deletemessage", "sqs:changemessagevisibility",
+                                                "sqs:getqueueattributes"},
+    "mercurio-{stage}-messages-dlq": set(),
 }
+# Actions that support resource-level permissions but must be granted on "*" for a call the
+# code makes, with the reason.
+NEEDS_ANY_RESOURCE = {
+    # sms_senders.py publishes an SMS to a phone number, which no IAM resource names
+    "sns:Publish": "SMS to a phone number",
+}
+# Messaging secrets (bootstrap.py): the link-signing secret and the suppression salt.
+MESSAGING_SECRETS = ("MERCURIO_LINK_SECRET_PARAMETER", "MERCURIO_SUPPRESSION_SALT_PARAMETER")
 # Object actions on the data bucket, by key prefix. Listing is s3:ListBucket on the bucket,
 # conditioned on the prefix (LIST_PREFIX).
 BUCKET_PREFIX_CALLS = {
@@ -469,7 +496,8 @@ def test_policy_allows_every_call_the_code_makes(stage):
             "the listing of uploaded definitions is not allowed by the s3:prefix condition"
 
     secrets = [_parameter_arn(env["MERCURIO_ADMIN_TOKEN_PARAMETER"]),
-               _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm-signing-secret")]
+               _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm-signing-secret"),
+               *(_parameter_arn(env[variable]) for variable in MESSAGING_SECRETS)]
     for parameter_arn in secrets:
         need("ssm:GetParameter", parameter_arn)
         key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0b3e9a5c-1111-2222-3333-444455556666"
@@ -493,6 +521,13 @@ def test_policy_allows_every_call_the_code_makes(stage):
         for action in actions:
             need(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue.format(stage=stage)}")
     assert env["MERCURIO_EFFECTS_QUEUE"] == f"mercurio-{stage}-effects"
+    # Messaging: raw email through SES v2 (from a verified identity, with a configuration set),
+    # its quota, and SMS and push through SNS.
+    for action in ("ses:SendEmail", "ses:SendRawEmail"):
+        need(action, f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/shop.example")
+        need(action, f"arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/mercurio")
+    need("ses:GetAccount", "*")
+    need("sns:Publish", "*")
     # The admin API stores destinations' signing secrets (PUT /v1/admin/destinations/{id}/secret).
     destination_secret = _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm")
     need("ssm:PutParameter", destination_secret)
@@ -524,7 +559,8 @@ def test_policy_grants_nothing_more(stage):
                 problems.append(f"{sid}: wildcard action {action}")
             elif name.lower() not in catalogue.get(service, {}).get("Actions", {}):
                 problems.append(f"{sid}: {action} is not an IAM action")
-            elif "*" in resources and catalogue[service]["Actions"][name.lower()].get("Resources"):
+            elif "*" in resources and catalogue[service]["Actions"][name.lower()].get("Resources") \
+                    and action not in NEEDS_ANY_RESOURCE:
                 problems.append(f"{sid}: {action} supports resource-level permissions but is granted on *")
         for resource in resources:
             for other_stage in other:
@@ -586,7 +622,8 @@ def test_policy_resources_name_resources_the_templates_define(stage):
     buckets = _physical_names("AWS::S3::Bucket", "BucketName", stage, ACCOUNT_PATTERN)
     env = _stage_env(stage)
     parameters = {f"arn:aws:ssm:*:*:parameter{env['MERCURIO_ADMIN_TOKEN_PARAMETER']}",
-                  f"arn:aws:ssm:*:*:parameter{DESTINATION_SECRETS.format(stage=stage)}*"}
+                  f"arn:aws:ssm:*:*:parameter{DESTINATION_SECRETS.format(stage=stage)}*",
+                  *(f"arn:aws:ssm:*:*:parameter{env[variable]}" for variable in MESSAGING_SECRETS)}
     unknown = []
     for statement in _policy(stage)["Statement"]:
         for resource in _as_list(statement["Resource"]):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tests.property_runs import examples
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.definition_kinds.trigger import parse_trigger
 from chalicelib.domain.destinations import parse_destination
 from chalicelib.domain.durations import parse_duration
 from chalicelib.domain.segments.filters import FilterError, parse_filter
@@ -118,7 +119,8 @@ scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max
 field_names = st.sampled_from(sorted({k for names in FIELDS.values() for k in names} | {
     "id", "name", "conditions", "when", "rules", "points", "stages", "min", "grading", "grade", "tags", "add_on",
     "remove_on", "half_life", "cap", "per", "classes", "class", "r", "f", "m", "cuts", "recency", "personas",
-    "offers", "url", "segments", "secret_parameter", "purchase_event", "revenue_property", "recompute"})) \
+    "offers", "url", "segments", "secret_parameter", "purchase_event", "revenue_property", "recompute",
+    "send", "template", "channel", "event", "where", "segment_entered", "once", "enabled", "on"})) \
     | st.text(max_size=5)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(field_names, inner, max_size=4),
                       max_leaves=12)
@@ -129,7 +131,7 @@ conditions = st.recursive(st.dictionaries(condition_names, values, min_size=1, m
 segment_documents = st.fixed_dictionaries({"id": st.just("s") | values, "name": st.just("S") | values,
                                            "conditions": conditions | values})
 PARSERS = [scoring.parse_scoring, rfm.parse_rfm, personas.parse_personas, engagement.parse_campaign,
-           parse_destination]
+           parse_destination, parse_trigger]
 other_documents = st.dictionaries(field_names, values | st.lists(st.dictionaries(field_names, values, max_size=5),
                                                                  max_size=3), max_size=6)
 

@@ -6,7 +6,7 @@ admin routes, the definition files and the S3 uploads all take their kinds from 
 """
 from __future__ import annotations
 
-from chalicelib.domain.definition_kinds import broadcast, campaign, content, destination, personas, rfm, scoring, segment
+from chalicelib.domain.definition_kinds import broadcast, campaign, content, destination, personas, rfm, scoring, segment, trigger
 from chalicelib.domain.definition_kinds.base import DefinitionKind, Reading
 from chalicelib.domain.definition_kinds.registry import KindRegistry
 
@@ -19,6 +19,7 @@ REGISTRY = KindRegistry([
     personas.KIND,
     content.KIND,
     broadcast.KIND,
+    trigger.KIND,
 ])
 
 __all__ = ["REGISTRY", "DefinitionKind", "KindRegistry", "Reading"]

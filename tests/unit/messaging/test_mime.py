@@ -79,6 +79,15 @@ def test_a_marketing_email_without_an_https_unsubscribe_url_is_refused():
         build_email(replace(MARKETING, unsubscribe_url="https://t.shop.example/u/a>, <https://evil.example"))
 
 
+def test_plain_http_is_accepted_only_on_the_loopback_address_of_the_local_stack():
+    for url in ("http://127.0.0.1:8000/u/TOKEN", "http://localhost/u/TOKEN", "http://[::1]:8000/u/TOKEN"):
+        assert parse(build_email(replace(MARKETING, unsubscribe_url=url)))["List-Unsubscribe"] == f"<{url}>"
+    for url in ("http://127.0.0.1.evil.example/u/TOKEN", "http://localhost.evil.example/u/T",
+                "http://10.0.0.1:8000/u/TOKEN", "http://127.0.0.1:8000/u/a>, <https://evil.example"):
+        with pytest.raises(InvalidEmail, match="must be https"):
+            build_email(replace(MARKETING, unsubscribe_url=url))
+
+
 def test_a_mailto_unsubscribe_can_be_offered_as_well():
     message = parse(build_email(replace(MARKETING, unsubscribe_mailto="unsubscribe@shop.example")))
     # A long header is folded (RFC 5322); unfolded, it is the two targets in order.

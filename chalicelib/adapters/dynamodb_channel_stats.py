@@ -1,0 +1,45 @@
+"""Per-channel hourly outcome counters in DynamoDB, for the circuit breaker: pk `channel`,
+sk `hour#YYYY-MM-DDTHH` (UTC), counted with atomic ADD (no read before the write, no lost
+update between concurrent senders and feedback handlers), expiring a few days later."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.adapters._dynamodb import LazyTable
+from chalicelib.domain.messaging.policy import SendCounters
+from chalicelib.services.message_ports import ChannelStats
+
+RETENTION = timedelta(days=8)  # beyond any breaker window
+
+
+def hour_key(at: datetime) -> str:
+    return "hour#" + at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
+
+
+class DynamoDBChannelStats(LazyTable, ChannelStats):
+    def add(self, channel: str, at: datetime, sent: int = 0, bounced: int = 0, complained: int = 0) -> None:
+        if not (sent or bounced or complained):
+            return
+        self.table.update_item(
+            Key={"channel": channel, "sk": hour_key(at)},
+            UpdateExpression="ADD sent :s, bounced :b, complained :c SET expires = if_not_exists(expires, :e)",
+            ExpressionAttributeValues={":s": int(sent), ":b": int(bounced), ":c": int(complained),
+                                       ":e": int((at + RETENTION).timestamp())})
+
+    def window(self, channel: str, now: datetime, hours: int) -> SendCounters:
+        """The last `hours` whole hours, the current one included."""
+        start = hour_key(now - timedelta(hours=max(hours, 1) - 1))
+        rows, params = [], {"KeyConditionExpression": Key("channel").eq(channel)
+                            & Key("sk").between(start, hour_key(now))}
+        while True:
+            answer = self.table.query(**params)
+            rows.extend(answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                break
+            params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return SendCounters(sent=sum(int(r.get("sent", 0)) for r in rows),
+                            bounced=sum(int(r.get("bounced", 0)) for r in rows),
+                            complained=sum(int(r.get("complained", 0)) for r in rows),
+                            window=timedelta(hours=hours))

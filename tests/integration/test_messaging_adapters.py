@@ -1,0 +1,156 @@
+"""The messaging adapters against moto, each on its table from infrastructure/template.yaml:
+the message log, the suppression list, the channel counters and the send rate."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chalicelib.adapters.dynamodb_channel_stats import DynamoDBChannelStats
+from chalicelib.adapters.dynamodb_messages import DynamoDBMessageLog
+from chalicelib.adapters.dynamodb_send_rate import DynamoDBSendRate
+from chalicelib.adapters.dynamodb_suppressions import DynamoDBSuppressionStore
+from chalicelib.domain.messaging.consent import SuppressionEntry, suppression_key
+from chalicelib.domain.messaging.messages import Message, StatusChange, message_id
+from chalicelib.domain.messaging.policy import RateBudget
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+SALT = b"0123456789abcdef0123"
+
+
+def message(cause: str = "evt-1", contact: str = "c1", at: datetime = NOW, data: dict | None = None) -> Message:
+    return Message(id=message_id(cause, contact, "welcome", "email"), contact_id=contact, channel="email",
+                   template="welcome", lane="marketing", topic=None, cause=cause, requested_at=at,
+                   data=data or {}, timeline=(StatusChange("queued", at),))
+
+
+@pytest.fixture
+def log(aws_tables):
+    return DynamoDBMessageLog(aws_tables["MessagesTable"])
+
+
+def test_creation_is_conditional_and_the_message_reads_back_exactly(log):
+    first = message(data={"price": 12.5, "items": [1, 2], "name": "Bean"})
+    assert log.create(first) is True
+    assert log.create(message(data={"other": True})) is False  # same cause: a no-op
+    stored = log.get(first.id)
+    assert stored == first and isinstance(stored.data["price"], float)
+    assert log.get("msg_unknown") is None
+
+
+def test_one_claim_wins_and_an_expired_lease_can_be_claimed_again(log):
+    m = message()
+    log.create(m)
+    claimed = log.claim(m.id, StatusChange("sending", NOW), NOW + timedelta(minutes=5))
+    assert claimed is not None and claimed.status == "sending"
+    assert [c.status for c in claimed.timeline] == ["queued", "sending"]
+    assert log.claim(m.id, StatusChange("sending", NOW + timedelta(minutes=1)), NOW + timedelta(minutes=6)) is None
+    late = NOW + timedelta(minutes=6)
+    assert log.claim(m.id, StatusChange("sending", late), late + timedelta(minutes=5)) is not None
+    assert log.claim("msg_unknown", StatusChange("sending", NOW), NOW) is None
+
+
+def test_a_sent_message_is_never_claimed_and_status_moves_forward_only(log):
+    m = message()
+    log.create(m)
+    log.claim(m.id, StatusChange("sending", NOW), NOW + timedelta(minutes=5))
+    sent = log.advance(m.id, StatusChange("sent", NOW, {"provider_id": "ses-1"}), provider_id="ses-1",
+                       links=["https://shop.example/a"], subject="Welcome", address="ada@example.com")
+    assert sent.status == "sent" and sent.links == ("https://shop.example/a",) and sent.subject == "Welcome"
+    assert log.claim(m.id, StatusChange("sending", NOW + timedelta(hours=1)), NOW + timedelta(hours=2)) is None
+    log.advance(m.id, StatusChange("clicked", NOW + timedelta(minutes=3)))
+    late = log.advance(m.id, StatusChange("delivered", NOW + timedelta(minutes=4)))
+    assert late.status == "clicked" and late.timeline[-1].status == "delivered"
+    assert log.get(m.id) == late
+    assert log.by_provider_id("ses-1").id == m.id and log.by_provider_id("nope") is None
+    assert log.advance("msg_unknown", StatusChange("sent", NOW)) is None
+
+
+def test_a_claimed_message_can_be_released_to_wait(log):
+    m = message()
+    log.create(m)
+    assert log.release(m.id, StatusChange("deferred", NOW)) is None  # not claimed
+    log.claim(m.id, StatusChange("sending", NOW), NOW + timedelta(minutes=5))
+    until = NOW + timedelta(hours=8)
+    back = log.release(m.id, StatusChange("deferred", NOW, {"code": "quiet_hours", "until": until.isoformat()}))
+    assert back.status == "deferred" and back.timeline[-1].detail["code"] == "quiet_hours"
+    assert log.claim(m.id, StatusChange("sending", until), until + timedelta(minutes=5)) is not None
+
+
+def test_a_contacts_messages_come_newest_first_in_pages_and_are_erased(log):
+    for n in range(5):
+        log.create(message(f"evt-{n}", at=NOW + timedelta(minutes=n)))
+    log.create(message("evt-x", contact="c2"))
+    page, cursor = log.for_contact("c1", limit=3)
+    assert [m.cause for m in page] == ["evt-4", "evt-3", "evt-2"] and cursor
+    rest, end = log.for_contact("c1", limit=3, cursor=cursor)
+    assert [m.cause for m in rest] == ["evt-1", "evt-0"] and end is None
+    recent, _ = log.for_contact("c1", since=NOW + timedelta(minutes=3))
+    assert [m.cause for m in recent] == ["evt-4", "evt-3"]
+    with pytest.raises(ValueError):
+        log.for_contact("c2", cursor=cursor)  # a cursor of another contact
+    assert log.erase_contact("c1") == 5
+    assert log.for_contact("c1") == ([], None) and len(log.for_contact("c2")[0]) == 1
+
+
+def test_suppressions_are_found_by_channel_and_hash_and_the_first_entry_stays(aws_tables):
+    store = DynamoDBSuppressionStore(aws_tables["SuppressionsTable"])
+    key = suppression_key("email", "Ada@Example.com", SALT)
+    store.add(SuppressionEntry("email", key, "unsubscribed", NOW))
+    store.add(SuppressionEntry("email", key, "unsubscribed", NOW + timedelta(days=1)))  # kept: the first
+    store.add(SuppressionEntry("email", key, "bounced_hard", NOW + timedelta(days=2), "550 5.1.1"))
+    found = store.find("email", suppression_key("email", "ada@example.com", SALT))
+    assert [(e.reason, e.at) for e in found] == [("unsubscribed", NOW), ("bounced_hard", NOW + timedelta(days=2))]
+    assert found[1].detail == "550 5.1.1"
+    assert store.find("sms", key) == () and store.find("email", "hmac-sha256:other") == ()
+
+
+def test_channel_counters_add_up_per_hour_within_the_window(aws_tables):
+    stats = DynamoDBChannelStats(aws_tables["ChannelsTable"])
+    stats.add("email", NOW - timedelta(hours=30), sent=100)  # outside a 24-hour window
+    stats.add("email", NOW - timedelta(hours=2), sent=10, bounced=1)
+    stats.add("email", NOW - timedelta(hours=2), sent=5)
+    stats.add("email", NOW, sent=3, complained=1)
+    stats.add("sms", NOW, sent=7)
+    window = stats.window("email", NOW, 24)
+    assert (window.sent, window.bounced, window.complained, window.window) == (18, 1, 1, timedelta(hours=24))
+    assert stats.window("email", NOW, 48).sent == 118
+
+
+def test_the_send_rate_gives_a_burst_then_the_moment_the_next_send_fits(aws_tables):
+    rate = DynamoDBSendRate(aws_tables["ChannelsTable"])
+    budget = RateBudget(per_second=2, burst=2)
+    assert rate.take("email", "marketing", budget, NOW) is None
+    assert rate.take("email", "marketing", budget, NOW) is None
+    assert rate.take("email", "marketing", budget, NOW) == NOW + timedelta(milliseconds=500)
+    assert rate.take("email", "marketing", budget, NOW + timedelta(milliseconds=500)) is None
+    assert rate.take("sms", "marketing", budget, NOW) is None  # its own bucket
+
+
+def test_the_transactional_reserve_is_left_to_transactional_sends(aws_tables):
+    rate = DynamoDBSendRate(aws_tables["ChannelsTable"])
+    budget = RateBudget(per_second=1, burst=3, transactional_reserve=1)
+    assert rate.take("email", "marketing", budget, NOW) is None
+    assert rate.take("email", "marketing", budget, NOW) is None
+    assert rate.take("email", "marketing", budget, NOW) is not None  # the last token is kept
+    assert rate.take("email", "transactional", budget, NOW) is None
+
+
+def test_each_lane_has_its_own_queue_and_a_received_message_can_be_delayed(aws_tables):
+    import boto3
+
+    from chalicelib.adapters.sqs_messages import SqsMessageQueue, message_id_of
+
+    queue = SqsMessageQueue("mercurio-test-messages", "mercurio-test-messages-transactional")
+    queue.enqueue("msg_bulk", "marketing")
+    queue.enqueue("msg_receipt", "transactional")
+    sqs = boto3.client("sqs")
+    bulk = sqs.receive_message(QueueUrl=aws_tables["MessagesQueue"], MaxNumberOfMessages=10)["Messages"]
+    receipts = sqs.receive_message(QueueUrl=aws_tables["TransactionalMessagesQueue"],
+                                   MaxNumberOfMessages=10)["Messages"]
+    assert [message_id_of(m["Body"]) for m in bulk] == ["msg_bulk"]
+    assert [message_id_of(m["Body"]) for m in receipts] == ["msg_receipt"]
+    queue.retry_later("marketing", bulk[0]["ReceiptHandle"], 30 * 3600)  # capped at SQS's 12 hours
+    assert sqs.receive_message(QueueUrl=aws_tables["MessagesQueue"]).get("Messages") is None
+    with pytest.raises(ValueError):
+        message_id_of('{"id": 1}')
