@@ -8,6 +8,7 @@ from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.http import observe_http
+from chalicelib.entrypoints.messages_public import messages_public
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
 from chalicelib.entrypoints.tracking import tracking_api
@@ -21,3 +22,4 @@ app.register_blueprint(deliveries_api)
 app.register_blueprint(stream_handlers)
 app.register_blueprint(effects_handlers)
 app.register_blueprint(scheduled_jobs)
+app.register_blueprint(messages_public)

@@ -211,6 +211,43 @@ class Services:
 
         return ContactImporter(self.event_store, self.clock, ttl_days=self.settings.event_ttl_days)
 
+    # -- after a send: public message pages, SES feedback, erasure and export -----------------
+    # The message ports' DynamoDB adapters come with the send pipeline; until they are wired
+    # here, these three must be given as overrides (tests pass the in-memory fakes).
+
+    @cached_property
+    def message_log(self):
+        raise LookupError("no MessageLog adapter is wired: pass message_log= to bootstrap()")
+
+    @cached_property
+    def suppression_store(self):
+        raise LookupError("no SuppressionStore adapter is wired: pass suppression_store= to bootstrap()")
+
+    @cached_property
+    def channel_stats(self):
+        raise LookupError("no ChannelStats adapter is wired: pass channel_stats= to bootstrap()")
+
+    @cached_property
+    def link_tracker(self):
+        from chalicelib.domain.messaging.links import LinkTracker
+
+        return LinkTracker(self.settings.link_secrets, self.settings.public_messages_url)
+
+    @cached_property
+    def interactions(self):
+        from chalicelib.services.interactions import Interactions
+
+        return Interactions(self.message_log, self.suppression_store, self.event_store, self.contact_repository,
+                            self.link_tracker, self.clock, self.settings.suppression_salt,
+                            ttl_days=self.settings.event_ttl_days)
+
+    @cached_property
+    def ses_feedback(self):
+        from chalicelib.services.feedback import SesFeedback
+
+        return SesFeedback(self.message_log, self.suppression_store, self.channel_stats, self.event_store,
+                           self.clock, self.settings.suppression_salt, ttl_days=self.settings.event_ttl_days)
+
 
 def count_unreadable_definitions(rows: list[dict]) -> None:
     """Metric DefinitionsUnreadable at every catalog load: stored definitions this release's

@@ -50,6 +50,17 @@ def effects_queue_name() -> str:
     return _env("MERCURIO_EFFECTS_QUEUE", f"mercurio-{stage()}-effects")
 
 
+def feedback_queue_name() -> str:
+    """Read at import time by the SES feedback consumer's decorator (Chalice needs a literal)."""
+    return _env("MERCURIO_FEEDBACK_QUEUE", f"mercurio-{stage()}-ses-feedback")
+
+
+def _secrets(name: str) -> tuple[bytes, ...]:
+    """Comma-separated secrets, newest first (a rotation keeps the older ones readable)."""
+    value = _env(name)
+    return tuple(part.strip().encode("utf-8") for part in value.split(",") if part.strip()) if value else ()
+
+
 def _seconds(name: str, default: float) -> float:
     value = _env(name)
     try:
@@ -90,6 +101,15 @@ class Settings:
     delivery_first_retry_seconds: float = 2.0
     delivery_max_delay_seconds: float = 900.0
     delivery_horizon_seconds: float = 24 * 3600.0
+    # -- after a send: public message pages, SES feedback, erasure ---------------------------
+    # The signing keys of the links in messages (clicks, pixel, unsubscribe, preferences),
+    # newest first; the public URL those links start with (`https://…/v1/m`).
+    link_secrets: tuple[bytes, ...] = ()
+    public_messages_url: str = "http://localhost:8000/v1/m"
+    # The salt of the suppression list's address hashes (at least 16 bytes, never changed:
+    # a new salt would forget every opt-out).
+    suppression_salt: bytes = b""
+    feedback_queue: str = "mercurio-dev-ses-feedback"
 
 
 @lru_cache(maxsize=1)
@@ -124,6 +144,10 @@ def settings() -> Settings:
         delivery_first_retry_seconds=_seconds("MERCURIO_DELIVERY_FIRST_RETRY_SECONDS", 2.0),
         delivery_max_delay_seconds=_seconds("MERCURIO_DELIVERY_MAX_DELAY_SECONDS", 900.0),
         delivery_horizon_seconds=_seconds("MERCURIO_DELIVERY_HORIZON_SECONDS", 24 * 3600.0),
+        link_secrets=_secrets("MERCURIO_LINK_SECRETS"),
+        public_messages_url=_env("MERCURIO_PUBLIC_MESSAGES_URL", "http://localhost:8000/v1/m"),
+        suppression_salt=(_env("MERCURIO_SUPPRESSION_SALT") or "").encode("utf-8"),
+        feedback_queue=feedback_queue_name(),
     )
 
 
