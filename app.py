@@ -8,13 +8,14 @@ from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.http import observe_http
-from chalicelib.entrypoints.messages_public import messages_public
+from chalicelib.entrypoints.messages_public import PIXEL_ACCEPT_TYPES, messages_public
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
 from chalicelib.entrypoints.tracking import tracking_api
 
 app = Chalice(app_name="mercurio", configure_logs=False)
 app.register_middleware(observe_http, "http")
+app.api.binary_types.extend(t for t in PIXEL_ACCEPT_TYPES if t not in app.api.binary_types)
 app.register_blueprint(tracking_api)
 app.register_blueprint(admin_api)
 app.register_blueprint(definitions_api)

@@ -24,6 +24,10 @@ MAX_FORM_BYTES = 8192
 
 # The smallest transparent GIF (43 bytes).
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+# What image requests ask for. These are binary media types of the API (app.py adds them):
+# API Gateway, and Chalice after it, return a binary body only to a request whose Accept
+# names one of them. A request that accepts no image gets 204 (recorded all the same).
+PIXEL_ACCEPT_TYPES = ("image/gif", "image/*", "image/webp", "image/png", "image/apng", "image/avif")
 _PAGE_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
@@ -100,8 +104,15 @@ def message_open(token):
         services().interactions.open(token, _facts())
     except Exception:  # noqa: BLE001 - the pixel is served whatever happens
         logger.exception("open could not be recorded")
-    return Response(body=PIXEL, status_code=200, headers={
-        "Content-Type": "image/gif", "Cache-Control": "no-store, no-cache, must-revalidate, private"})
+    headers = {"Cache-Control": "no-store, no-cache, must-revalidate, private"}
+    if not _accepts_image(messages_public.current_request.headers.get("accept")):
+        return Response(body="", status_code=204, headers=headers)
+    return Response(body=PIXEL, status_code=200, headers={"Content-Type": "image/gif", **headers})
+
+
+def _accepts_image(accept: str | None) -> bool:
+    kinds = {part.split(";")[0].strip().lower() for part in (accept or "").split(",")}
+    return "*/*" in kinds or bool(kinds & set(PIXEL_ACCEPT_TYPES))
 
 
 # -- unsubscribe ---------------------------------------------------------------------------
