@@ -7,6 +7,7 @@ from chalicelib.entrypoints.admin import admin_api
 from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
+from chalicelib.entrypoints.feedback import feedback_handlers
 from chalicelib.entrypoints.http import observe_http
 from chalicelib.entrypoints.messages_public import PIXEL_ACCEPT_TYPES, messages_public
 from chalicelib.entrypoints.schedules import scheduled_jobs
@@ -24,3 +25,4 @@ app.register_blueprint(stream_handlers)
 app.register_blueprint(effects_handlers)
 app.register_blueprint(scheduled_jobs)
 app.register_blueprint(messages_public)
+app.register_blueprint(feedback_handlers)
