@@ -132,6 +132,17 @@ def configure_environment(emulator_url: str, write_key: str, admin_token: str) -
     # inherited from the environment as it is, never turned on here.
 
 
+def configure_message_pages(api_url: str) -> None:
+    """The links in messages point at this API; their signing key and the suppression salt
+    are the operator's when set, else made for this run (the emulator forgets everything
+    when it stops, so nothing signed or hashed outlives them)."""
+    import secrets
+
+    os.environ.setdefault("MERCURIO_PUBLIC_MESSAGES_URL", f"{api_url}/v1/m")
+    os.environ.setdefault("MERCURIO_LINK_SECRETS", secrets.token_urlsafe(32))
+    os.environ.setdefault("MERCURIO_SUPPRESSION_SALT", secrets.token_urlsafe(32))
+
+
 def scheduled_event(name: str) -> dict:
     """An EventBridge scheduled event, as Lambda receives it."""
     import uuid
@@ -187,6 +198,7 @@ class LocalStack:
         self.shop_url = f"http://{host}:{shop_port}"
         self.bridge = None
         self.queue_bridge = None
+        self.feedback_bridge = None
         self.api_server = None
         self.shop_server = None
         self.jobs = None
@@ -212,6 +224,7 @@ class LocalStack:
 
         self.emulator.start()
         configure_environment(self.emulator.url, self.write_key, self.admin_token)
+        configure_message_pages(self.api_url)
         sys.path.insert(0, str(ROOT))
         from local.provision import provision
 
@@ -243,6 +256,16 @@ class LocalStack:
 
         self.queue_bridge = QueueBridge(created["EffectsQueue"], invoke_deliver_effects, endpoint_url=self.emulator.url)
         self.queue_bridge.start()
+
+        # SES feedback (bounces, complaints, deliveries) published to the feedback topic.
+        from chalicelib.entrypoints.feedback import ses_feedback
+
+        def invoke_ses_feedback(event: dict) -> dict:
+            return ses_feedback(event, LambdaContext("ses_feedback", memory_size=512, max_runtime_ms=60_000))
+
+        self.feedback_bridge = QueueBridge(created["FeedbackQueue"], invoke_ses_feedback,
+                                           endpoint_url=self.emulator.url)
+        self.feedback_bridge.start()
 
         # The example definitions (segments, scoring, RFM, personas, campaigns) ship with the
         # app; marketers add theirs through the admin API or the data bucket.
@@ -285,6 +308,9 @@ class LocalStack:
         if self.queue_bridge is not None:
             self.queue_bridge.stop()
             self.queue_bridge = None
+        if self.feedback_bridge is not None:
+            self.feedback_bridge.stop()
+            self.feedback_bridge = None
         self.emulator.stop()
 
     def ready(self) -> dict:

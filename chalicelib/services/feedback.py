@@ -135,9 +135,13 @@ def parse_record(record: object) -> SesRecord:
 
 
 def _recipients(body: dict, key: str) -> list[str]:
+    """The addresses a bounce or complaint names; of a bounce, only those whose delivery
+    failed (a recipient listed as `delayed` may still receive it)."""
     found = []
     for item in body.get(key) or ():
-        address = item.get("emailAddress") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or item.get("action") not in (None, "failed"):
+            continue
+        address = item.get("emailAddress")
         if isinstance(address, str) and address.strip():
             found.append(address)
     return found
