@@ -10,6 +10,7 @@ from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.feedback import feedback_handlers
 from chalicelib.entrypoints.http import observe_http
 from chalicelib.entrypoints.messages_public import PIXEL_ACCEPT_TYPES, messages_public
+from chalicelib.entrypoints.privacy import privacy_api
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
 from chalicelib.entrypoints.tracking import tracking_api
@@ -26,3 +27,4 @@ app.register_blueprint(effects_handlers)
 app.register_blueprint(scheduled_jobs)
 app.register_blueprint(messages_public)
 app.register_blueprint(feedback_handlers)
+app.register_blueprint(privacy_api)

@@ -248,6 +248,14 @@ class Services:
         return SesFeedback(self.message_log, self.suppression_store, self.channel_stats, self.event_store,
                            self.clock, self.settings.suppression_salt, ttl_days=self.settings.event_ttl_days)
 
+    @cached_property
+    def privacy(self):
+        from chalicelib.services.privacy import Privacy
+
+        return Privacy(self.contact_repository, self.event_store, self.membership_store, self.definition_store,
+                       self.clock, self.settings.suppression_salt, messages=lambda: self.message_log,
+                       suppressions=lambda: self.suppression_store, score_of=self.score_of)
+
 
 def count_unreadable_definitions(rows: list[dict]) -> None:
     """Metric DefinitionsUnreadable at every catalog load: stored definitions this release's

@@ -123,3 +123,30 @@ class FakeSendRate(SendRate):
             return allowed_at
         self.tat[channel] = tat + interval
         return None
+
+
+# -- erasure: the delete ports (services/privacy_ports.py) on the everyday fakes -------------
+
+from tests.unit.fakes import FakeContactRepository, FakeEventStore  # noqa: E402
+from chalicelib.services.privacy_ports import ContactErasure, EventErasure  # noqa: E402
+
+
+class ErasableEventStore(FakeEventStore, EventErasure):
+    def erase_partition(self, partition, limit=500):
+        keys = sorted(k for k in self.items if k[0] == partition)
+        for key in keys[:limit]:
+            del self.items[key]
+        return len(keys[:limit]), len(keys) <= limit
+
+
+class ErasableContactRepository(FakeContactRepository, ContactErasure):
+    def forget_identifier(self, identifier, contact_id):
+        with self.lock:
+            if self.identities.get(identifier) != contact_id:
+                return False
+            del self.identities[identifier]
+            return True
+
+    def delete_contact(self, contact_id):
+        with self.lock:
+            return self.contacts.pop(contact_id, None) is not None
