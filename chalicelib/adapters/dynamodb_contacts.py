@@ -227,7 +227,7 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
 
     def delete_contact(self, contact_id: str) -> bool:
         try:
-            self.Contact(contact_id).delete(condition=self.Contact.id.exists())
+            self.Contact(contact_id).delete(condition=self.Contact.id.exists(), add_version_condition=False)
             return True
         except DeleteError as exc:
             if _conditional_failure(exc):
