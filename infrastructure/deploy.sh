@@ -238,7 +238,8 @@ check_table_names() {
     MERCURIO_MEMBERSHIPS_TABLE:MembershipsTableName \
     MERCURIO_SCHEDULE_TABLE:ScheduleTableName \
     MERCURIO_DELIVERIES_TABLE:DeliveriesTableName \
-    MERCURIO_EFFECTS_QUEUE:EffectsQueueName; do
+    MERCURIO_EFFECTS_QUEUE:EffectsQueueName \
+    MERCURIO_FEEDBACK_QUEUE:FeedbackQueueName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"
@@ -303,9 +304,10 @@ configure_stream_mapping() {
 # Chalice creates the effects queue's event source mapping without ReportBatchItemFailures;
 # without it Lambda deletes the failed deliveries with their batch instead of leaving them
 # on the queue for their back-off (chalicelib/entrypoints/effects.py).
+# The SES feedback queue's mapping needs it too (chalicelib/entrypoints/feedback.py).
 configure_queue_mapping() {
-  local queue_arn="$1" uuids uuid
-  uuids="$(mapping_uuids "${queue_arn}" "${APP_NAME}-${STAGE}-deliver_effects")"
+  local queue_arn="$1" function="${2:-deliver_effects}" uuids uuid
+  uuids="$(mapping_uuids "${queue_arn}" "${APP_NAME}-${STAGE}-${function}")"
   for uuid in ${uuids}; do
     wait_for_mapping "${uuid}"
     log "event source mapping ${uuid}: ReportBatchItemFailures"
@@ -353,7 +355,7 @@ finish() {
 # --- commands --------------------------------------------------------------------------
 
 deploy_two_stacks() {
-  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn bucket url
+  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn feedback_queue_arn bucket url
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -372,6 +374,7 @@ deploy_two_stacks() {
   stream_arn="$(stack_output "${data_stack}" EventsStreamArn)"
   dlq_arn="$(stack_output "${data_stack}" EventsDeadLetterQueueArn)"
   effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"
+  feedback_queue_arn="$(stack_output "${data_stack}" FeedbackQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
@@ -387,6 +390,7 @@ deploy_two_stacks() {
 
   configure_stream_mapping "${stream_arn}" "${dlq_arn}"
   configure_queue_mapping "${effects_queue_arn}"
+  configure_queue_mapping "${feedback_queue_arn}" ses_feedback
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
   finish "${url}"

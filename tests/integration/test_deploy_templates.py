@@ -50,6 +50,7 @@ FUNCTIONS = {
     "segment_jobs": ("SegmentJobs", 1024, 600),
     "rfm_thresholds": ("RfmThresholds", 1024, 900),
     "deliver_effects": ("DeliverEffects", 512, 60),
+    "ses_feedback": ("SesFeedback", 512, 60),
 }
 # How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
 # know the account id of a static policy file, `?` matches exactly one character.
@@ -368,8 +369,8 @@ TABLE_CALLS = {
     # resent_events.py: the stream handler deletes a resent messageId's extra rows
     "MERCURIO_EVENTS_TABLE": _INGEST_CALLS + ("DeleteItem",),
     # back-fills, size previews and the RFM thresholds walk every contact (ContactScan)
-    "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan",),
-    "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS,
+    "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan", "DeleteItem"),
+    "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS + ("DeleteItem",),
     # dynamodb_definitions.py: versions and the current pointer written in one transaction
     "MERCURIO_DEFINITIONS_TABLE": ("GetItem", "Query", "PutItem", "UpdateItem",
                                    "TransactWriteItems(Put)", "TransactWriteItems(Update)"),
@@ -394,6 +395,9 @@ QUEUE_CALLS = {
     "mercurio-{stage}-effects": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage", "sqs:deletemessage",
                                  "sqs:changemessagevisibility", "sqs:getqueueattributes"},
     "mercurio-{stage}-effects-dlq": set(),
+    "mercurio-{stage}-ses-feedback": {"sqs:receivemessage", "sqs:deletemessage", "sqs:changemessagevisibility",
+                                      "sqs:getqueueattributes"},
+    "mercurio-{stage}-ses-feedback-dlq": set(),
 }
 # Object actions on the data bucket, by key prefix. Listing is s3:ListBucket on the bucket,
 # conditioned on the prefix (LIST_PREFIX).
