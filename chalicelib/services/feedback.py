@@ -47,7 +47,7 @@ from chalicelib.domain.messaging.messages import (
     Message,
     StatusChange,
 )
-from chalicelib.services.interactions import append_contact_event, consent_event_properties
+from chalicelib.services.interactions import append_contact_event, checked_salt, consent_event_properties
 from chalicelib.services.message_ports import ChannelStats, MessageLog, SuppressionStore
 from chalicelib.services.ports import Clock, EventStore
 from chalicelib.services.segmentation import CONSENT_EVENT
@@ -155,7 +155,7 @@ class SesFeedback:
         self.stats = stats
         self.events = events
         self.clock = clock
-        self.salt = salt
+        self.salt = checked_salt(salt)
         self.ttl_days = ttl_days
 
     def find_message(self, record: SesRecord) -> Message | None:

@@ -26,6 +26,7 @@ from chalicelib.domain.messaging.consent import (
     DENIED,
     FEEDBACK,
     GRANTED,
+    MIN_SALT_BYTES,
     PREFERENCE_CENTRE,
     UNSUBSCRIBED,
     ConsentError,
@@ -61,6 +62,14 @@ UNSUBSCRIBED_EVENT = "Unsubscribed"
 # Channels a person can choose on the preference centre (webhooks and on-site content are
 # not messages sent to them).
 PREFERENCE_CHANNELS = ("email", "sms", "push")
+
+
+def checked_salt(salt: bytes) -> bytes:
+    """The suppression salt, refused at once when missing or short: without it no address
+    could be suppressed, and a bounce or an unsubscribe must never be dropped quietly."""
+    if not isinstance(salt, (bytes, bytearray)) or len(salt) < MIN_SALT_BYTES:
+        raise ConsentError(f"MERCURIO_SUPPRESSION_SALT must be set to at least {MIN_SALT_BYTES} bytes")
+    return bytes(salt)
 
 
 def append_contact_event(events: EventStore, contact_id: str, name: str, properties: dict, now: datetime,
@@ -126,7 +135,7 @@ class Interactions:
         self.contacts = contacts
         self.tracker = tracker
         self.clock = clock
-        self.salt = salt
+        self.salt = checked_salt(salt)
         self.ttl_days = ttl_days
 
     # -- clicks and opens ----------------------------------------------------------------

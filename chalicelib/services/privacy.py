@@ -33,6 +33,7 @@ from chalicelib.domain.events import iso
 from chalicelib.domain.identity import kind_of
 from chalicelib.domain.messaging.consent import ERASED, ConsentError, ConsentState, suppress
 from chalicelib.services.contacts import EVENT_PARTITION_KINDS, NotFound, contact_view
+from chalicelib.services.interactions import checked_salt
 from chalicelib.services.message_ports import MessageLog, SuppressionStore
 from chalicelib.services.ports import Clock, ContactRepository, DefinitionStore, EventStore, MembershipStore
 from chalicelib.services.privacy_ports import ContactErasure, EventErasure
@@ -72,7 +73,7 @@ class Privacy:
         self.memberships = memberships
         self.state = state
         self.clock = clock
-        self.salt = salt
+        self.salt = checked_salt(salt)
         # The message ports are read only when an export or an erasure needs them.
         self._messages = messages
         self._suppressions = suppressions

@@ -233,3 +233,11 @@ def test_the_consumer_acknowledges_unreadable_records_and_reports_only_transient
     monkeypatch.setattr(world.suppressions, "add", store_down)
     response = handle_feedback(sqs_event(json.dumps(DELAY_EVENT), json.dumps(BOUNCE_EVENT)), None, world.service)
     assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+
+
+@pytest.mark.parametrize("salt", [b"", b"short"])
+def test_a_missing_or_short_salt_is_refused_at_once_not_at_the_first_bounce(salt):
+    from chalicelib.domain.messaging.consent import ConsentError
+
+    with pytest.raises(ConsentError, match="MERCURIO_SUPPRESSION_SALT"):
+        SesFeedback(FakeMessageLog(), FakeSuppressionStore(), FakeChannelStats(), FakeEventStore(), FakeClock(), salt)
