@@ -94,6 +94,8 @@ def message_click(token):
         return _safe_page("unavailable")
     if result.destination is None:
         return _safe_page(result.reason)
+    if result.not_recorded:
+        logger.error("click not recorded", extra={"reason": result.not_recorded})
     return Response(body="", status_code=302, headers={
         "Location": result.destination, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 

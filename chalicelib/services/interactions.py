@@ -106,6 +106,7 @@ class RequestFacts:
 class ClickResult:
     destination: str | None
     reason: str | None = None  # why the safe page is shown instead
+    not_recorded: str | None = None  # the recording failed (the person is redirected all the same)
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,13 @@ class Interactions:
         outcome = self.tracker.resolve(token, stored_links, now)
         if outcome.safe_page:
             return ClickResult(None, outcome.reason)
-        message = found["message"]
+        try:
+            self._record_click(found["message"], outcome, request, now)
+        except Exception as exc:  # noqa: BLE001 - a store failure must not cost the person their link
+            return ClickResult(outcome.destination, not_recorded=f"{type(exc).__name__}: {exc}")
+        return ClickResult(outcome.destination)
+
+    def _record_click(self, message: Message, outcome, request: RequestFacts, now: datetime) -> None:
         earlier = tuple((c.at, c.detail.get("link_index")) for c in message.timeline
                         if c.status == CLICKED and isinstance(c.detail.get("link_index"), int))
         verdict = classify_interaction(InteractionFacts(
@@ -170,7 +177,6 @@ class Interactions:
                  "bot_reason": "; ".join(verdict.reasons) or None}
         append_contact_event(self.events, message.contact_id, LINK_CLICKED, props, now,
                              f"click:{message.id}:{outcome.link_index}:{iso(now)}", self.ttl_days)
-        return ClickResult(outcome.destination)
 
     def open(self, token: object, request: RequestFacts) -> bool:
         """Record an open; False when the pixel's token is not one to trust (the pixel is

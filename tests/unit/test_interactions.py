@@ -134,6 +134,15 @@ def test_a_click_seconds_after_delivery_is_flagged(world):
     assert event["properties"]["suspected_bot"] is True and "after delivery" in event["properties"]["bot_reason"]
 
 
+def test_a_click_whose_recording_fails_still_redirects(world, monkeypatch):
+    def store_down(*args, **kwargs):
+        raise ConnectionError("DynamoDB unavailable")
+
+    monkeypatch.setattr(world.events, "append", store_down)
+    result = world.service.click(world.token(CLICK, 0), PERSON)
+    assert result.destination == "https://shop.example/offer" and "unavailable" in result.not_recorded
+
+
 # -- opens -------------------------------------------------------------------------------------
 
 def test_an_open_is_recorded_and_an_apple_prefetch_is_flagged(world):
