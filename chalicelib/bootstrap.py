@@ -237,8 +237,8 @@ class Services:
     def interactions(self):
         from chalicelib.services.interactions import Interactions
 
-        return Interactions(self.message_log, self.suppression_store, self.event_store, self.contact_repository,
-                            self.link_tracker, self.clock, self.settings.suppression_salt,
+        return Interactions(lambda: self.message_log, lambda: self.suppression_store, self.event_store,
+                            self.contact_repository, self.link_tracker, self.clock, self.settings.suppression_salt,
                             ttl_days=self.settings.event_ttl_days)
 
     @cached_property

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 from chalicelib.domain.events import iso
 from chalicelib.domain.messaging.consent import (
@@ -127,17 +128,27 @@ class BadPreferences(ValueError):
 
 
 class Interactions:
-    def __init__(self, messages: MessageLog, suppressions: SuppressionStore, events: EventStore,
-                 contacts: ContactRepository, tracker: LinkTracker, clock: Clock, salt: bytes,
+    def __init__(self, messages: Callable[[], MessageLog], suppressions: Callable[[], SuppressionStore],
+                 events: EventStore, contacts: ContactRepository, tracker: LinkTracker, clock: Clock, salt: bytes,
                  ttl_days: int = 395):
-        self.messages = messages
-        self.suppressions = suppressions
+        # The message ports are reached only once a token's signature is good: a forged or
+        # damaged link is answered without touching a store.
+        self._messages = messages
+        self._suppressions = suppressions
         self.events = events
         self.contacts = contacts
         self.tracker = tracker
         self.clock = clock
         self.salt = checked_salt(salt)
         self.ttl_days = ttl_days
+
+    @property
+    def messages(self) -> MessageLog:
+        return self._messages()
+
+    @property
+    def suppressions(self) -> SuppressionStore:
+        return self._suppressions()
 
     # -- clicks and opens ----------------------------------------------------------------
 

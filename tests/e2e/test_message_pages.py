@@ -3,7 +3,6 @@ with the message ports as in-memory fakes (their DynamoDB adapters come with the
 pipeline) and the stream processor run over what the pages appended."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -156,3 +155,15 @@ def test_a_store_failure_is_never_a_500(pages, monkeypatch):
     assert app.http.get(f"/v1/m/o/{token(tracker, OPEN)}.gif", headers={"Accept": "image/*"}).status_code == 200
     assert app.http.post(f"/v1/m/u/{token(tracker, UNSUBSCRIBE)}", body="List-Unsubscribe=One-Click",
                          headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 503
+
+
+def test_the_local_stack_serves_the_message_pages(local_stack):
+    """`make run` configures the link signing key and the salt: a bad link gets the safe
+    page with its reason, the pixel draws."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{local_stack.api_url}/v1/m/c/not-a-token", timeout=10) as response:
+        assert response.status == 200 and b"incomplete or damaged" in response.read()
+    request = urllib.request.Request(f"{local_stack.api_url}/v1/m/o/not-a-token.gif", headers={"Accept": "image/*"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.read().startswith(b"GIF89a")

@@ -43,8 +43,8 @@ class World:
         self.events = FakeEventStore()
         self.contacts = FakeContactRepository()
         self.tracker = LinkTracker([SECRET], "https://mercurio.example/v1/m")
-        self.service = Interactions(self.messages, self.suppressions, self.events, self.contacts, self.tracker,
-                                    self.clock, SALT)
+        self.service = Interactions(lambda: self.messages, lambda: self.suppressions, self.events, self.contacts,
+                                    self.tracker, self.clock, SALT)
         contact = Contact(id="c1", identifiers=["email:ada@example.com"], created_at="2026-10-01T00:00:00.000Z")
         contact.consent = {"email": {"status": GRANTED, "at": "2026-10-01T00:00:00.000Z", "source": "admin_api"}}
         self.contacts.create(contact)
