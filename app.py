@@ -8,8 +8,11 @@ from chalicelib.entrypoints.content import content_api
 from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
+from chalicelib.entrypoints.feedback import feedback_handlers
 from chalicelib.entrypoints.http import observe_http
 from chalicelib.entrypoints.messages import message_handlers
+from chalicelib.entrypoints.messages_public import PIXEL_ACCEPT_TYPES, messages_public
+from chalicelib.entrypoints.privacy import privacy_api
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
 from chalicelib.entrypoints.templates import templates_api
@@ -17,6 +20,7 @@ from chalicelib.entrypoints.tracking import tracking_api
 
 app = Chalice(app_name="mercurio", configure_logs=False)
 app.register_middleware(observe_http, "http")
+app.api.binary_types.extend(t for t in PIXEL_ACCEPT_TYPES if t not in app.api.binary_types)
 app.register_blueprint(tracking_api)
 app.register_blueprint(admin_api)
 app.register_blueprint(definitions_api)
@@ -27,3 +31,6 @@ app.register_blueprint(effects_handlers)
 app.register_blueprint(message_handlers)
 app.register_blueprint(scheduled_jobs)
 app.register_blueprint(content_api)
+app.register_blueprint(messages_public)
+app.register_blueprint(feedback_handlers)
+app.register_blueprint(privacy_api)

@@ -236,14 +236,15 @@ class Services:
     def link_tracker(self):
         from chalicelib.domain.messaging.links import LinkTracker
 
-        secret = _secret(self.settings.link_secret, self.settings.link_secret_parameter, self.secret_store,
-                         "MERCURIO_LINK_SECRET")
-        return LinkTracker([secret], self.settings.public_base_url)
+        secrets = self.settings.link_secrets or tuple(
+            part.strip().encode() for part in _secret(None, self.settings.link_secret_parameter, self.secret_store,
+                                                      "MERCURIO_LINK_SECRETS").decode().split(",") if part.strip())
+        return LinkTracker(secrets, self.settings.public_messages_url)
 
     @cached_property
     def suppression_salt(self) -> bytes:
-        return _secret(self.settings.suppression_salt, self.settings.suppression_salt_parameter, self.secret_store,
-                       "MERCURIO_SUPPRESSION_SALT")
+        return _secret(self.settings.suppression_salt.decode(), self.settings.suppression_salt_parameter,
+                       self.secret_store, "MERCURIO_SUPPRESSION_SALT")
 
     @cached_property
     def send_policy(self):
@@ -345,6 +346,31 @@ class Services:
 
         return ContentService(self.contact_repository, lambda: self.definitions.catalog().content, self.templates,
                               self.settings.sources, self.clock, score_of=self.score_of)
+
+    # -- after a send: public message pages, SES feedback, erasure and export -----------------
+
+    @cached_property
+    def interactions(self):
+        from chalicelib.services.interactions import Interactions
+
+        return Interactions(lambda: self.message_log, lambda: self.suppression_store, self.event_store,
+                            self.contact_repository, self.link_tracker, self.clock, self.suppression_salt,
+                            ttl_days=self.settings.event_ttl_days)
+
+    @cached_property
+    def ses_feedback(self):
+        from chalicelib.services.feedback import SesFeedback
+
+        return SesFeedback(self.message_log, self.suppression_store, self.channel_stats, self.event_store,
+                           self.clock, self.suppression_salt, ttl_days=self.settings.event_ttl_days)
+
+    @cached_property
+    def privacy(self):
+        from chalicelib.services.privacy import Privacy
+
+        return Privacy(self.contact_repository, self.event_store, self.membership_store, self.definition_store,
+                       self.clock, self.suppression_salt, messages=lambda: self.message_log,
+                       suppressions=lambda: self.suppression_store, score_of=self.score_of)
 
 
 def count_unreadable_definitions(rows: list[dict]) -> None:

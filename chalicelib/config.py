@@ -60,6 +60,17 @@ def transactional_queue_name() -> str:
     return _env("MERCURIO_TRANSACTIONAL_QUEUE", f"mercurio-{stage()}-messages-transactional")
 
 
+def feedback_queue_name() -> str:
+    """Read at import time by the SES feedback consumer's decorator (Chalice needs a literal)."""
+    return _env("MERCURIO_FEEDBACK_QUEUE", f"mercurio-{stage()}-ses-feedback")
+
+
+def _secrets(name: str) -> tuple[bytes, ...]:
+    """Comma-separated secrets, newest first (a rotation keeps the older ones readable)."""
+    value = _env(name)
+    return tuple(part.strip().encode("utf-8") for part in value.split(",") if part.strip()) if value else ()
+
+
 def _seconds(name: str, default: float) -> float:
     value = _env(name)
     try:
@@ -106,12 +117,17 @@ class Settings:
     channels_table: str = "mercurio-dev-channels"
     messages_queue: str = "mercurio-dev-messages"
     transactional_queue: str = "mercurio-dev-messages-transactional"
-    # Where tracked links, the open pixel and the unsubscribe pages live (the API's base URL).
-    public_base_url: str = "http://127.0.0.1:8000"
-    # Secrets: set directly (local stack, tests) or read from these SSM SecureString parameters.
-    link_secret: str | None = None
+    feedback_queue: str = "mercurio-dev-ses-feedback"
+    # Where the links in messages live (clicks, pixel, unsubscribe, preferences): the API's URL
+    # followed by /v1/m.
+    public_messages_url: str = "http://127.0.0.1:8000/v1/m"
+    # Secrets, set directly (local stack, tests) or read from SSM SecureString parameters:
+    # the links' signing keys, newest first (a rotation keeps the older ones readable), and the
+    # salt of the suppression list's address hashes (16 bytes or more, never changed: a new
+    # salt would forget every opt-out).
+    link_secrets: tuple[bytes, ...] = ()
     link_secret_parameter: str | None = None
-    suppression_salt: str | None = None
+    suppression_salt: bytes = b""
     suppression_salt_parameter: str | None = None
     ses_configuration_set: str | None = None
     default_from_address: str = "Mercurio <hello@mercurio.example>"
@@ -162,10 +178,11 @@ def settings() -> Settings:
         channels_table=_env("MERCURIO_CHANNELS_TABLE", f"mercurio-{st}-channels"),
         messages_queue=messages_queue_name(),
         transactional_queue=transactional_queue_name(),
-        public_base_url=_env("MERCURIO_PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
-        link_secret=_env("MERCURIO_LINK_SECRET"),
+        feedback_queue=feedback_queue_name(),
+        public_messages_url=_env("MERCURIO_PUBLIC_MESSAGES_URL", "http://127.0.0.1:8000/v1/m"),
+        link_secrets=_secrets("MERCURIO_LINK_SECRETS"),
         link_secret_parameter=_env("MERCURIO_LINK_SECRET_PARAMETER"),
-        suppression_salt=_env("MERCURIO_SUPPRESSION_SALT"),
+        suppression_salt=(_env("MERCURIO_SUPPRESSION_SALT") or "").encode("utf-8"),
         suppression_salt_parameter=_env("MERCURIO_SUPPRESSION_SALT_PARAMETER"),
         ses_configuration_set=_env("MERCURIO_SES_CONFIGURATION_SET"),
         default_from_address=_env("MERCURIO_FROM_ADDRESS", "Mercurio <hello@mercurio.example>"),

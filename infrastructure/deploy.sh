@@ -243,7 +243,8 @@ check_table_names() {
     MERCURIO_CHANNELS_TABLE:ChannelsTableName \
     MERCURIO_EFFECTS_QUEUE:EffectsQueueName \
     MERCURIO_MESSAGES_QUEUE:MessagesQueueName \
-    MERCURIO_TRANSACTIONAL_QUEUE:TransactionalMessagesQueueName; do
+    MERCURIO_TRANSACTIONAL_QUEUE:TransactionalMessagesQueueName \
+    MERCURIO_FEEDBACK_QUEUE:FeedbackQueueName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"
@@ -308,6 +309,7 @@ configure_stream_mapping() {
 # Chalice creates the effects queue's event source mapping without ReportBatchItemFailures;
 # without it Lambda deletes the failed deliveries with their batch instead of leaving them
 # on the queue for their back-off (chalicelib/entrypoints/effects.py).
+# The SES feedback queue's mapping needs it too (chalicelib/entrypoints/feedback.py).
 configure_queue_mapping() {
   local queue_arn="$1" function="${2:-deliver_effects}" uuids uuid
   uuids="$(mapping_uuids "${queue_arn}" "${APP_NAME}-${STAGE}-${function}")"
@@ -358,7 +360,7 @@ finish() {
 # --- commands --------------------------------------------------------------------------
 
 deploy_two_stacks() {
-  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn bucket url
+  local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn feedback_queue_arn bucket url
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -379,6 +381,7 @@ deploy_two_stacks() {
   effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"
   messages_queue_arn="$(stack_output "${data_stack}" MessagesQueueArn)"
   transactional_queue_arn="$(stack_output "${data_stack}" TransactionalMessagesQueueArn)"
+  feedback_queue_arn="$(stack_output "${data_stack}" FeedbackQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
@@ -397,6 +400,7 @@ deploy_two_stacks() {
   # The messages consumers leave deferred messages on their queues the same way.
   configure_queue_mapping "${messages_queue_arn}" send_messages
   configure_queue_mapping "${transactional_queue_arn}" send_transactional_messages
+  configure_queue_mapping "${feedback_queue_arn}" ses_feedback
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
   finish "${url}"

@@ -107,9 +107,19 @@ def provision(stage: str, endpoint_url: str | None = None, region: str = "us-eas
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             created[f"{logical}.Arn"] = params[f"{logical}.Arn"] = arn
             created[f"{logical}.QueueName"] = params[f"{logical}.QueueName"] = props["QueueName"]
+            created[f"{logical}.QueueUrl"] = params[f"{logical}.QueueUrl"] = url
         elif kind == "AWS::SNS::Topic":
             sns = boto3.client("sns", endpoint_url=endpoint_url, region_name=region)
-            created[logical] = sns.create_topic(Name=props["TopicName"])["TopicArn"]
+            created[logical] = params[logical] = sns.create_topic(Name=props["TopicName"])["TopicArn"]
+        elif kind == "AWS::SNS::Subscription":
+            sns = boto3.client("sns", endpoint_url=endpoint_url, region_name=region)
+            attributes = {"RawMessageDelivery": "true"} if str(props.get("RawMessageDelivery")).lower() == "true" else {}
+            created[logical] = sns.subscribe(TopicArn=props["TopicArn"], Protocol=props["Protocol"],
+                                             Endpoint=props["Endpoint"], Attributes=attributes)["SubscriptionArn"]
+        elif kind == "AWS::SQS::QueuePolicy":
+            sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
+            for url in props["Queues"]:
+                sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])})
         else:
             raise ValueError(f"the local stack cannot create {logical} ({kind}); teach local/provision.py")
     return created

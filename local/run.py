@@ -149,13 +149,20 @@ def configure_environment(emulator_url: str, write_key: str, admin_token: str) -
         "MERCURIO_DEFINITIONS_CACHE_SECONDS": os.environ.get("MERCURIO_DEFINITIONS_CACHE_SECONDS", "2"),
         # Deliveries locally: retried for 15 minutes, not 24 hours, unless the operator says otherwise.
         "MERCURIO_DELIVERY_HORIZON_SECONDS": os.environ.get("MERCURIO_DELIVERY_HORIZON_SECONDS", "900"),
-        # Messaging secrets of this run (on AWS they are SSM parameters): links of an earlier
-        # run stop verifying, which is what a rotated secret does too.
-        "MERCURIO_LINK_SECRET": os.environ.get("MERCURIO_LINK_SECRET") or secrets.token_hex(32),
-        "MERCURIO_SUPPRESSION_SALT": os.environ.get("MERCURIO_SUPPRESSION_SALT") or secrets.token_hex(32),
     })
     # MERCURIO_WEBHOOKS_ALLOW_PRIVATE is the operator's choice (a CRM on loopback needs it):
     # inherited from the environment as it is, never turned on here.
+
+
+def configure_message_pages(api_url: str) -> None:
+    """The links in messages point at this API; their signing key and the suppression salt
+    are the operator's when set, else made for this run (the emulator forgets everything
+    when it stops, so nothing signed or hashed outlives them)."""
+    import secrets
+
+    os.environ.setdefault("MERCURIO_PUBLIC_MESSAGES_URL", f"{api_url}/v1/m")
+    os.environ.setdefault("MERCURIO_LINK_SECRETS", secrets.token_urlsafe(32))
+    os.environ.setdefault("MERCURIO_SUPPRESSION_SALT", secrets.token_urlsafe(32))
 
 
 def scheduled_event(name: str) -> dict:
@@ -214,6 +221,8 @@ class LocalStack:
         self.bridge = None
         self.queue_bridge = None
         self.message_bridges: list = []
+
+        self.feedback_bridge = None
         self.api_server = None
         self.shop_server = None
         self.jobs = None
@@ -239,6 +248,7 @@ class LocalStack:
 
         self.emulator.start()
         configure_environment(self.emulator.url, self.write_key, self.admin_token)
+        configure_message_pages(self.api_url)
         sys.path.insert(0, str(ROOT))
         from local.provision import provision
 
@@ -288,6 +298,16 @@ class LocalStack:
         for message_bridge in self.message_bridges:
             message_bridge.start()
 
+        # SES feedback (bounces, complaints, deliveries) published to the feedback topic.
+        from chalicelib.entrypoints.feedback import ses_feedback
+
+        def invoke_ses_feedback(event: dict) -> dict:
+            return ses_feedback(event, LambdaContext("ses_feedback", memory_size=512, max_runtime_ms=60_000))
+
+        self.feedback_bridge = QueueBridge(created["FeedbackQueue"], invoke_ses_feedback,
+                                           endpoint_url=self.emulator.url)
+        self.feedback_bridge.start()
+
         # The example definitions (segments, scoring, RFM, personas, campaigns) ship with the
         # app; marketers add theirs through the admin API or the data bucket.
         from chalicelib.entrypoints import runtime
@@ -336,6 +356,10 @@ class LocalStack:
         for message_bridge in self.message_bridges:
             message_bridge.stop()
         self.message_bridges = []
+
+        if self.feedback_bridge is not None:
+            self.feedback_bridge.stop()
+            self.feedback_bridge = None
         self.emulator.stop()
 
     def ready(self) -> dict:

@@ -18,6 +18,7 @@ from pynamodb.attributes import Attribute, UnicodeAttribute, VersionAttribute
 from pynamodb.constants import BINARY
 from pynamodb.connection import Connection
 from pynamodb.exceptions import (
+    DeleteError,
     DoesNotExist,
     PutError,
     TransactWriteError,
@@ -29,6 +30,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.adapters.contact_document import decode_body, encode_body, pack_digests, unpack_digests
 from chalicelib.domain.contact import Contact
 from chalicelib.services.ports import ConcurrentUpdate, ContactRepository, ContactScan
+from chalicelib.services.privacy_ports import ContactErasure
 
 
 def _conditional_failure(exc: Exception) -> bool:
@@ -100,7 +102,7 @@ def identity_model(table_name: str, host: str | None = None, region: str | None 
     return IdentityItem
 
 
-class DynamoDBContactRepository(ContactRepository, ContactScan):
+class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
     def __init__(self, contacts_table: str, identities_table: str, host: str | None = None,
                  region: str | None = None):
         self.Contact = contact_model(contacts_table, host, region)
@@ -218,3 +220,24 @@ class DynamoDBContactRepository(ContactRepository, ContactScan):
         if not contact_ids:
             return {}
         return {item.id: self._to_domain(item) for item in self.Contact.batch_get(list(dict.fromkeys(contact_ids)))}
+
+    # -- erasure (services/privacy.py) ---------------------------------------------------
+
+    def forget_identifier(self, identifier: str, contact_id: str) -> bool:
+        try:
+            self.Identity(identifier).delete(condition=self.Identity.contact_id == contact_id)
+            return True
+        except DeleteError as exc:
+            if _conditional_failure(exc):
+                return False  # gone already, or claimed by someone else since
+            raise
+
+    def delete_contact(self, contact_id: str) -> bool:
+        try:
+            self.Contact(contact_id).delete(condition=self.Contact.id.exists(), add_version_condition=False)
+            return True
+        except DeleteError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+

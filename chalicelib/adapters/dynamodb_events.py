@@ -20,6 +20,7 @@ from boto3.dynamodb.conditions import Key
 
 from chalicelib.domain.events import iso  # the sort key's time part
 from chalicelib.services.ports import AppendResult, EventStore, EventStoreUnavailable, ResentEvents, StoredEvent
+from chalicelib.services.privacy_ports import EventErasure
 
 BATCH_WRITE_MAX = 25
 MAX_RETRIES = 8
@@ -65,7 +66,7 @@ def write_units(item: dict) -> int:
 RESEND_WINDOW = timedelta(days=1)
 
 
-class DynamoDBEventStore(EventStore, ResentEvents):
+class DynamoDBEventStore(EventStore, ResentEvents, EventErasure):
     def __init__(self, table_name: str, client=None, sleep: Callable[[float], None] = time.sleep):
         self.table_name = table_name
         self._client = client
@@ -172,4 +173,17 @@ class DynamoDBEventStore(EventStore, ResentEvents):
             events.append(decode_body(body))
             last_sk = sk
         return events, None
+
+    # -- erasure (services/privacy.py) ---------------------------------------------------
+
+    def erase_partition(self, partition: str, limit: int = 500) -> tuple[int, bool]:
+        """One Query of keys only, then batched deletes: a slice of an erasure job."""
+        response = self.table.query(KeyConditionExpression=Key("pk").eq(partition), ProjectionExpression="pk, sk",
+                                    Limit=limit, ConsistentRead=True)
+        keys = [{"pk": item["pk"], "sk": item["sk"]} for item in response.get("Items", [])]
+        for start in range(0, len(keys), BATCH_WRITE_MAX):
+            requests = [{"DeleteRequest": {"Key": {"pk": {"S": k["pk"]}, "sk": {"S": k["sk"]}}}}
+                        for k in keys[start:start + BATCH_WRITE_MAX]]
+            self._write(requests)
+        return len(keys), "LastEvaluatedKey" not in response
 

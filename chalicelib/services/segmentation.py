@@ -131,11 +131,22 @@ class ProfileRules:
         channel, status = props.get("channel"), props.get("status")
         if not isinstance(channel, str) or status not in ("granted", "denied"):
             return set()
-        current = contact.consent.get(channel, {})
+        # A topic (`email/newsletter`) and the proof are read only from Mercurio's own events
+        # (unsubscribe and preference pages, SES feedback: services/interactions.py), whose
+        # source and proof the public write key cannot forge.
+        own = event.get("source") == INTERNAL_SOURCE and bool(event.get("contactId"))
+        topic = props.get("topic") if own else None
+        key = channel
+        if isinstance(topic, str) and topic.strip() and "/" not in topic and len(topic) <= 64:
+            key = f"{channel}/{topic.strip().lower()}"
+        current = contact.consent.get(key, {})
         if event["timestamp"] < current.get("at", ""):
             return set()
-        contact.consent[channel] = {"status": status, "at": event["timestamp"],
-                                    "source": str(props.get("source") or event.get("source") or "")}
+        record = {"status": status, "at": event["timestamp"],
+                  "source": str(props.get("source") or event.get("source") or "")}
+        if own and isinstance(props.get("proof"), dict):
+            record["proof"] = {k: props["proof"].get(k) for k in ("shown", "where", "ip", "user_agent")}
+        contact.consent[key] = record
         return {"consent"}
 
     # -- segments ------------------------------------------------------------------------

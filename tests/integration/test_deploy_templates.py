@@ -52,6 +52,7 @@ FUNCTIONS = {
     "deliver_effects": ("DeliverEffects", 512, 60),
     "send_messages": ("SendMessages", 512, 60),
     "send_transactional_messages": ("SendTransactionalMessages", 512, 60),
+    "ses_feedback": ("SesFeedback", 512, 60),
 }
 # How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
 # know the account id of a static policy file, `?` matches exactly one character.
@@ -370,8 +371,8 @@ TABLE_CALLS = {
     # resent_events.py: the stream handler deletes a resent messageId's extra rows
     "MERCURIO_EVENTS_TABLE": _INGEST_CALLS + ("DeleteItem",),
     # back-fills, size previews and the RFM thresholds walk every contact (ContactScan)
-    "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan",),
-    "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS,
+    "MERCURIO_CONTACTS_TABLE": _INGEST_CALLS + ("Scan", "DeleteItem"),
+    "MERCURIO_IDENTITIES_TABLE": _INGEST_CALLS + ("DeleteItem",),
     # dynamodb_definitions.py: versions and the current pointer written in one transaction
     "MERCURIO_DEFINITIONS_TABLE": ("GetItem", "Query", "PutItem", "UpdateItem",
                                    "TransactWriteItems(Put)", "TransactWriteItems(Update)"),
@@ -413,6 +414,9 @@ QUEUE_CALLS = {
                                                 "sqs:deletemessage", "sqs:changemessagevisibility",
                                                 "sqs:getqueueattributes"},
     "mercurio-{stage}-messages-dlq": set(),
+    "mercurio-{stage}-ses-feedback": {"sqs:receivemessage", "sqs:deletemessage", "sqs:changemessagevisibility",
+                                      "sqs:getqueueattributes"},
+    "mercurio-{stage}-ses-feedback-dlq": set(),
 }
 # Actions that support resource-level permissions but must be granted on "*" for a call the
 # code makes, with the reason.

@@ -180,3 +180,30 @@ class FakePushSender(PushSender):
     def send(self, endpoint, title, body, data, reference):
         self.sent.append((endpoint, title, body))
         return ChannelResult(ACCEPTED, provider_id=f"push-{len(self.sent)}")
+
+
+# -- erasure (services/privacy.py) ---------------------------------------------------------
+
+from tests.unit.fakes import FakeContactRepository, FakeEventStore  # noqa: E402
+from chalicelib.services.privacy_ports import ContactErasure, EventErasure  # noqa: E402
+
+
+class ErasableEventStore(FakeEventStore, EventErasure):
+    def erase_partition(self, partition, limit=500):
+        keys = sorted(k for k in self.items if k[0] == partition)
+        for key in keys[:limit]:
+            del self.items[key]
+        return len(keys[:limit]), len(keys) <= limit
+
+
+class ErasableContactRepository(FakeContactRepository, ContactErasure):
+    def forget_identifier(self, identifier, contact_id):
+        with self.lock:
+            if self.identities.get(identifier) != contact_id:
+                return False
+            del self.identities[identifier]
+            return True
+
+    def delete_contact(self, contact_id):
+        with self.lock:
+            return self.contacts.pop(contact_id, None) is not None
