@@ -93,16 +93,24 @@ class FakeSuppressionStore(SuppressionStore):
 
 
 class FakeChannelStats(ChannelStats):
+    """Hourly buckets, as the DynamoDB adapter keeps them."""
+
     def __init__(self):
-        self.rows: list[tuple[str, datetime, int, int, int]] = []
+        self.hours: dict[tuple[str, str], dict[str, int]] = {}
 
-    def add(self, channel, at, sent=0, bounced=0, complained=0):
-        self.rows.append((channel, at, sent, bounced, complained))
+    def add(self, channel, at, sent=0, bounced=0, complained=0) -> None:
+        hour = at.strftime("%Y-%m-%dT%H")
+        row = self.hours.setdefault((channel, hour), {"sent": 0, "bounced": 0, "complained": 0})
+        row["sent"] += sent
+        row["bounced"] += bounced
+        row["complained"] += complained
 
-    def window(self, channel, now, hours):
-        rows = [r for r in self.rows if r[0] == channel and now - timedelta(hours=hours) < r[1] <= now]
-        return SendCounters(sum(r[2] for r in rows), sum(r[3] for r in rows), sum(r[4] for r in rows),
-                            timedelta(hours=hours))
+    def window(self, channel, now, hours) -> SendCounters:
+        first = (now - timedelta(hours=hours - 1)).strftime("%Y-%m-%dT%H")
+        last = now.strftime("%Y-%m-%dT%H")
+        rows = [r for (c, h), r in self.hours.items() if c == channel and first <= h <= last]
+        return SendCounters(sent=sum(r["sent"] for r in rows), bounced=sum(r["bounced"] for r in rows),
+                            complained=sum(r["complained"] for r in rows), window=timedelta(hours=hours))
 
 
 class FakeSendRate(SendRate):
