@@ -14,11 +14,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.template_files import DirectoryTemplateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = {"Authorization": "Bearer test-admin-token-1", "Content-Type": "application/json"}
-BASE_URL = "https://t.shop.example"
+BASE_URL = "https://t.shop.example/v1/m"
 
 
 def ses_raw_messages() -> list:
@@ -33,13 +32,16 @@ def messaging(app_client, app_env, monkeypatch):
     from chalicelib.domain.definition_errors import load_yaml
     from chalicelib.entrypoints import runtime
     from local.queue_bridge import QueueBridge
+    from local.upload_templates import accept_templates
     from local.stream_bridge import StreamBridge
 
-    monkeypatch.setenv("MERCURIO_LINK_SECRET", "e2e-link-secret-0123456789")
+    monkeypatch.setenv("MERCURIO_LINK_SECRETS", "e2e-link-secret-0123456789")
     monkeypatch.setenv("MERCURIO_SUPPRESSION_SALT", "e2e-suppression-salt-0123")
-    monkeypatch.setenv("MERCURIO_PUBLIC_BASE_URL", BASE_URL)
+    monkeypatch.setenv("MERCURIO_PUBLIC_MESSAGES_URL", BASE_URL)
     monkeypatch.setenv("MERCURIO_QUIET_HOURS", "off")  # the test runs at any hour of the day
-    runtime.reset(template_store=DirectoryTemplateStore(ROOT / "templates"))
+    runtime.reset()
+    accepted, refused = accept_templates(runtime.services().template_authoring)  # what make run does
+    assert "welcome.html.j2" in accepted and refused == []
     boto3.client("ses").verify_domain_identity(Domain="shop.example")
     document = load_yaml((ROOT / "chalicelib/definitions/triggers/welcome-email.yaml").read_text())
     response = app_client.http.put("/v1/admin/definitions/trigger/welcome-email", body=json.dumps(document),
