@@ -317,6 +317,14 @@ class LocalStack:
         from local.upload_templates import accept_templates
 
         accept_templates(runtime.services().template_authoring)
+        # SES sends only from verified identities; their notifications reach the feedback queue.
+        import boto3
+
+        from local.ses_identities import prepare_ses, sending_domains
+
+        prepare_ses(boto3.client("ses", endpoint_url=self.emulator.url),
+                    sending_domains(ROOT / "templates", runtime.services().settings.default_from_address),
+                    created.get("FeedbackTopic"))
         self.jobs = ScheduledJobs({
             "segment_jobs": (segment_jobs, self.jobs_interval),
             "rfm_thresholds": (rfm_thresholds, max(self.jobs_interval, 600)),
