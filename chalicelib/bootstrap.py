@@ -272,7 +272,8 @@ class Services:
             templates=self.templates, contacts=self.contact_repository, queue=self.message_queue,
             clock=self.clock, email=self.email_sender, sms=self.sms_sender, push=self.push_sender,
             tracker=lambda: self.link_tracker, salt=lambda: self.suppression_salt, policy=self.send_policy,
-            from_address=s.default_from_address, sms_max_segments=s.sms_max_segments, count=count_message_outcome)
+            from_address=s.default_from_address, sms_max_segments=s.sms_max_segments, count=count_message_outcome,
+            events=self.event_store, event_ttl_days=s.event_ttl_days)
 
     @cached_property
     def audience_exports(self):

@@ -47,7 +47,8 @@ from chalicelib.domain.messaging.messages import (
     Message,
     StatusChange,
 )
-from chalicelib.services.interactions import append_contact_event, checked_salt, consent_event_properties
+from chalicelib.services.interactions import checked_salt, consent_event_properties
+from chalicelib.services.message_events import append_contact_event, message_event_properties
 from chalicelib.services.message_ports import ChannelStats, MessageLog, SuppressionStore
 from chalicelib.services.ports import Clock, EventStore
 from chalicelib.services.segmentation import CONSENT_EVENT
@@ -147,6 +148,9 @@ def _recipients(body: dict, key: str) -> list[str]:
     return found
 
 
+# The Segment Email Events a message's feedback becomes on its contact (domain/engagement.py).
+_ENGAGEMENT_EVENTS = {DELIVERED: "Email Delivered", "bounce": "Email Bounced", COMPLAINED: "Email Complained"}
+
 class SesFeedback:
     def __init__(self, messages: MessageLog, suppressions: SuppressionStore, stats: ChannelStats,
                  events: EventStore, clock: Clock, salt: bytes, ttl_days: int = 395):
@@ -202,6 +206,13 @@ class SesFeedback:
         elif status == COMPLAINED:
             self.stats.add("email", at, complained=1)
         self.messages.advance(message.id, StatusChange(status, at, detail))
+        engagement = _ENGAGEMENT_EVENTS.get(status if record.kind != "Bounce" else "bounce")
+        if engagement is not None:  # on the contact too: segments and the six groups read it
+            props = message_event_properties(message)
+            if record.kind == "Bounce":
+                props["bounce_type"] = "hard" if record.body.get("bounceType") == "Permanent" else "soft"
+            append_contact_event(self.events, message.contact_id, engagement, props, at,
+                                 f"{engagement}:{message.id}:{dedup}", self.ttl_days)
         return FeedbackOutcome("applied", message.id, suppressed, {"status": status})
 
     def _suppress(self, address: str, reason: str, at: datetime, body: dict) -> int:

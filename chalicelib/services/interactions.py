@@ -55,11 +55,12 @@ from chalicelib.domain.messaging.messages import (
 )
 from chalicelib.services.message_ports import MessageLog, SuppressionStore
 from chalicelib.services.ports import Clock, ContactRepository, EventStore, StoredEvent
-from chalicelib.services.segmentation import CONSENT_EVENT, internal_event
+from chalicelib.services.message_events import append_contact_event, click_id_of, message_event_properties, with_click_id
+from chalicelib.services.segmentation import CONSENT_EVENT
 
 LINK_CLICKED = "Email Link Clicked"  # Segment's Email Events spec
 EMAIL_OPENED = "Email Opened"
-UNSUBSCRIBED_EVENT = "Unsubscribed"
+UNSUBSCRIBED_EVENT = "Email Unsubscribed"  # Segment's Email Events spec; other channels: "Unsubscribed"
 # Channels a person can choose on the preference centre (webhooks and on-site content are
 # not messages sent to them).
 PREFERENCE_CHANNELS = ("email", "sms", "push")
@@ -71,17 +72,6 @@ def checked_salt(salt: bytes) -> bytes:
     if not isinstance(salt, (bytes, bytearray)) or len(salt) < MIN_SALT_BYTES:
         raise ConsentError(f"MERCURIO_SUPPRESSION_SALT must be set to at least {MIN_SALT_BYTES} bytes")
     return bytes(salt)
-
-
-def append_contact_event(events: EventStore, contact_id: str, name: str, properties: dict, now: datetime,
-                         cause: str, ttl_days: int) -> dict:
-    """One event about a contact, as Mercurio's own events are stored (partition
-    `contact:{id}`); its messageId derives from `cause`, so a retry stores it once."""
-    event = internal_event(contact_id, name, properties, now, cause)
-    ttl = int((now + timedelta(days=ttl_days)).timestamp())
-    events.append([StoredEvent(partition=f"contact:{contact_id}",
-                               sort=f"{event['originalTimestamp']}#{event['messageId']}", body=event, ttl=ttl)])
-    return event
 
 
 def consent_event_properties(channel: str, topic: str | None, status: str, source: str, proof: ConsentProof,
@@ -166,13 +156,15 @@ class Interactions:
         outcome = self.tracker.resolve(token, stored_links, now)
         if outcome.safe_page:
             return ClickResult(None, outcome.reason)
+        click_id = click_id_of(found["message"].id, outcome.link_index, now)
+        landing = with_click_id(outcome.destination, click_id)
         try:
-            self._record_click(found["message"], outcome, request, now)
+            self._record_click(found["message"], outcome, request, now, click_id)
         except Exception as exc:  # noqa: BLE001 - a store failure must not cost the person their link
-            return ClickResult(outcome.destination, not_recorded=f"{type(exc).__name__}: {exc}")
-        return ClickResult(outcome.destination)
+            return ClickResult(landing, not_recorded=f"{type(exc).__name__}: {exc}")
+        return ClickResult(landing)
 
-    def _record_click(self, message: Message, outcome, request: RequestFacts, now: datetime) -> None:
+    def _record_click(self, message: Message, outcome, request: RequestFacts, now: datetime, click_id: str) -> None:
         earlier = tuple((c.at, c.detail.get("link_index")) for c in message.timeline
                         if c.status == CLICKED and isinstance(c.detail.get("link_index"), int))
         verdict = classify_interaction(InteractionFacts(
@@ -184,6 +176,7 @@ class Interactions:
             detail["bot_reason"] = "; ".join(verdict.reasons)
         self.messages.advance(message.id, StatusChange(CLICKED, now, detail))
         props = {**self._message_properties(message), "link_index": outcome.link_index,
+                 "link_id": str(outcome.link_index), "click_id": click_id,
                  "url": outcome.destination, "suspected_bot": verdict.suspected_bot,
                  "bot_reason": "; ".join(verdict.reasons) or None}
         append_contact_event(self.events, message.contact_id, LINK_CLICKED, props, now,
@@ -250,7 +243,8 @@ class Interactions:
         append_contact_event(self.events, message.contact_id, CONSENT_EVENT,
                              consent_event_properties(message.channel, topic, DENIED, source, proof, message.id),
                              now, f"unsubscribe:{message.id}:{key}", self.ttl_days)
-        append_contact_event(self.events, message.contact_id, UNSUBSCRIBED_EVENT,
+        append_contact_event(self.events, message.contact_id,
+                             UNSUBSCRIBED_EVENT if message.channel == "email" else "Unsubscribed",
                              {**self._message_properties(message), "channel": message.channel,
                               "topic": topic, "source": source}, now, f"unsubscribed:{message.id}:{key}",
                              self.ttl_days)
@@ -342,7 +336,7 @@ class Interactions:
 
     @staticmethod
     def _message_properties(message: Message) -> dict:
-        return {"message_id": message.id, "campaign": message.campaign, "template": message.template}
+        return message_event_properties(message)
 
 
 def _delivered_at(message: Message) -> datetime | None:

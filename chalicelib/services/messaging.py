@@ -35,6 +35,7 @@ message back as `deferred`, retried with back-off like a provider retry.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -87,8 +88,11 @@ from chalicelib.domain.messaging.templates import (
 from chalicelib.services.channel_ports import ACCEPTED, RETRY, ChannelResult, EmailSender, PushSender, SmsSender
 from chalicelib.services.contacts import BadQuery, NotFound
 from chalicelib.services.message_ports import ChannelStats, MessageLog, MessageQueue, SendRate, SuppressionStore
+from chalicelib.services.message_events import MESSAGE_SENT, append_contact_event, message_event_properties
 from chalicelib.services.template_store import TemplateLibrary
-from chalicelib.services.ports import Clock, ContactRepository
+from chalicelib.services.ports import Clock, ContactRepository, EventStore
+
+logger = logging.getLogger(__name__)
 
 FORMAT_OF_CHANNEL = {"email": "html", "sms": "sms", "push": "push"}
 SENDABLE_CHANNELS = tuple(FORMAT_OF_CHANNEL)
@@ -145,6 +149,9 @@ class MessagingService:
     sms_max_segments: int = DEFAULT_MAX_SEGMENTS
     lease_seconds: float = LEASE_SECONDS
     count: Callable[[str, str | None], None] = lambda outcome, code: None  # metrics: (outcome, reason code)
+    # Where "Message Sent" lands on the contact (segments' `message: received`, the six groups).
+    events: EventStore | None = None
+    event_ttl_days: int = 395
 
     # -- requesting ------------------------------------------------------------------------
 
@@ -334,12 +341,25 @@ class MessagingService:
         except Exception as exc:
             raise OutcomeUnknown(f"message {message.id}: {type(exc).__name__}: {exc}") from exc
 
+    def _sent_event(self, message: Message, now: datetime) -> None:
+        """"Message Sent" on the contact. The message has gone and is recorded: a failure here
+        must not turn it into an unknown outcome, so it is logged and counted instead."""
+        if self.events is None:
+            return
+        try:
+            append_contact_event(self.events, message.contact_id, MESSAGE_SENT, message_event_properties(message),
+                                 now, f"sent:{message.id}", self.event_ttl_days)
+        except Exception as exc:  # noqa: BLE001 - see above
+            logger.error("Message Sent not recorded", extra={"message_id": message.id, "error": repr(exc)})
+            self.count("event_not_recorded", "message_sent")
+
     def _outcome(self, message: Message, now: datetime, result: ChannelResult, **fields) -> SendOutcome:
         if result.status == ACCEPTED:
             self.log.advance(message.id, StatusChange(SENT, now, {"provider_id": result.provider_id}),
                              provider_id=result.provider_id, **fields)
             self.stats.add(message.channel, now, sent=1)
             self.count(SENT, None)
+            self._sent_event(message, now)
             return SendOutcome(SENT, True)
         if result.status == RETRY:
             return self._retry(message, now, PROVIDER_RETRY, result.reason or result.code, result.retry_after)

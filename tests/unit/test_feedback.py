@@ -241,3 +241,20 @@ def test_a_missing_or_short_salt_is_refused_at_once_not_at_the_first_bounce(salt
 
     with pytest.raises(ConsentError, match="MERCURIO_SUPPRESSION_SALT"):
         SesFeedback(FakeMessageLog(), FakeSuppressionStore(), FakeChannelStats(), FakeEventStore(), FakeClock(), salt)
+
+
+@pytest.mark.parametrize("record,event,extra", [
+    (DELIVERY_EVENT, "Email Delivered", {}),
+    (BOUNCE_EVENT, "Email Bounced", {"bounce_type": "hard"}),
+    (TRANSIENT_EVENT, "Email Bounced", {"bounce_type": "soft"}),
+    (COMPLAINT_EVENT, "Email Complained", {}),
+])
+def test_feedback_becomes_the_email_event_on_the_contact_once(world, record, event, extra):
+    world.handle(record)
+    world.handle(record)  # redelivered: nothing twice
+    found = [e.body for e in world.events.inserted if e.body.get("event") == event]
+    assert len(found) == 1
+    assert found[0]["contactId"] == "c1"
+    assert found[0]["properties"] == {"message_id": "msg_1", "campaign_id": None, "campaign": None,
+                                      "template": "promo", "template_id": "promo", "channel": "email", **extra}
+    assert world.process().counters[event]["total"] == 1

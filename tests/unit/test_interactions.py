@@ -85,13 +85,17 @@ def world():
 
 def test_a_click_redirects_to_the_destination_stored_at_send_time_and_is_recorded(world):
     result = world.service.click(world.token(CLICK, 1), PERSON)
-    assert result.destination == "https://shop.example/coffee"
+    # The landing URL carries the click's id (`mcid`): the snippet puts it on every event of the
+    # visit, and the six groups follow the visit by it.
+    assert result.destination.startswith("https://shop.example/coffee?mcid=clk_")
+    click_id = result.destination.split("mcid=")[1]
     assert world.messages.get("msg_1").status == CLICKED
     [event] = world.contact_events("Email Link Clicked")
     assert event["contactId"] == "c1"
-    assert event["properties"] == {"message_id": "msg_1", "campaign": "black-friday", "template": "promo",
-                                   "link_index": 1, "url": "https://shop.example/coffee",
-                                   "suspected_bot": False, "bot_reason": None}
+    assert event["properties"] == {"message_id": "msg_1", "campaign": "black-friday", "campaign_id": "black-friday",
+                                   "template": "promo", "template_id": "promo", "channel": "email",
+                                   "link_index": 1, "link_id": "1", "click_id": click_id,
+                                   "url": "https://shop.example/coffee", "suspected_bot": False, "bot_reason": None}
     contact = world.process()
     assert contact.counters["Email Link Clicked"]["total"] == 1
 
@@ -140,7 +144,7 @@ def test_a_click_whose_recording_fails_still_redirects(world, monkeypatch):
 
     monkeypatch.setattr(world.events, "append", store_down)
     result = world.service.click(world.token(CLICK, 0), PERSON)
-    assert result.destination == "https://shop.example/offer" and "unavailable" in result.not_recorded
+    assert result.destination.startswith("https://shop.example/offer?mcid=clk_") and "unavailable" in result.not_recorded
 
 
 # -- opens -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from chalicelib.domain.messaging.links import LinkTracker
 from chalicelib.domain.messaging.policy import FrequencyCap, PolicySettings, QuietHours, RateBudget
 from chalicelib.services.channel_ports import REJECTED, RETRY, ChannelResult
 from chalicelib.services.messaging import MessagingService
-from tests.unit.fakes import FakeClock, FakeContactRepository
+from tests.unit.fakes import FakeClock, FakeContactRepository, FakeEventStore
 from tests.unit.messaging_fakes import (
     FakeChannelStats,
     FakeEmailSender,
@@ -66,12 +66,15 @@ class World:
         self.contacts = FakeContactRepository()
         self.email, self.sms, self.push = FakeEmailSender(email_results), FakeSmsSender(), FakePushSender()
         self.counted: list[tuple[str, str | None]] = []
+        self.events = FakeEventStore()
         self.service = MessagingService(
             log=self.log, suppressions=self.suppressions, stats=self.stats, rate=self.rate,
-            templates=TemplateLibrary(FakeTemplateStore(TEMPLATES), TemplateEngine(), max_age=0), contacts=self.contacts, queue=self.queue, clock=self.clock,
+            templates=TemplateLibrary(FakeTemplateStore(TEMPLATES), TemplateEngine(), max_age=0),
+            contacts=self.contacts, queue=self.queue, clock=self.clock,
             email=self.email, sms=self.sms, push=self.push,
             tracker=lambda: LinkTracker([SECRET], "https://t.shop.example"), salt=lambda: SALT,
-            policy=policy or PolicySettings(), count=lambda outcome, code: self.counted.append((outcome, code)))
+            policy=policy or PolicySettings(), count=lambda outcome, code: self.counted.append((outcome, code)),
+            events=self.events)
 
     def add(self, c: Contact) -> Contact:
         self.contacts.create(c)
@@ -106,6 +109,19 @@ def test_a_request_is_queued_once_and_sent_once_on_replay():
     assert sent.subject == "Welcome, Ada" and sent.address == "ada@example.com"
     assert [c.status for c in sent.timeline] == ["queued", "sending", "sent"]
     assert w.stats.window("email", NOON, 1).sent == 1
+    # "Message Sent" on the contact, once: segments (`message: received`) and the six groups read it.
+    [event] = [e.body for e in w.events.inserted if e.body.get("event") == "Message Sent"]
+    assert event["contactId"] == "c1" and event["properties"]["message_id"] == first.id
+    assert event["properties"]["channel"] == "email" and event["properties"]["template_id"] == "welcome"
+
+
+def test_a_sent_message_stays_sent_when_its_event_cannot_be_stored():
+    w = World()
+    w.add(contact())
+    w.events.append = lambda rows: (_ for _ in ()).throw(ConnectionError("DynamoDB unavailable"))
+    first = w.request()
+    assert w.service.send(first.id).status == "sent"
+    assert w.log.get(first.id).status == "sent" and ("event_not_recorded", "message_sent") in w.counted
 
 
 def test_the_email_carries_one_click_unsubscribe_tracked_links_and_tags():
