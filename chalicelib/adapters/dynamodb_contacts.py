@@ -147,7 +147,7 @@ class DynamoDBContactRepository(ContactRepository, ContactScan):
 
     def _to_domain(self, item) -> Contact:
         if item.body is not None:
-            doc = decode_body(item.body)
+            doc = decode_body(item.body, item.id)
             doc["recent"] = unpack_digests(item.seen or b"")
         else:
             doc = item.doc or {}
@@ -156,7 +156,7 @@ class DynamoDBContactRepository(ContactRepository, ContactScan):
     def _to_item(self, contact: Contact):
         doc = contact.to_document()
         digests = doc.pop("recent")
-        item = self.Contact(contact.id, merged_into=contact.merged_into, body=encode_body(doc),
+        item = self.Contact(contact.id, merged_into=contact.merged_into, body=encode_body(doc, contact.id),
                             seen=pack_digests(digests) or None)
         if contact.version is not None:
             item.version = contact.version
