@@ -163,7 +163,7 @@ class EventProcessor:
                 contact = cache.contacts.get(contact_id) if contact_id in cache.dirty else None
                 if contact is None:
                     contact = self._follow(contact_id, cache, consistent=True)
-                    self._publish(contact)
+                    self._publish_stored(contact)
                     changed = False
                     for event in events:
                         if apply_event(contact, event, self.counter_days, self._retention()):
@@ -249,7 +249,7 @@ class EventProcessor:
                 contact.add_identifier(identifier)
 
         if contact.id not in cache.dirty:
-            self._publish(contact)  # what the previous write left to publish, once, before new effects
+            self._publish_stored(contact)  # what the previous write left to publish, once, before new effects
         applied = apply_event(contact, event, self.counter_days, self._retention())
         if applied and self.rules is not None:
             for loser in losers:
@@ -287,7 +287,7 @@ class EventProcessor:
         if contact.id not in cache.dirty:
             self._settle_published(contact, event)
         if contact.id not in cache.dirty:
-            self._publish(contact)
+            self._publish_stored(contact)
         applied = apply_event(contact, event, self.counter_days, self._retention())
         written = True
         if applied:
@@ -335,6 +335,15 @@ class EventProcessor:
         the next write then stores only its own effects, so the outbox never accumulates."""
         if self.publisher is not None and contact.outbox:
             self.publisher.publish(contact, self.clock.now())
+
+    def _publish_stored(self, contact: Contact) -> None:
+        """Publish the outbox a contact was read back with, unless its write's publishing is
+        seen to have finished (`EffectsPublisher.publish_stored`): a contact whose next event
+        comes before the Segment Entered its last write emitted does not repeat that
+        write's membership moves and event appends. A contact taken from this invocation's
+        cache has no stored outbox left (it was published after its write)."""
+        if self.publisher is not None and contact.outbox:
+            self.publisher.publish_stored(contact, self.clock.now())
 
     def _lookup(self, identifiers: list[str], cache: BatchCache, consistent: bool) -> dict[str, str]:
         owners = {i: cache.owners[i] for i in identifiers if i in cache.owners}

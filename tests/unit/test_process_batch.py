@@ -218,12 +218,30 @@ def test_an_internal_events_arrival_settles_the_outbox_it_came_from(repo):
     assert stored.outbox == [] and stored.counters["Segment Entered"]["total"] == 1
 
 
-def test_a_stored_outbox_is_published_again_when_nothing_proves_it_was(repo):
+def test_a_stored_outbox_whose_events_are_all_stored_is_not_published_again(repo):
+    """The next event of a contact comes before the Segment Entered its last write emitted
+    (a later stream batch): the outbox it was read back with was published whole (its
+    internal events, stored last, are there), so no membership move or event write repeats."""
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    contact_id = owner(repo, "a").id
+    assert repo.get(contact_id).outbox  # stored with the write, published after it
+    calls, appended = memberships.calls, len(events.inserted)
+    assert processor.process_batch([ev("a", "Other")], BatchCache()).failed() == []
+    assert memberships.calls == calls and len(events.inserted) == appended and events.lookups == 1
+    assert repo.get(contact_id).outbox == []  # the next write stores only its own effects
+
+
+def test_a_stored_outbox_is_published_again_when_one_of_its_events_is_not_stored(repo):
+    """Publishing stopped before the internal events were stored (the process died, or the
+    append failed): the next processing of the contact publishes the outbox again."""
     processor, memberships, events = _with_rules(repo)
     processor.process_batch([ev("a")])
     calls = memberships.calls
-    processor.process_batch([ev("a", "Other")], BatchCache())  # a user event, not the proof
+    events.items.clear()  # as if the append had not happened
+    processor.process_batch([ev("a", "Other")], BatchCache())
     assert memberships.calls == calls + 1
+    assert [e.body["event"] for e in events.items.values()] == ["Segment Entered"]
 
 
 def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(repo):
