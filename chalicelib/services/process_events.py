@@ -8,8 +8,10 @@ and tries again).
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +31,10 @@ from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
 
 MAX_ATTEMPTS = 8
 MAX_POINTER_HOPS = 8
+# Contact writes whose outbox this process published whole, remembered by (id, version):
+# the same container processes a stream shard's batches one after the other, so the next
+# batch reading one of these contacts knows without a read. 10,000 entries take ~1 MB.
+PUBLISHED_MEMORY = 10_000
 
 
 class ProcessingConflict(Exception):
@@ -95,6 +101,8 @@ class EventProcessor:
         self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
         self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
         self.schedule = schedule  # recheck entries, written before the contact (see _schedule_before_write)
+        self._published: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._published_lock = threading.Lock()
 
     def process(self, event: dict, cache: BatchCache | None = None, defer: bool = False) -> Outcome:
         """Apply one event. With `defer`, a plain update stays in memory (the contact is named
@@ -249,7 +257,12 @@ class EventProcessor:
                 contact.add_identifier(identifier)
 
         if contact.id not in cache.dirty:
-            self._publish_stored(contact)  # what the previous write left to publish, once, before new effects
+            # What the previous write left to publish, once, before new effects. After a
+            # merge the outbox holds the losers' effects too, which no proof covers.
+            if losers:
+                self._publish(contact)
+            else:
+                self._publish_stored(contact)
         applied = apply_event(contact, event, self.counter_days, self._retention())
         if applied and self.rules is not None:
             for loser in losers:
@@ -331,18 +344,33 @@ class EventProcessor:
         """Publish the contact's outbox (idempotent effects) and empty it in memory.
 
         A stored contact keeps the effects of its last write: if that write's publishing
-        was cut short, they are published again here, before the next write replaces them;
-        the next write then stores only its own effects, so the outbox never accumulates."""
-        if self.publisher is not None and contact.outbox:
-            self.publisher.publish(contact, self.clock.now())
+        was cut short, they are published again (`_publish_stored`), before the next write
+        replaces them; the next write then stores only its own effects, so the outbox never
+        accumulates. A write published whole is remembered by its version."""
+        if self.publisher is None or not contact.outbox:
+            return
+        self.publisher.publish(contact, self.clock.now())
+        if contact.version is not None:
+            with self._published_lock:
+                self._published[(contact.id, contact.version)] = None
+                self._published.move_to_end((contact.id, contact.version))
+                while len(self._published) > PUBLISHED_MEMORY:
+                    self._published.popitem(last=False)
 
     def _publish_stored(self, contact: Contact) -> None:
-        """Publish the outbox a contact was read back with, unless its write's publishing is
-        seen to have finished (`EffectsPublisher.publish_stored`): a contact whose next event
-        comes before the Segment Entered its last write emitted does not repeat that
-        write's membership moves and event appends. A contact taken from this invocation's
-        cache has no stored outbox left (it was published after its write)."""
-        if self.publisher is not None and contact.outbox:
+        """Publish the outbox a contact was read back with, unless that write's publishing
+        is known to have finished: this process published it (remembered by version: a
+        version is written once), or its internal events are all in the event store
+        (`EffectsPublisher.publish_stored`: one read). So a contact whose next event comes
+        before the Segment Entered its last write emitted does not repeat that write's
+        membership moves and event appends. The outbox must be the stored one, as read."""
+        if self.publisher is None or not contact.outbox:
+            return
+        with self._published_lock:
+            known = (contact.id, contact.version) in self._published
+        if known:
+            contact.outbox.clear()
+        else:
             self.publisher.publish_stored(contact, self.clock.now())
 
     def _lookup(self, identifiers: list[str], cache: BatchCache, consistent: bool) -> dict[str, str]:

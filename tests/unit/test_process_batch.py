@@ -218,18 +218,35 @@ def test_an_internal_events_arrival_settles_the_outbox_it_came_from(repo):
     assert stored.outbox == [] and stored.counters["Segment Entered"]["total"] == 1
 
 
-def test_a_stored_outbox_whose_events_are_all_stored_is_not_published_again(repo):
-    """The next event of a contact comes before the Segment Entered its last write emitted
-    (a later stream batch): the outbox it was read back with was published whole (its
-    internal events, stored last, are there), so no membership move or event write repeats."""
+def another_container(processor: EventProcessor) -> EventProcessor:
+    """The same stores and rules in another process: it remembers no publishing."""
+    return EventProcessor(processor.repo, FakeClock(), sleep=lambda s: None, rules=processor.rules,
+                          publisher=processor.publisher)
+
+
+def test_a_stored_outbox_this_process_published_is_not_published_again_nor_read_for(repo):
+    """The contact's next event comes in a later stream batch, before the Segment Entered its
+    last write emitted: this process published that write's outbox whole (it remembers the
+    version), so no membership move, event write, or proof read repeats."""
     processor, memberships, events = _with_rules(repo)
     processor.process_batch([ev("a")])
     contact_id = owner(repo, "a").id
     assert repo.get(contact_id).outbox  # stored with the write, published after it
     calls, appended = memberships.calls, len(events.inserted)
     assert processor.process_batch([ev("a", "Other")], BatchCache()).failed() == []
-    assert memberships.calls == calls and len(events.inserted) == appended and events.lookups == 1
+    assert memberships.calls == calls and len(events.inserted) == appended and events.lookups == 0
     assert repo.get(contact_id).outbox == []  # the next write stores only its own effects
+
+
+def test_a_stored_outbox_whose_events_are_all_stored_is_not_published_again(repo):
+    """The same in another process: one read of the outbox's event keys proves it."""
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    contact_id = owner(repo, "a").id
+    calls, appended = memberships.calls, len(events.inserted)
+    assert another_container(processor).process_batch([ev("a", "Other")], BatchCache()).failed() == []
+    assert memberships.calls == calls and len(events.inserted) == appended and events.lookups == 1
+    assert repo.get(contact_id).outbox == []
 
 
 def test_a_stored_outbox_is_published_again_when_one_of_its_events_is_not_stored(repo):
@@ -239,9 +256,31 @@ def test_a_stored_outbox_is_published_again_when_one_of_its_events_is_not_stored
     processor.process_batch([ev("a")])
     calls = memberships.calls
     events.items.clear()  # as if the append had not happened
-    processor.process_batch([ev("a", "Other")], BatchCache())
+    another_container(processor).process_batch([ev("a", "Other")], BatchCache())
     assert memberships.calls == calls + 1
     assert [e.body["event"] for e in events.items.values()] == ["Segment Entered"]
+
+
+def test_an_outbox_whose_publishing_failed_is_published_again_by_the_same_process(repo):
+    """Only a publishing that finished is remembered."""
+    processor, memberships, events = _with_rules(repo)
+    failing = {"on": True}
+    append = events.append
+
+    def append_or_fail(batch):
+        if failing["on"]:
+            raise RuntimeError("event store unavailable")
+        return append(batch)
+
+    events.append = append_or_fail
+    clicked = ev("a")
+    assert processor.process_batch([clicked]).failed() == [0]
+    failing["on"] = False
+    calls = memberships.calls
+    assert processor.process_batch([clicked], BatchCache()).failed() == []  # the stream's retry
+    assert memberships.calls == calls + 1
+    assert [e.body["event"] for e in events.items.values()] == ["Segment Entered"]
+    assert owner(repo, "a").counters["Clicked"]["total"] == 1
 
 
 def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(repo):
