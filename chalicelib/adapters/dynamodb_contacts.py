@@ -1,8 +1,8 @@
 """Contacts and identities in DynamoDB, through PynamoDB models.
 
-A contact item holds the document (`body`: JSON deflated against a preset dictionary, see
-`contact_document`) and the digests of recently applied messages (`seen`, raw bytes).
-Items written before that layout hold a zlib-compressed `doc` and are still read.
+A contact item holds the document (`body`: a compact JSON layout deflated against a preset
+dictionary, see `contact_document`) and the digests of recently applied messages (`seen`,
+raw bytes). Items written before that layout hold a zlib-compressed `doc` and are still read.
 
 Race safety lives here: identity claims are conditional puts, contact writes are
 conditional on `version`, and a merge is one transaction that saves the survivor and fences

@@ -31,7 +31,7 @@ from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
 
 MAX_ATTEMPTS = 8
 MAX_POINTER_HOPS = 8
-# Contact writes whose outbox this process published whole, remembered by (id, version):
+# Contact writes whose outbox this process published whole, remembered by id and version:
 # the same container processes a stream shard's batches one after the other, so the next
 # batch reading one of these contacts knows without a read. 10,000 entries take ~1 MB.
 PUBLISHED_MEMORY = 10_000
@@ -101,7 +101,7 @@ class EventProcessor:
         self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
         self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
         self.schedule = schedule  # recheck entries, written before the contact (see _schedule_before_write)
-        self._published: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._published: OrderedDict[tuple[str, str, int | None], None] = OrderedDict()
         self._published_lock = threading.Lock()
 
     def process(self, event: dict, cache: BatchCache | None = None, defer: bool = False) -> Outcome:
@@ -351,11 +351,18 @@ class EventProcessor:
             return
         self.publisher.publish(contact, self.clock.now())
         if contact.version is not None:
+            key = self._write_key(contact)
             with self._published_lock:
-                self._published[(contact.id, contact.version)] = None
-                self._published.move_to_end((contact.id, contact.version))
+                self._published[key] = None
+                self._published.move_to_end(key)
                 while len(self._published) > PUBLISHED_MEMORY:
                     self._published.popitem(last=False)
+
+    @staticmethod
+    def _write_key(contact: Contact) -> tuple[str, str, int | None]:
+        """One write of one contact: its id and version, and its creation time (a contact
+        erased and written again under the same id starts its versions again)."""
+        return contact.id, contact.created_at, contact.version
 
     def _publish_stored(self, contact: Contact) -> None:
         """Publish the outbox a contact was read back with, unless that write's publishing
@@ -367,7 +374,7 @@ class EventProcessor:
         if self.publisher is None or not contact.outbox:
             return
         with self._published_lock:
-            known = (contact.id, contact.version) in self._published
+            known = self._write_key(contact) in self._published
         if known:
             contact.outbox.clear()
         else:

@@ -71,8 +71,10 @@ def test_timeline_merges_partitions_newest_first_with_cursor(events):
 def test_stored_says_which_event_keys_are_in_the_table(events):
     events.append([stored("contact:c1", "2026-11-22T10:00:00.000Z", "mercurio-1"),
                    stored("contact:c1", "2026-11-22T10:00:01.000Z", "mercurio-2")])
-    keys = [("contact:c1", "2026-11-22T10:00:00.000Z#mercurio-1"), ("contact:c1", "2026-11-22T10:00:01.000Z#mercurio-2"),
-            ("contact:c1", "2026-11-22T10:00:02.000Z#mercurio-3"), ("contact:c2", "2026-11-22T10:00:00.000Z#mercurio-1")]
+    keys = [("contact:c1", "2026-11-22T10:00:00.000Z#mercurio-1"),
+            ("contact:c1", "2026-11-22T10:00:01.000Z#mercurio-2"),
+            ("contact:c1", "2026-11-22T10:00:02.000Z#mercurio-3"),  # not stored
+            ("contact:c2", "2026-11-22T10:00:00.000Z#mercurio-1")]  # another partition
     assert events.stored(keys) == set(keys[:2])
     assert events.stored([]) == set()
     many = [("contact:c9", f"2026-11-22T10:00:00.000Z#m{i:03d}") for i in range(150)]  # more than one request

@@ -338,3 +338,15 @@ def test_a_merge_announces_contacts_merged_naming_the_absorbed_profile(repo):
     merged = [e.body for e in events.inserted if e.body["event"] == "Contacts Merged"]
     assert len(merged) == 1 and merged[0]["contactId"] == survivor
     assert merged[0]["properties"] == {"merged": sorted(profiles - {survivor})}
+
+
+def test_the_memory_of_published_writes_is_bounded_and_the_oldest_falls_back_to_the_read(repo, monkeypatch):
+    from chalicelib.services import process_events
+
+    monkeypatch.setattr(process_events, "PUBLISHED_MEMORY", 1)
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    processor.process_batch([ev("b")], BatchCache())  # pushes a's write out of the memory
+    calls = memberships.calls
+    assert processor.process_batch([ev("b", "Other"), ev("a", "Other")], BatchCache()).failed() == []
+    assert events.lookups == 1 and memberships.calls == calls  # b known; a proven by one read
