@@ -864,7 +864,9 @@ def render(seg: dict) -> list[str]:
                      f"without catalog reloads: {wo['read_requests_per_event']:.3f} reads, "
                      f"{wo['write_requests_per_event']:.3f} writes, {wo['rru_per_event']:.3f} RRU, "
                      f"{wo['wru_per_event']:.3f} WRU per event")
-        lines.append(f"         contact item written {r['contact_item_bytes_written'].get('mean_bytes', 0)} B mean; "
+        cw = r["contact_item_bytes_written"]
+        lines.append(f"         contact item written {cw.get('mean_bytes', 0)} B mean, {cw.get('p50_bytes', 0)} B p50, "
+                     f"{cw.get('max_bytes', 0)} B max, {cw.get('over_1kb', 0)} of {cw.get('items', 0)} over 1 KB; "
                      f"{r['contacts']} contacts x {r['history']} past events; defining the segments took "
                      f"{r['define_seconds']:.1f} s; failed records {r['failed_records']}")
     ob = seg.get("outbox")

@@ -1,8 +1,8 @@
 """Contacts and identities in DynamoDB, through PynamoDB models.
 
-A contact item holds the document (`body`: JSON deflated against a preset dictionary, see
-`contact_document`) and the digests of recently applied messages (`seen`, raw bytes).
-Items written before that layout hold a zlib-compressed `doc` and are still read.
+A contact item holds the document (`body`: a compact JSON layout deflated against a preset
+dictionary, see `contact_document`) and the digests of recently applied messages (`seen`,
+raw bytes). Items written before that layout hold a zlib-compressed `doc` and are still read.
 
 Race safety lives here: identity claims are conditional puts, contact writes are
 conditional on `version`, and a merge is one transaction that saves the survivor and fences
@@ -149,7 +149,7 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
 
     def _to_domain(self, item) -> Contact:
         if item.body is not None:
-            doc = decode_body(item.body)
+            doc = decode_body(item.body, item.id)
             doc["recent"] = unpack_digests(item.seen or b"")
         else:
             doc = item.doc or {}
@@ -158,7 +158,7 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
     def _to_item(self, contact: Contact):
         doc = contact.to_document()
         digests = doc.pop("recent")
-        item = self.Contact(contact.id, merged_into=contact.merged_into, body=encode_body(doc),
+        item = self.Contact(contact.id, merged_into=contact.merged_into, body=encode_body(doc, contact.id),
                             seen=pack_digests(digests) or None)
         if contact.version is not None:
             item.version = contact.version

@@ -332,7 +332,10 @@ class ProcessedMessagesPart(ContactPart):
     read, however many (trimming earlier, while a redelivered batch is being recognised,
     would drop digests of its later records), and RECENT_IDS older ones for the writes of
     another shard in between (a contact's own Segment Entered/Exited events are stored
-    under `contact:<id>`, a partition of their own)."""
+    under `contact:<id>`, a partition of their own), and for resends: the events table
+    de-duplicates a resend only when it repeats the key (`originalTimestamp#messageId`); one
+    without an original timestamp, or with another, is a new stream record that only this
+    ring recognises (and the stream handler then deletes its row)."""
 
     name = "processed"
     fields = ("recent",)

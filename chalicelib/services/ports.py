@@ -50,6 +50,11 @@ class EventStore(abc.ABC):
     def timeline(self, partitions: list[str], limit: int, before: str | None) -> tuple[list[dict], str | None]:
         """Newest first across the partitions; `before` is the sort key to continue below."""
 
+    @abc.abstractmethod
+    def stored(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (partition, sort) keys are stored. May miss a key written a moment
+        ago (an eventually consistent read), never reports one that is not stored."""
+
 
 class ResentEvents(abc.ABC):
     """Rows of the event log that repeat a messageId already stored (Segment de-duplicates

@@ -8,8 +8,10 @@ and tries again).
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +31,10 @@ from chalicelib.services.ports import Clock, ConcurrentUpdate, ContactRepository
 
 MAX_ATTEMPTS = 8
 MAX_POINTER_HOPS = 8
+# Contact writes whose outbox this process published whole, remembered by id and version:
+# the same container processes a stream shard's batches one after the other, so the next
+# batch reading one of these contacts knows without a read. 10,000 entries take ~1 MB.
+PUBLISHED_MEMORY = 10_000
 
 
 class ProcessingConflict(Exception):
@@ -95,6 +101,8 @@ class EventProcessor:
         self.rules = rules  # ProfileRules: scoring, RFM, personas, engagement, segments
         self.publisher = publisher  # EffectsPublisher: the contact's outbox, after each write
         self.schedule = schedule  # recheck entries, written before the contact (see _schedule_before_write)
+        self._published: OrderedDict[tuple[str, str, int | None], None] = OrderedDict()
+        self._published_lock = threading.Lock()
 
     def process(self, event: dict, cache: BatchCache | None = None, defer: bool = False) -> Outcome:
         """Apply one event. With `defer`, a plain update stays in memory (the contact is named
@@ -163,7 +171,7 @@ class EventProcessor:
                 contact = cache.contacts.get(contact_id) if contact_id in cache.dirty else None
                 if contact is None:
                     contact = self._follow(contact_id, cache, consistent=True)
-                    self._publish(contact)
+                    self._publish_stored(contact)
                     changed = False
                     for event in events:
                         if apply_event(contact, event, self.counter_days, self._retention()):
@@ -249,7 +257,12 @@ class EventProcessor:
                 contact.add_identifier(identifier)
 
         if contact.id not in cache.dirty:
-            self._publish(contact)  # what the previous write left to publish, once, before new effects
+            # What the previous write left to publish, once, before new effects. After a
+            # merge the outbox holds the losers' effects too, which no proof covers.
+            if losers:
+                self._publish(contact)
+            else:
+                self._publish_stored(contact)
         applied = apply_event(contact, event, self.counter_days, self._retention())
         if applied and self.rules is not None:
             for loser in losers:
@@ -287,7 +300,7 @@ class EventProcessor:
         if contact.id not in cache.dirty:
             self._settle_published(contact, event)
         if contact.id not in cache.dirty:
-            self._publish(contact)
+            self._publish_stored(contact)
         applied = apply_event(contact, event, self.counter_days, self._retention())
         written = True
         if applied:
@@ -331,10 +344,41 @@ class EventProcessor:
         """Publish the contact's outbox (idempotent effects) and empty it in memory.
 
         A stored contact keeps the effects of its last write: if that write's publishing
-        was cut short, they are published again here, before the next write replaces them;
-        the next write then stores only its own effects, so the outbox never accumulates."""
-        if self.publisher is not None and contact.outbox:
-            self.publisher.publish(contact, self.clock.now())
+        was cut short, they are published again (`_publish_stored`), before the next write
+        replaces them; the next write then stores only its own effects, so the outbox never
+        accumulates. A write published whole is remembered by its version."""
+        if self.publisher is None or not contact.outbox:
+            return
+        self.publisher.publish(contact, self.clock.now())
+        if contact.version is not None:
+            key = self._write_key(contact)
+            with self._published_lock:
+                self._published[key] = None
+                self._published.move_to_end(key)
+                while len(self._published) > PUBLISHED_MEMORY:
+                    self._published.popitem(last=False)
+
+    @staticmethod
+    def _write_key(contact: Contact) -> tuple[str, str, int | None]:
+        """One write of one contact: its id and version, and its creation time (a contact
+        erased and written again under the same id starts its versions again)."""
+        return contact.id, contact.created_at, contact.version
+
+    def _publish_stored(self, contact: Contact) -> None:
+        """Publish the outbox a contact was read back with, unless that write's publishing
+        is known to have finished: this process published it (remembered by version: a
+        version is written once), or its internal events are all in the event store
+        (`EffectsPublisher.publish_stored`: one read). So a contact whose next event comes
+        before the Segment Entered its last write emitted does not repeat that write's
+        membership moves and event appends. The outbox must be the stored one, as read."""
+        if self.publisher is None or not contact.outbox:
+            return
+        with self._published_lock:
+            known = self._write_key(contact) in self._published
+        if known:
+            contact.outbox.clear()
+        else:
+            self.publisher.publish_stored(contact, self.clock.now())
 
     def _lookup(self, identifiers: list[str], cache: BatchCache, consistent: bool) -> dict[str, str]:
         owners = {i: cache.owners[i] for i in identifiers if i in cache.owners}

@@ -12,6 +12,7 @@ from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
 from chalicelib.adapters.dynamodb_events import DynamoDBEventStore
 from chalicelib.adapters.dynamodb_memberships import SHARDS, DynamoDBMembershipStore, shard_of, size_key
 from chalicelib.domain.contact import Contact, apply_event
+from chalicelib.domain.events import parse_timestamp
 from chalicelib.services.ports import StoredEvent
 from chalicelib.services.process_events import EventProcessor
 from chalicelib.entrypoints.stream import handle_stream
@@ -88,6 +89,107 @@ def test_an_item_in_the_previous_layout_is_read_and_rewritten_in_the_new_one(rep
     item = raw_item(aws_tables, "old")
     assert "body" in item and "doc" not in item
     assert repo.get("old").counters["Cart Viewed"]["total"] == read.counters["Cart Viewed"]["total"]
+
+
+SHOP_SEGMENTS = [
+    {"id": "coffee-viewers", "name": "Viewed coffee twice in 30 days",
+     "conditions": {"event": "Product Viewed", "where": ['properties.category == "Coffee"'],
+                    "at_least": 2, "within": "30 days"}},
+    {"id": "recent-browsers", "name": "Viewed a product this week",
+     "conditions": {"event": "Product Viewed", "within": "7 days"}},
+    {"id": "cart-without-order", "name": "Added to cart, no order yet",
+     "conditions": {"all": [{"event": "Product Added", "within": "1 day"},
+                            {"event": "Order Completed", "within": "1 day", "at_most": 0}]}},
+    {"id": "buyers-90d", "name": "Bought in the last 90 days",
+     "conditions": {"event": "Order Completed", "within": "90 days"}},
+    {"id": "list-browsers", "name": "Browsed 3 category lists in 30 days",
+     "conditions": {"event": "Product List Viewed", "at_least": 3, "within": "30 days"}},
+    {"id": "cart-viewers", "name": "Viewed the cart in 14 days",
+     "conditions": {"event": "Cart Viewed", "within": "14 days"}},
+]
+BROWSERS = [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.3 Safari/605.1.15",
+]
+
+
+def shop_customer() -> Contact:
+    """A shop's regular: an identify, then 90 analytics.js calls over 60 days (nine event
+    names, browser context with a campaign) read by six segments, and the outbox its last
+    write leaves: a cart added, then an order, so Segment Entered (buyers) and Segment
+    Exited (cart without order) with their membership moves."""
+    from datetime import datetime, timedelta, timezone
+
+    from chalicelib.domain.segments.language import parse_segment
+    from chalicelib.services.catalog import Catalog
+    from chalicelib.services.segmentation import ProfileRules
+
+    catalog = Catalog.of(segments={d["id"]: parse_segment(d) for d in SHOP_SEGMENTS})
+    rules = ProfileRules(lambda: catalog)
+    contact = Contact(id="8f3a61c0b2d94e5fa7c1e0d9b8a7f6e5", created_at="2026-08-01T09:12:44.318Z")
+    contact.identifiers = ["anon:0b6f7c2e-5d0a-4c8e-9f31-7a2b6c4d8e10", "email:ada.lovelace@example.com",
+                           "user:customer-000123"]
+    names = ["Product Viewed", "Product Viewed", "Product List Viewed", "Products Searched", "Cart Viewed",
+             "Promotion Clicked", "Checkout Started", "Page Viewed", "Email Opened"]
+    start = datetime(2026, 10, 1, 8, 3, 17, 211000, tzinfo=timezone.utc)
+    stamp = lambda when: when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"  # noqa: E731
+    events = [{"type": "identify", "messageId": "ajs-next-identify", "timestamp": stamp(start), "context": {},
+               "traits": {"email": "ada.lovelace@example.com", "firstName": "Ada", "lastName": "Lovelace"}}]
+    for i in range(90):
+        when = start + timedelta(minutes=16 * 60 * i + (i * 37) % 600, milliseconds=i * 137)
+        name = "Product Added" if i == 88 else "Order Completed" if i == 89 else names[(i * 7) % len(names)]
+        events.append({
+            "type": "track", "event": name, "messageId": f"ajs-next-{i:032x}", "timestamp": stamp(when),
+            "properties": {"category": "Coffee" if i % 3 else "Grinders", "product_id": f"p{i % 6}"},
+            "context": {"userAgent": BROWSERS[i % 2], "locale": "fr-FR", "timezone": "Europe/Paris",
+                        "page": {"url": f"https://shop.example.com/products/single-origin-{i % 6}"},
+                        "campaign": {"name": "spring-sale", "source": "newsletter", "medium": "email"}}})
+    for event in events:
+        contact.outbox.clear()  # the previous write's, published after it
+        contact.remembered = 0  # each a write of its own, as in processing
+        if apply_event(contact, event, retention=rules.counter_retention()):
+            rules.on_event(contact, event, parse_timestamp(event["timestamp"]))
+    return contact
+
+
+def test_a_busy_shop_customers_item_stays_under_1_kb_with_its_outbox(repo, aws_tables):
+    from bench.units import item_size
+    from chalicelib.adapters.contact_document import encode_body
+
+    contact = shop_customer()
+    assert len(contact.counters) == 10 and len(contact.segments) >= 3
+    assert [e["event"]["event"] for e in contact.outbox if e["kind"] == "event"] == ["Segment Entered",
+                                                                                    "Segment Exited"]
+    repo.create(contact)
+    item = raw_item(aws_tables, contact.id)
+    size = item_size(item)
+    assert size < 1024
+    # The same contact in layout 1 took a second write unit.
+    doc = contact.to_document()
+    digests = doc.pop("recent")
+    assert size + len(encode_body(doc, version=1)) - len(item["body"]["B"]) > 1024
+    again = repo.get(contact.id)
+    assert without_digests(again.to_document()) == without_digests(contact.to_document())
+    assert again.recent == contact.recent[-len(again.recent):] and len(again.recent) == len(digests)
+
+
+def test_a_body_in_layout_1_is_read_and_rewritten_in_layout_2(repo, aws_tables):
+    from chalicelib.adapters.contact_document import encode_body, pack_digests
+
+    contact = shop_customer()
+    doc = contact.to_document()
+    digests = doc.pop("recent")
+    boto3.client("dynamodb").put_item(TableName=aws_tables["ContactsTable"], Item={
+        "id": {"S": contact.id}, "version": {"N": "4"}, "body": {"B": encode_body(doc, version=1)},
+        "seen": {"B": pack_digests(digests)}})
+    read = repo.get(contact.id)
+    assert read.version == 4 and read.outbox == contact.outbox
+    assert without_digests(read.to_document()) == without_digests(contact.to_document())
+    repo.save(read)
+    assert raw_item(aws_tables, contact.id)["body"]["B"][0] == 2
+    assert without_digests(repo.get(contact.id).to_document()) == without_digests(contact.to_document())
 
 
 # -- sharded segment sizes -------------------------------------------------------------------

@@ -68,6 +68,19 @@ def test_timeline_merges_partitions_newest_first_with_cursor(events):
     assert [e["event"] for e in page] == ["one"] and cursor is None
 
 
+def test_stored_says_which_event_keys_are_in_the_table(events):
+    events.append([stored("contact:c1", "2026-11-22T10:00:00.000Z", "mercurio-1"),
+                   stored("contact:c1", "2026-11-22T10:00:01.000Z", "mercurio-2")])
+    keys = [("contact:c1", "2026-11-22T10:00:00.000Z#mercurio-1"),
+            ("contact:c1", "2026-11-22T10:00:01.000Z#mercurio-2"),
+            ("contact:c1", "2026-11-22T10:00:02.000Z#mercurio-3"),  # not stored
+            ("contact:c2", "2026-11-22T10:00:00.000Z#mercurio-1")]  # another partition
+    assert events.stored(keys) == set(keys[:2])
+    assert events.stored([]) == set()
+    many = [("contact:c9", f"2026-11-22T10:00:00.000Z#m{i:03d}") for i in range(150)]  # more than one request
+    assert events.stored(many + keys[:1]) == {keys[0]}
+
+
 def test_item_size_follows_dynamodb_rules():
     item = {"pk": "anon:a", "sk": "x", "b": "é" * 10, "ttl": 1_700_000_000}
     assert item_size(item) == 2 + 6 + 2 + 1 + 1 + 20 + 3 + 6

@@ -37,6 +37,7 @@ class FakeEventStore(EventStore, ResentEvents):
     def __init__(self):
         self.items: dict[tuple[str, str], StoredEvent] = {}
         self.inserted: list[StoredEvent] = []  # what a stream would carry as INSERT records
+        self.lookups = 0  # calls of `stored`
 
     def append(self, events: list[StoredEvent]) -> AppendResult:
         for e in events:
@@ -51,6 +52,10 @@ class FakeEventStore(EventStore, ResentEvents):
         for key in rows[1:]:
             del self.items[key]
         return max(len(rows) - 1, 0)
+
+    def stored(self, keys):
+        self.lookups += 1
+        return {k for k in keys if k in self.items}
 
     def timeline(self, partitions, limit, before):
         streams = []

@@ -218,12 +218,69 @@ def test_an_internal_events_arrival_settles_the_outbox_it_came_from(repo):
     assert stored.outbox == [] and stored.counters["Segment Entered"]["total"] == 1
 
 
-def test_a_stored_outbox_is_published_again_when_nothing_proves_it_was(repo):
+def another_container(processor: EventProcessor) -> EventProcessor:
+    """The same stores and rules in another process: it remembers no publishing."""
+    return EventProcessor(processor.repo, FakeClock(), sleep=lambda s: None, rules=processor.rules,
+                          publisher=processor.publisher)
+
+
+def test_a_stored_outbox_this_process_published_is_not_published_again_nor_read_for(repo):
+    """The contact's next event comes in a later stream batch, before the Segment Entered its
+    last write emitted: this process published that write's outbox whole (it remembers the
+    version), so no membership move, event write, or proof read repeats."""
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    contact_id = owner(repo, "a").id
+    assert repo.get(contact_id).outbox  # stored with the write, published after it
+    calls, appended = memberships.calls, len(events.inserted)
+    assert processor.process_batch([ev("a", "Other")], BatchCache()).failed() == []
+    assert memberships.calls == calls and len(events.inserted) == appended and events.lookups == 0
+    assert repo.get(contact_id).outbox == []  # the next write stores only its own effects
+
+
+def test_a_stored_outbox_whose_events_are_all_stored_is_not_published_again(repo):
+    """The same in another process: one read of the outbox's event keys proves it."""
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    contact_id = owner(repo, "a").id
+    calls, appended = memberships.calls, len(events.inserted)
+    assert another_container(processor).process_batch([ev("a", "Other")], BatchCache()).failed() == []
+    assert memberships.calls == calls and len(events.inserted) == appended and events.lookups == 1
+    assert repo.get(contact_id).outbox == []
+
+
+def test_a_stored_outbox_is_published_again_when_one_of_its_events_is_not_stored(repo):
+    """Publishing stopped before the internal events were stored (the process died, or the
+    append failed): the next processing of the contact publishes the outbox again."""
     processor, memberships, events = _with_rules(repo)
     processor.process_batch([ev("a")])
     calls = memberships.calls
-    processor.process_batch([ev("a", "Other")], BatchCache())  # a user event, not the proof
+    events.items.clear()  # as if the append had not happened
+    another_container(processor).process_batch([ev("a", "Other")], BatchCache())
     assert memberships.calls == calls + 1
+    assert [e.body["event"] for e in events.items.values()] == ["Segment Entered"]
+
+
+def test_an_outbox_whose_publishing_failed_is_published_again_by_the_same_process(repo):
+    """Only a publishing that finished is remembered."""
+    processor, memberships, events = _with_rules(repo)
+    failing = {"on": True}
+    append = events.append
+
+    def append_or_fail(batch):
+        if failing["on"]:
+            raise RuntimeError("event store unavailable")
+        return append(batch)
+
+    events.append = append_or_fail
+    clicked = ev("a")
+    assert processor.process_batch([clicked]).failed() == [0]
+    failing["on"] = False
+    calls = memberships.calls
+    assert processor.process_batch([clicked], BatchCache()).failed() == []  # the stream's retry
+    assert memberships.calls == calls + 1
+    assert [e.body["event"] for e in events.items.values()] == ["Segment Entered"]
+    assert owner(repo, "a").counters["Clicked"]["total"] == 1
 
 
 def test_the_recheck_entry_is_filed_before_the_write_once_for_the_final_check(repo):
@@ -281,3 +338,15 @@ def test_a_merge_announces_contacts_merged_naming_the_absorbed_profile(repo):
     merged = [e.body for e in events.inserted if e.body["event"] == "Contacts Merged"]
     assert len(merged) == 1 and merged[0]["contactId"] == survivor
     assert merged[0]["properties"] == {"merged": sorted(profiles - {survivor})}
+
+
+def test_the_memory_of_published_writes_is_bounded_and_the_oldest_falls_back_to_the_read(repo, monkeypatch):
+    from chalicelib.services import process_events
+
+    monkeypatch.setattr(process_events, "PUBLISHED_MEMORY", 1)
+    processor, memberships, events = _with_rules(repo)
+    processor.process_batch([ev("a")])
+    processor.process_batch([ev("b")], BatchCache())  # pushes a's write out of the memory
+    calls = memberships.calls
+    assert processor.process_batch([ev("b", "Other"), ev("a", "Other")], BatchCache()).failed() == []
+    assert events.lookups == 1 and memberships.calls == calls  # b known; a proven by one read
