@@ -18,7 +18,8 @@ Where it is done, and why there:
   and deletes nothing, so redelivery stays harmless.
 - The timeline shows one entry per messageId (services/contacts.py), which covers the
   moment between the second write and its clean-up, and a resend that comes after the
-  contact has forgotten the messageId (it remembers its last 64).
+  contact has forgotten the messageId (it remembers those of its last batch and 16 older
+  ones: contact_state.RECENT_IDS).
 """
 from __future__ import annotations
 
