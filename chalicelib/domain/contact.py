@@ -237,7 +237,7 @@ def set_traits(contact: Contact, traits: dict, timestamp: str) -> None:
 
 def message_digest(message_id: str) -> str:
     """48 bits of the messageId as 8 characters: a collision among the digests a contact keeps
-    messages is a 1-in-10^10 event, and the digests are stored back to back."""
+    is a 1-in-10^10 event, and the digests are stored back to back."""
     digest = hashlib.blake2b(message_id.encode("utf-8"), digest_size=6).digest()
     return base64.urlsafe_b64encode(digest).decode()
 
