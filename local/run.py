@@ -223,6 +223,7 @@ class LocalStack:
         self.message_bridges: list = []
 
         self.feedback_bridge = None
+        self.ses_events = None
         self.api_server = None
         self.shop_server = None
         self.jobs = None
@@ -317,14 +318,17 @@ class LocalStack:
         from local.upload_templates import accept_templates
 
         accept_templates(runtime.services().template_authoring)
-        # SES sends only from verified identities; their notifications reach the feedback queue.
+        # SES sends only from verified identities; what happens to each email comes back
+        # through the feedback topic, as a configuration set's event destination does on AWS.
         import boto3
 
-        from local.ses_identities import prepare_ses, sending_domains
+        from local.ses_events import SesEventDestination
+        from local.ses_identities import sending_domains, verify_domains
 
-        prepare_ses(boto3.client("ses", endpoint_url=self.emulator.url),
-                    sending_domains(ROOT / "templates", runtime.services().settings.default_from_address),
-                    created.get("FeedbackTopic"))
+        verify_domains(boto3.client("ses", endpoint_url=self.emulator.url),
+                       sending_domains(ROOT / "templates", runtime.services().settings.default_from_address))
+        self.ses_events = SesEventDestination(self.emulator.url, created["FeedbackTopic"])
+        self.ses_events.start()
         self.jobs = ScheduledJobs({
             "segment_jobs": (segment_jobs, self.jobs_interval),
             "rfm_thresholds": (rfm_thresholds, max(self.jobs_interval, 600)),
@@ -365,6 +369,9 @@ class LocalStack:
             message_bridge.stop()
         self.message_bridges = []
 
+        if self.ses_events is not None:
+            self.ses_events.stop()
+            self.ses_events = None
         if self.feedback_bridge is not None:
             self.feedback_bridge.stop()
             self.feedback_bridge = None

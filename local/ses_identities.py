@@ -1,9 +1,9 @@
 """The local stack's SES set-up: what an operator does once on AWS before sending.
 
 SES (and the emulator) sends only from verified identities, so the domains the templates
-and the default sender write from are verified; and their bounce, complaint and delivery
-notifications go to the feedback topic, so the emulator's simulator addresses
-(bounce@simulator.amazonses.com…) come back through the feedback queue as on AWS.
+and the default sender write from are verified. (What happens to each email afterwards
+reaches the feedback queue through local/ses_events.py, the emulator's stand-in for a
+configuration set's event destination.)
 """
 from __future__ import annotations
 
@@ -30,10 +30,6 @@ def sending_domains(templates: Path, default_from: str) -> list[str]:
     return domains
 
 
-def prepare_ses(ses, domains: list[str], feedback_topic_arn: str | None) -> None:
+def verify_domains(ses, domains: list[str]) -> None:
     for domain in domains:
         ses.verify_domain_identity(Domain=domain)
-        if feedback_topic_arn:
-            for kind in ("Bounce", "Complaint", "Delivery"):
-                ses.set_identity_notification_topic(Identity=domain, NotificationType=kind,
-                                                    SnsTopic=feedback_topic_arn)

@@ -1,5 +1,6 @@
-"""The local stack verifies the sending domains and routes their notifications to the
-feedback topic, so a send from the shipped templates is accepted by the emulator."""
+"""The local stack's SES: the sending domains are verified (so the shipped templates' senders
+are accepted), and each accepted email's events are published as a configuration set's event
+destination would, simulator addresses included."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,9 @@ from pathlib import Path
 import boto3
 from moto import mock_aws
 
-from local.ses_identities import prepare_ses, sending_domains
+from chalicelib.services.feedback import parse_record
+from local.ses_events import events_for
+from local.ses_identities import sending_domains, verify_domains
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,16 +24,27 @@ def test_the_domains_are_those_of_every_template_sender_and_the_default(tmp_path
 
 
 @mock_aws
-def test_verified_domains_send_and_their_bounces_reach_the_feedback_topic():
-    ses, sns, sqs = (boto3.client(name, region_name="us-east-1") for name in ("ses", "sns", "sqs"))
-    topic = sns.create_topic(Name="feedback")["TopicArn"]
-    queue = sqs.create_queue(QueueName="feedback")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    prepare_ses(ses, ["shop.example"], topic)
+def test_a_verified_domain_sends():
+    ses = boto3.client("ses", region_name="us-east-1")
+    verify_domains(ses, ["shop.example"])
     assert ses.list_identities()["Identities"] == ["shop.example"]
-    ses.send_raw_email(Source="news@shop.example", Destinations=["bounce@simulator.amazonses.com"],
-                       RawMessage={"Data": b"From: news@shop.example\r\nTo: bounce@simulator.amazonses.com\r\n"
-                                           b"Subject: x\r\n\r\nhi"})
-    received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
-    assert len(received) == 1 and "bounce" in received[0]["Body"].lower()
+    ses.send_raw_email(Source="news@shop.example", Destinations=["someone@example.com"],
+                       RawMessage={"Data": b"From: news@shop.example\r\nTo: someone@example.com\r\nSubject: x\r\n\r\nhi"})
+
+
+AT = "2026-12-02T10:00:00.000Z"
+
+
+def test_each_accepted_email_becomes_its_documented_events():
+    sent = {"id": "ses-1", "source": "hello@shop.example",
+            "destinations": ["ada@example.com", "bounce@simulator.amazonses.com", "complaint@simulator.amazonses.com"]}
+    records = [parse_record(r) for r in events_for(sent, AT)]
+    assert [r.kind for r in records] == ["Delivery", "Bounce", "Complaint"]
+    assert all(r.ses_message_id == "ses-1" for r in records)
+    delivery, bounce, complaint = (r.body for r in records)
+    assert delivery["recipients"] == ["ada@example.com", "complaint@simulator.amazonses.com"]
+    assert bounce["bounceType"] == "Permanent"
+    assert bounce["bouncedRecipients"][0]["emailAddress"] == "bounce@simulator.amazonses.com"
+    assert complaint["complainedRecipients"] == [{"emailAddress": "complaint@simulator.amazonses.com"}]
+    assert [r["eventType"] for r in events_for({"id": "ses-2", "source": "a@b.example",
+                                               "destinations": ["success@simulator.amazonses.com"]}, AT)] == ["Delivery"]
