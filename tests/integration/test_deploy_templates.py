@@ -427,8 +427,13 @@ NEEDS_ANY_RESOURCE = {
 # Messaging secrets (bootstrap.py): the link-signing secret and the suppression salt.
 MESSAGING_SECRETS = ("MERCURIO_LINK_SECRET_PARAMETER", "MERCURIO_SUPPRESSION_SALT_PARAMETER")
 # Object actions on the data bucket, by key prefix. Listing is s3:ListBucket on the bucket,
-# conditioned on the prefix (LIST_PREFIX).
+# conditioned on the prefix (LIST_PREFIXES).
 BUCKET_PREFIX_CALLS = {
+    # s3_templates.py: the upload inbox is read (make upload-templates and `aws s3 cp` write it
+    # with the operator's credentials); the accepted versions are read and written
+    # (services/templates.py accepts a version that passed validation)
+    "templates/": {"GetObject": ["s3:GetObject"]},
+    "accepted-templates/": {"GetObject": ["s3:GetObject"], "PutObject": ["s3:PutObject"]},
     # s3_definitions.py: documents marketers upload are read, never written
     "definitions/": {"GetObject": ["s3:GetObject"]},
     # s3_exports.py: upload_fileobj is PutObject, or for a large file CreateMultipartUpload,
@@ -442,7 +447,9 @@ BUCKET_PREFIX_CALLS = {
                  "AbortMultipartUpload": ["s3:AbortMultipartUpload"], "GetObject (presigned)": ["s3:GetObject"],
                  "GetObject (export parts)": ["s3:GetObject"]},
 }
-LIST_PREFIX = "definitions/"
+# Listed prefixes: uploaded definitions, the templates' upload inbox and their accepted versions
+# (services/templates.py; s3_templates.py lists a prefix to judge its changes).
+LIST_PREFIXES = ("definitions/", "templates/", "accepted-templates/")
 # Webhook signing secrets named by destination definitions (chalicelib/domain/destinations.py).
 DESTINATION_SECRETS = "/mercurio/{stage}/destinations/"
 STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
@@ -495,9 +502,11 @@ def test_policy_allows_every_call_the_code_makes(stage):
         for actions in calls.values():
             for action in actions:
                 need(action, f"arn:aws:s3:::{bucket}/{prefix}segments/2026-11/Coffee-lovers.csv")
-    for statement in need("s3:ListBucket", f"arn:aws:s3:::{bucket}"):
-        assert any(fnmatch.fnmatchcase(LIST_PREFIX, p) for p in _list_prefix_conditions(statement)), \
-            "the listing of uploaded definitions is not allowed by the s3:prefix condition"
+    statements = need("s3:ListBucket", f"arn:aws:s3:::{bucket}")
+    for prefix in LIST_PREFIXES:
+        assert any(fnmatch.fnmatchcase(prefix, p) for statement in statements
+                   for p in _list_prefix_conditions(statement)), \
+            f"the listing of {prefix} is not allowed by an s3:prefix condition"
 
     secrets = [_parameter_arn(env["MERCURIO_ADMIN_TOKEN_PARAMETER"]),
                _parameter_arn(DESTINATION_SECRETS.format(stage=stage) + "crm-signing-secret"),
@@ -572,8 +581,8 @@ def test_policy_grants_nothing_more(stage):
                     problems.append(f"{sid}: {resource} belongs to stage {other_stage}")
         if "s3:listbucket" in {a.lower() for a in actions}:
             prefixes = _list_prefix_conditions(statement)
-            if not prefixes or not all(p.startswith(LIST_PREFIX) for p in prefixes):
-                problems.append(f"{sid}: s3:ListBucket must be conditioned on s3:prefix {LIST_PREFIX}…")
+            if not prefixes or not all(p.startswith(LIST_PREFIXES) for p in prefixes):
+                problems.append(f"{sid}: s3:ListBucket must be conditioned on s3:prefix {' or '.join(LIST_PREFIXES)}…")
 
     # Per table: exactly the actions of the calls made there.
     for variable, calls in TABLE_CALLS.items():
