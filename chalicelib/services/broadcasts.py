@@ -103,6 +103,7 @@ class Broadcasts:
         self.start_job = start_job  # JobRunner.start
         self.latest_job = latest_job  # JobRunner.latest (the campaign-groups report)
         self.default_zone = default_zone
+        self.page_size = PAGE_SIZE
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Broadcasts:
             raise JobError(f"broadcast {broadcast_id!r} has not been launched")
         return {"broadcast": broadcast_id, "phase": phase}
 
-    def launch_slice(self, params: dict, cursor, partial: dict | None, page_size: int = PAGE_SIZE) -> dict:
+    def launch_slice(self, params: dict, cursor, partial: dict | None) -> dict:
         """One slice of a `broadcast-launch` job. Launch phase: one page of members → snapshot
         page n → fan-out batches. Rest phase: snapshot page n → fan-out batches with the arm."""
         broadcast_id, phase = params["broadcast"], params.get("phase", LAUNCH)
@@ -166,7 +167,7 @@ class Broadcasts:
         partial = dict(partial or {"pages": 0, "members": 0})
         number = partial["pages"] + 1
         if phase == LAUNCH:
-            rows, next_cursor = self.memberships.members(broadcast.segment, page_size, cursor)
+            rows, next_cursor = self.memberships.members(broadcast.segment, self.page_size, cursor)
             ids = [row["contact_id"] for row in rows]
             self.store.put_state(_page(broadcast_id, number), {"contacts": ids})
         else:
