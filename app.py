@@ -4,6 +4,7 @@ from __future__ import annotations
 from chalice import Chalice
 
 from chalicelib.entrypoints.admin import admin_api
+from chalicelib.entrypoints.broadcasts import broadcasts_api
 from chalicelib.entrypoints.content import content_api
 from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
@@ -34,3 +35,4 @@ app.register_blueprint(content_api)
 app.register_blueprint(messages_public)
 app.register_blueprint(feedback_handlers)
 app.register_blueprint(privacy_api)
+app.register_blueprint(broadcasts_api)

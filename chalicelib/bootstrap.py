@@ -185,10 +185,39 @@ class Services:
     # -- messaging: the message log, the gate's stores, the channels and the send use case ------
 
     @cached_property
-    def message_log(self):
+    def message_store(self):
         from chalicelib.adapters.dynamodb_messages import DynamoDBMessageLog
 
         return DynamoDBMessageLog(self.settings.messages_table)
+
+    @cached_property
+    def campaign_stats(self):
+        from chalicelib.adapters.dynamodb_campaign_stats import DynamoDBCampaignStats
+
+        return DynamoDBCampaignStats(self.settings.channels_table)
+
+    @cached_property
+    def message_log(self):
+        """The message log as every service uses it: each campaign message's first entry into
+        a funnel status is counted (services/campaign_stats.py)."""
+        from chalicelib.services.campaign_stats import CountingMessageLog
+
+        return CountingMessageLog(self.message_store, self.message_store, self.campaign_stats)
+
+    @cached_property
+    def fanout_queue(self):
+        from chalicelib.adapters.sqs_fanout import SqsFanOutQueue
+
+        return SqsFanOutQueue(self.settings.fanout_queue)
+
+    @cached_property
+    def broadcasts(self):
+        from chalicelib.services.broadcasts import Broadcasts
+
+        return Broadcasts(self.definition_store, self.membership_store, self.contact_repository, self.messaging,
+                          self.message_log, self.fanout_queue, self.campaign_stats, self.clock,
+                          start_job=self.jobs.start, latest_job=self.jobs.latest,
+                          default_zone=self.settings.default_time_zone)
 
     @cached_property
     def suppression_store(self):
@@ -294,7 +323,9 @@ class Services:
     def jobs(self):
         from chalicelib.services.jobs import JobRunner
 
-        return JobRunner(self.definition_store, self.segment_jobs, self.clock, exports=self.audience_exports)
+        runner = JobRunner(self.definition_store, self.segment_jobs, self.clock, exports=self.audience_exports)
+        runner.broadcasts = _Later(lambda: self.broadcasts)  # broadcasts start jobs: built on first use
+        return runner
 
     @cached_property
     def contact_queries(self):
@@ -372,6 +403,16 @@ class Services:
         return Privacy(self.contact_repository, self.event_store, self.membership_store, self.definition_store,
                        self.clock, self.suppression_salt, messages=lambda: self.message_log,
                        suppressions=lambda: self.suppression_store, score_of=self.score_of)
+
+
+class _Later:
+    """A dependency built on first use (breaks the jobs ↔ broadcasts cycle)."""
+
+    def __init__(self, build):
+        self._build = build
+
+    def __getattr__(self, name):
+        return getattr(self._build(), name)
 
 
 def count_unreadable_definitions(rows: list[dict]) -> None:

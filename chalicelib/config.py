@@ -65,6 +65,11 @@ def feedback_queue_name() -> str:
     return _env("MERCURIO_FEEDBACK_QUEUE", f"mercurio-{stage()}-ses-feedback")
 
 
+def fanout_queue_name() -> str:
+    """Broadcast fan-out batches' queue; read at import time by its consumer's decorator."""
+    return _env("MERCURIO_FANOUT_QUEUE", f"mercurio-{stage()}-broadcast-fanout")
+
+
 def _secrets(name: str) -> tuple[bytes, ...]:
     """Comma-separated secrets, newest first (a rotation keeps the older ones readable)."""
     value = _env(name)
@@ -118,6 +123,7 @@ class Settings:
     messages_queue: str = "mercurio-dev-messages"
     transactional_queue: str = "mercurio-dev-messages-transactional"
     feedback_queue: str = "mercurio-dev-ses-feedback"
+    fanout_queue: str = "mercurio-dev-broadcast-fanout"
     # Where the links in messages live (clicks, pixel, unsubscribe, preferences): the API's URL
     # followed by /v1/m.
     public_messages_url: str = "http://127.0.0.1:8000/v1/m"
@@ -179,6 +185,7 @@ def settings() -> Settings:
         messages_queue=messages_queue_name(),
         transactional_queue=transactional_queue_name(),
         feedback_queue=feedback_queue_name(),
+        fanout_queue=fanout_queue_name(),
         public_messages_url=_env("MERCURIO_PUBLIC_MESSAGES_URL", "http://127.0.0.1:8000/v1/m"),
         link_secrets=_secrets("MERCURIO_LINK_SECRETS"),
         link_secret_parameter=_env("MERCURIO_LINK_SECRET_PARAMETER"),

@@ -244,7 +244,8 @@ check_table_names() {
     MERCURIO_EFFECTS_QUEUE:EffectsQueueName \
     MERCURIO_MESSAGES_QUEUE:MessagesQueueName \
     MERCURIO_TRANSACTIONAL_QUEUE:TransactionalMessagesQueueName \
-    MERCURIO_FEEDBACK_QUEUE:FeedbackQueueName; do
+    MERCURIO_FEEDBACK_QUEUE:FeedbackQueueName \
+    MERCURIO_FANOUT_QUEUE:FanOutQueueName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"
@@ -382,6 +383,7 @@ deploy_two_stacks() {
   messages_queue_arn="$(stack_output "${data_stack}" MessagesQueueArn)"
   transactional_queue_arn="$(stack_output "${data_stack}" TransactionalMessagesQueueArn)"
   feedback_queue_arn="$(stack_output "${data_stack}" FeedbackQueueArn)"
+  fanout_queue_arn="$(stack_output "${data_stack}" FanOutQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
@@ -401,6 +403,7 @@ deploy_two_stacks() {
   configure_queue_mapping "${messages_queue_arn}" send_messages
   configure_queue_mapping "${transactional_queue_arn}" send_transactional_messages
   configure_queue_mapping "${feedback_queue_arn}" ses_feedback
+  configure_queue_mapping "${fanout_queue_arn}" broadcast_fanout
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
   finish "${url}"

@@ -296,6 +296,11 @@ class LocalStack:
             QueueBridge(created["TransactionalMessagesQueue"],
                         invoker("send_transactional_messages", send_transactional_messages),
                         endpoint_url=self.emulator.url)]
+        # Broadcast fan-out batches (services/broadcasts.py), bridged to their consumer.
+        from chalicelib.entrypoints.broadcasts import broadcast_fanout
+
+        self.message_bridges.append(QueueBridge(created["FanOutQueue"], invoker("broadcast_fanout", broadcast_fanout),
+                                                endpoint_url=self.emulator.url))
         for message_bridge in self.message_bridges:
             message_bridge.start()
 

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters._dynamodb import LazyTable
 from chalicelib.domain.events import iso
 from chalicelib.domain.messaging.messages import DEFERRED, SENDING, UNSENT, Message, StatusChange
+from chalicelib.services.broadcast_ports import CountOnce
 from chalicelib.services.message_ports import MessageLog
 
 BY_CONTACT, BY_PROVIDER = "by_contact", "by_provider"
@@ -75,7 +76,7 @@ def _decode_cursor(cursor: str, contact_id: str) -> dict:
     return key
 
 
-class DynamoDBMessageLog(LazyTable, MessageLog):
+class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce):
     def create(self, message: Message) -> bool:
         try:
             self.table.put_item(Item=to_item(message, 1), ConditionExpression="attribute_not_exists(id)")
@@ -147,6 +148,8 @@ class DynamoDBMessageLog(LazyTable, MessageLog):
             new_item = to_item(updated, int(item["version"]) + 1)
             if updated.status == SENDING and "lease_until" in item:
                 new_item["lease_until"] = item["lease_until"]  # a message that left `sending` keeps no lease
+            if "counted" in item:
+                new_item["counted"] = item["counted"]  # the campaign counters' marks (first_time)
             try:
                 self.table.put_item(Item=new_item, ConditionExpression="version = :v",
                                     ExpressionAttributeValues={":v": item["version"]})
@@ -156,6 +159,23 @@ class DynamoDBMessageLog(LazyTable, MessageLog):
                 raise
             return updated
         raise MessageConflict(f"message {message_id} kept changing under {MAX_RACES} attempts to update it")
+
+    def first_time(self, message_id: str, key: str) -> bool:
+        """Count-once mark for the campaign counters (services/campaign_stats.py): adds `key`
+        to the message's `counted` set unless it is there; True for the one writer that added
+        it. The version moves too, so an `advance` that read the item before cannot put back
+        a `counted` without this mark."""
+        try:
+            self.table.update_item(
+                Key={"id": message_id},
+                UpdateExpression="ADD counted :key SET version = version + :one",
+                ConditionExpression="attribute_exists(id) AND NOT contains(counted, :name)",
+                ExpressionAttributeValues={":key": {key}, ":name": key, ":one": 1})
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def by_provider_id(self, provider_id: str) -> Message | None:
         if not provider_id:

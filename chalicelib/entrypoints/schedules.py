@@ -19,13 +19,13 @@ def segment_jobs(event):
         report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.template_authoring.sync_inbox(),
                   "recheck": wired.segment_jobs.recheck_due(), "backfills": wired.segment_jobs.run_backfills(),
                   "jobs": [{k: job[k] for k in ("id", "status", "progress")} for job in wired.jobs.resume()],
-                  "erasures": _resume_erasures(wired)}
+                  "erasures": _resume_erasures(wired), "broadcasts": _broadcasts_due(wired)}
         logger.info("segment jobs", extra={"recheck": report["recheck"], "backfills": report["backfills"],
                                            "uploads_applied": len(report["uploads"]["applied"]),
                                            "uploads_rejected": report["uploads"]["rejected"],
                                            "templates_accepted": report["templates"]["accepted"],
                                            "templates_refused": report["templates"]["refused"],
-                                           "jobs": report["jobs"]})
+                                           "jobs": report["jobs"], "broadcasts": report["broadcasts"]})
         return report
     finally:
         flush_metrics()
@@ -43,6 +43,17 @@ def _resume_erasures(wired) -> list[dict]:
     except Exception:  # noqa: BLE001
         logger.exception("erasures could not be continued")
         return []
+
+
+def _broadcasts_due(wired) -> dict:
+    """Broadcasts whose first moment has come are launched (once); running A/B tests are
+    looked at and the rest is sent its arm (services/broadcasts.py). A failure is logged and
+    tried again at the next run."""
+    try:
+        return wired.broadcasts.run_due()
+    except Exception:  # noqa: BLE001
+        logger.exception("broadcasts could not be checked")
+        return {"error": "see the log"}
 
 
 @scheduled_jobs.schedule(Rate(1, unit=Rate.DAYS), name="rfm_thresholds")

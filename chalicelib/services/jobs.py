@@ -18,7 +18,7 @@ from chalicelib.domain.events import iso
 from chalicelib.services.ports import Clock, DefinitionStore
 
 RUNNING = "jobs-running"  # state row listing the ids of unfinished jobs
-KINDS = ("rfm", "campaign-groups", "segment-sizes", "audience-export")
+KINDS = ("rfm", "campaign-groups", "segment-sizes", "audience-export", "broadcast-launch")
 
 
 class JobError(ValueError):
@@ -37,10 +37,11 @@ class JobRunner:
     """Starts, advances and reports jobs; the work of one slice is SegmentJobs'."""
 
     def __init__(self, store: DefinitionStore, work, clock: Clock, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 monotonic: Callable[[], float] = time.monotonic, exports=None):
+                 monotonic: Callable[[], float] = time.monotonic, exports=None, broadcasts=None):
         self.store = store
         self.work = work  # SegmentJobs: rfm_slice, campaign_groups_slice, segment_sizes_slice
         self.exports = exports  # AudienceExports: check_export, export_slice
+        self.broadcasts = broadcasts  # Broadcasts: check_job, launch_slice (services/broadcasts.py)
         self.clock = clock
         self.new_id = new_id
         self.monotonic = monotonic
@@ -60,6 +61,10 @@ class JobRunner:
             if self.exports is None:
                 raise JobError("audience exports are not configured")
             params = self.exports.check_export(params)  # 404 unknown segment, 400 bad format or traits
+        if kind == "broadcast-launch":
+            if self.broadcasts is None:
+                raise JobError("broadcasts are not configured")
+            params = self.broadcasts.check_job(params)
         now = iso(self.clock.now())
         job = {"id": f"{kind}-{self.new_id()}", "kind": kind, "params": params, "status": "running",
                "started_at": now, "updated_at": now, "slices": 0, "progress": {}, "cursor": None, "partial": None}
@@ -136,6 +141,8 @@ class JobRunner:
             return self.work.segment_sizes_slice(job["cursor"], job["partial"])
         if job["kind"] == "audience-export":
             return self.exports.export_slice(job["id"], job["params"], job["cursor"], job["partial"])
+        if job["kind"] == "broadcast-launch":
+            return self.broadcasts.launch_slice(job["params"], job["cursor"], job["partial"])
         return self.work.campaign_groups_slice(job["params"]["campaign"], job["cursor"], job["partial"])
 
     def _save(self, job: dict) -> None:

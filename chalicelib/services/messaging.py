@@ -101,6 +101,7 @@ LINK_TTL = timedelta(days=180)  # tracked links and unsubscribe pages of a messa
 BREAKER_WINDOW_HOURS = 24
 MAX_DATA_CHARS = 32 * 1024  # the triggering event's properties kept with the message
 PROVIDER_RETRY, INTERNAL_RETRY = "provider_retry", "internal_retry"
+SCHEDULED = "scheduled"  # a deferral chosen by the requester (not_before), not by the gate
 
 
 class UnknownChannel(BadQuery):
@@ -156,31 +157,45 @@ class MessagingService:
     # -- requesting ------------------------------------------------------------------------
 
     def request(self, contact_id: str, template: str, channel: str, cause: str, *, campaign: str | None = None,
-                data: dict | None = None, not_after: datetime | None = None) -> Message:
+                data: dict | None = None, not_after: datetime | None = None, variant: str | None = None,
+                not_before: datetime | None = None) -> Message:
         """A queued message for this cause (or the one already requested for it). Enqueued when
-        it is new, or still queued (a request whose enqueue failed is enqueued by its retry)."""
+        it is new, or still waiting to be claimed (a request whose enqueue failed is enqueued by
+        its retry). With `not_before` in the future (a broadcast at the contact's local time) the
+        message starts `deferred` with the reason code `scheduled` and sleeps on its queue until
+        then; the gate decides at that moment, its horizon counted from it. `variant` records
+        the A/B arm."""
         if channel not in SENDABLE_CHANNELS:
             raise UnknownChannel(f"channel must be one of {', '.join(SENDABLE_CHANNELS)}, got {channel!r}")
         now = self.clock.now()
         mid = message_id(cause, contact_id, template, channel)
         compiled, problem = self._default_variant(template, channel)
         lane = (compiled.kind if compiled is not None else None) or MARKETING
+        timeline = (StatusChange(QUEUED, now),)
+        delay = (not_before - now).total_seconds() if not_before is not None and compiled is not None else 0.0
+        if delay > 0:
+            timeline += (StatusChange(DEFERRED, now, {"outcome": DEFER, "code": SCHEDULED, "until": iso(not_before),
+                                                      "reason": f"Scheduled for {iso(not_before)}."}),)
         message = Message(id=mid, contact_id=contact_id, channel=channel, template=template, lane=lane,
                           topic=compiled.topic if compiled is not None else None, cause=cause, requested_at=now,
-                          campaign=campaign, data=_bounded(data or {}), not_after=not_after,
-                          timeline=(StatusChange(QUEUED, now),))
+                          status=timeline[-1].status, campaign=campaign, variant=variant, data=_bounded(data or {}),
+                          not_after=not_after, timeline=timeline)
         if not self.log.create(message):
             existing = self.log.get(mid)
-            if existing is not None and existing.status == QUEUED:
-                self.queue.enqueue(mid, existing.lane)
+            if existing is not None and existing.status in UNSENT and not any(c.status == SENDING
+                                                                               for c in existing.timeline):
+                wake = _deferred_until(existing)
+                self.queue.enqueue(mid, existing.lane, max(0.0, (wake - now).total_seconds()) if wake else 0)
             return existing or message
         if compiled is None:
             # Nothing to send: visible on the contact at once, never queued.
             failed = self.log.advance(mid, StatusChange(FAILED, now, {"code": "template_missing", "reason": problem}))
             self.count(FAILED, "template_missing")
             return failed or message
-        self.queue.enqueue(mid, lane)
+        self.queue.enqueue(mid, lane, delay)
         self.count(QUEUED, None)
+        if delay > 0:
+            self.count(DEFERRED, SCHEDULED)
         return message
 
     # -- the queue consumer's unit of work --------------------------------------------------
@@ -233,7 +248,9 @@ class MessagingService:
             return self._skip(message, now, Reason("invalid_address", str(exc)))
         suppressions = self.suppressions.find(message.channel, hashed)
         state = ContactSendState.of(contact, suppressions)
-        request = SendRequest(message.id, message.channel, message.lane, message.topic, message.requested_at,
+        # A scheduled message's horizon counts from its moment, not from its (earlier) request.
+        request = SendRequest(message.id, message.channel, message.lane, message.topic,
+                              max(message.requested_at, _scheduled_for(message) or message.requested_at),
                               message.not_after)
         decision = decide(request, state, self._history(message, now), self.policy, now)
         if decision.outcome == SKIP:
@@ -485,6 +502,14 @@ def _deferred_until(message: Message) -> datetime | None:
     if last is None or last.status != DEFERRED or not last.detail.get("until"):
         return None
     return parse_timestamp(last.detail["until"])
+
+
+def _scheduled_for(message: Message) -> datetime | None:
+    """The moment a scheduled request (`not_before`) set, if it was one."""
+    for change in message.timeline:
+        if change.status == DEFERRED and change.detail.get("code") == SCHEDULED and change.detail.get("until"):
+            return parse_timestamp(change.detail["until"])
+    return None
 
 
 def _locale_of(contact: Contact) -> str | None:

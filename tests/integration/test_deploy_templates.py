@@ -53,6 +53,7 @@ FUNCTIONS = {
     "send_messages": ("SendMessages", 512, 60),
     "send_transactional_messages": ("SendTransactionalMessages", 512, 60),
     "ses_feedback": ("SesFeedback", 512, 60),
+    "broadcast_fanout": ("BroadcastFanout", 512, 60),
 }
 # How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
 # know the account id of a static policy file, `?` matches exactly one character.
@@ -390,8 +391,9 @@ TABLE_CALLS = {
     "MERCURIO_MESSAGES_TABLE": ("PutItem", "GetItem", "UpdateItem", "Query", "BatchWriteItem"),
     # dynamodb_suppressions.py: first-come conditional puts, found by hash
     "MERCURIO_SUPPRESSIONS_TABLE": ("PutItem", "Query"),
-    # dynamodb_channel_stats.py (ADD counters, window queries) and dynamodb_send_rate.py (read,
-    # then one conditional update of the bucket)
+    # dynamodb_channel_stats.py (ADD counters, window queries), dynamodb_campaign_stats.py
+    # (ADD funnel counters, one query per campaign) and dynamodb_send_rate.py (read, then one
+    # conditional update of the bucket)
     "MERCURIO_CHANNELS_TABLE": ("UpdateItem", "Query", "GetItem"),
 }
 # Tables queried through secondary indexes: Query must be allowed on `<table>/index/*` too.
@@ -417,6 +419,12 @@ QUEUE_CALLS = {
     "mercurio-{stage}-ses-feedback": {"sqs:receivemessage", "sqs:deletemessage", "sqs:changemessagevisibility",
                                       "sqs:getqueueattributes"},
     "mercurio-{stage}-ses-feedback-dlq": set(),
+    # services/broadcasts.py: a launch slice enqueues fan-out batches (SendMessageBatch is
+    # authorized by sqs:SendMessage); broadcast_fanout consumes them through its mapping
+    "mercurio-{stage}-broadcast-fanout": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage",
+                                          "sqs:deletemessage", "sqs:changemessagevisibility",
+                                          "sqs:getqueueattributes"},
+    "mercurio-{stage}-broadcast-fanout-dlq": set(),
 }
 # Actions that support resource-level permissions but must be granted on "*" for a call the
 # code makes, with the reason.

@@ -1,0 +1,130 @@
+"""Campaign statistics: the funnel of every campaign, per template and variant.
+
+Counting happens where statuses change: `CountingMessageLog` wraps the message log, and each
+time a message of a campaign first enters a funnel status (requested, deferred, sent,
+delivered, opened, clicked, converted, bounced, complained, unsubscribed, skipped — skips
+also by reason code — failed) it adds one to that counter. "First" is decided by an atomic
+mark on the message itself (CountOnce: a conditional update that only one writer wins), so
+a redelivered SES notification, a second open, a replayed fan-out batch or a message
+deferred three times counts once. The mark is written before the counter is added: a crash
+between the two loses that one count rather than counting it twice.
+
+A click implies an open (images are often off; Apple's privacy protection opens everything):
+a first click also counts an open if the message had none.
+
+Conversions: `converted` counts messages moved to the `converted` status. The six-groups
+report (domain/engagement.py: the purchase attributed to the visit of a click, within the
+campaign's attribution window) is what decides a conversion on the contact; the campaign
+stats show that report's conversions and revenue next to the funnel (services/broadcasts.py).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from chalicelib.domain.messaging.messages import (
+    BOUNCED,
+    CLICKED,
+    COMPLAINED,
+    CONVERTED,
+    DEFERRED,
+    DELIVERED,
+    FAILED,
+    OPENED,
+    QUEUED,
+    SENT,
+    SKIPPED,
+    UNSUBSCRIBED,
+    Message,
+    StatusChange,
+)
+from chalicelib.services.broadcast_ports import CampaignStats, CountOnce
+from chalicelib.services.message_ports import MessageLog
+
+REQUESTED = "requested"
+FUNNEL = (REQUESTED, DEFERRED, SENT, DELIVERED, OPENED, CLICKED, CONVERTED, BOUNCED, COMPLAINED, UNSUBSCRIBED,
+          SKIPPED, FAILED)
+_COUNTER_OF = {QUEUED: REQUESTED, **{s: s for s in FUNNEL if s != REQUESTED}}
+
+
+def counter_keys(change: StatusChange) -> list[str]:
+    """The counters one status change adds to (skips also by their reason code)."""
+    name = _COUNTER_OF.get(change.status)
+    if name is None:
+        return []
+    keys = [name]
+    if change.status == SKIPPED and change.detail.get("code"):
+        keys.append(f"{SKIPPED}:{change.detail['code']}")
+    return keys
+
+
+class CountingMessageLog(MessageLog):
+    """The message log, counting each campaign message's first entry into each funnel status."""
+
+    def __init__(self, log: MessageLog, once: CountOnce, stats: CampaignStats):
+        self.inner = log
+        self.once = once
+        self.stats = stats
+
+    def _count(self, message: Message | None, changes) -> None:
+        if message is None or not message.campaign:
+            return
+        counts: dict[str, int] = {}
+        for change in changes:
+            statuses = [change] + ([StatusChange(OPENED, change.at)] if change.status == CLICKED else [])
+            for one in statuses:
+                keys = counter_keys(one)
+                if keys and self.once.first_time(message.id, keys[0]):
+                    for key in keys:
+                        counts[key] = counts.get(key, 0) + 1
+        if counts:
+            self.stats.add(message.campaign, message.template, message.variant, counts)
+
+    def create(self, message: Message) -> bool:
+        created = self.inner.create(message)
+        if created:
+            self._count(message, message.timeline)
+        return created
+
+    def get(self, message_id: str) -> Message | None:
+        return self.inner.get(message_id)
+
+    def claim(self, message_id: str, change: StatusChange, lease_until: datetime) -> Message | None:
+        return self.inner.claim(message_id, change, lease_until)
+
+    def release(self, message_id: str, change: StatusChange) -> Message | None:
+        released = self.inner.release(message_id, change)
+        self._count(released, [change])
+        return released
+
+    def advance(self, message_id: str, change: StatusChange, **fields) -> Message | None:
+        updated = self.inner.advance(message_id, change, **fields)
+        self._count(updated, [change])
+        return updated
+
+    def by_provider_id(self, provider_id: str) -> Message | None:
+        return self.inner.by_provider_id(provider_id)
+
+    def for_contact(self, contact_id, since=None, limit=100, cursor=None):
+        return self.inner.for_contact(contact_id, since=since, limit=limit, cursor=cursor)
+
+    def erase_contact(self, contact_id: str) -> int:
+        return self.inner.erase_contact(contact_id)
+
+
+def funnel(rows: list[dict]) -> dict:
+    """The campaign's funnel: totals, and per template and variant."""
+    totals: dict[str, int] = {}
+    variants = []
+    for row in sorted(rows, key=lambda r: (r.get("variant") or "", r.get("template") or "")):
+        counts = {k: int(v) for k, v in row["counts"].items()}
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+        variants.append({"template": row.get("template") or None, "variant": row.get("variant"),
+                         "counts": _ordered(counts)})
+    return {"totals": _ordered(totals), "by_template_and_variant": variants}
+
+
+def _ordered(counts: dict[str, int]) -> dict[str, int]:
+    main = {k: counts.get(k, 0) for k in FUNNEL}
+    reasons = {k: v for k, v in sorted(counts.items()) if k not in main}
+    return {**main, **reasons}
