@@ -142,7 +142,7 @@ class Services:
         """Every typed contact event's handlers, with their dependencies bound (cosmicpython's
         bootstrap): a new reaction is a handler in services/handlers.py and its line here."""
         from chalicelib.domain.events import iso
-        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, \
+        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, record_conversion, \
             request_triggered_messages
         from chalicelib.services.messagebus import MessageBus
 
@@ -153,6 +153,7 @@ class Services:
             request_triggered_messages: {
                 "triggers": lambda: list(self.definitions.catalog().triggers.values()),
                 "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs)},
+            record_conversion: {"messages": _Lazy(lambda: self.message_log)},
         }
         return MessageBus({event_type: [partial(handler, **dependencies[handler]) for handler in handlers]
                            for event_type, handlers in EVENT_HANDLERS.items()})
@@ -413,6 +414,19 @@ class _Later:
 
     def __getattr__(self, name):
         return getattr(self._build(), name)
+
+
+class _Lazy:
+    """A dependency built the first time it is used: a stream Lambda that never converts a
+    message never builds the message log."""
+
+    def __init__(self, build):
+        self._build, self._built = build, None
+
+    def __getattr__(self, name):
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
 def count_unreadable_definitions(rows: list[dict]) -> None:

@@ -25,6 +25,7 @@ STAGE_CHANGED = "Stage Changed"
 TAG_ADDED = "Tag Added"
 CONTACTS_MERGED = "Contacts Merged"
 MESSAGE_TRIGGERED = "Message Triggered"
+MESSAGE_CONVERTED = "Message Converted"
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,22 @@ class MessageTriggered(ContactEvent):
         return {"trigger_id": self.trigger_id, "template": self.template, "channel": self.channel}
 
 
+@dataclass(frozen=True)
+class MessageConverted(ContactEvent):
+    """A purchase was attributed to the visit of a click in a message (domain/engagement.py):
+    the message is converted, with the order's value as its revenue."""
+
+    message_id: str = ""
+    campaign_id: str = ""
+    click_id: str = ""
+    revenue: float | None = None
+    order_id: str | None = None
+    kind = "message.converted"
+
+    def details(self) -> dict:
+        return {"message_id": self.message_id, "campaign_id": self.campaign_id, "revenue": self.revenue}
+
+
 # Next: MessageRequested (a journey or broadcast asks for a send) and EnrollmentDue (a
 # journey's wait is over) join this list, each with its handlers in services/handlers.py.
 
@@ -165,6 +182,10 @@ _FROM_INTERNAL: dict[str, Callable[[dict, dict], dict]] = {
     STAGE_CHANGED: lambda p, e: {"previous": p.get("from"), "stage": p.get("to")},
     TAG_ADDED: lambda p, e: {"tag": _text(p.get("tag"))},
     CONTACTS_MERGED: lambda p, e: {"merged": tuple(m for m in p.get("merged") or () if isinstance(m, str))},
+    MESSAGE_CONVERTED: lambda p, e: {"message_id": _text(p.get("message_id")),
+                                     "campaign_id": _text(p.get("campaign_id")), "click_id": _text(p.get("click_id")),
+                                     "revenue": _number(p.get("revenue")) if p.get("revenue") is not None else None,
+                                     "order_id": p.get("order_id") if isinstance(p.get("order_id"), str) else None},
     MESSAGE_TRIGGERED: lambda p, e: {"trigger_id": _text(p.get("trigger_id")), "template": _text(p.get("template")),
                                      "channel": _text(p.get("channel")) or "email",
                                      "message_cause": _text(p.get("message_cause")) or e["messageId"],
@@ -173,7 +194,7 @@ _FROM_INTERNAL: dict[str, Callable[[dict, dict], dict]] = {
 }
 _CLASSES = {SEGMENT_ENTERED: SegmentEntered, SEGMENT_EXITED: SegmentExited, SCORE_CHANGED: ScoreChanged,
             STAGE_CHANGED: StageChanged, TAG_ADDED: TagAdded, CONTACTS_MERGED: ContactsMerged,
-            MESSAGE_TRIGGERED: MessageTriggered}
+            MESSAGE_TRIGGERED: MessageTriggered, MESSAGE_CONVERTED: MessageConverted}
 
 
 def from_internal_event(event: dict, contact: ContactSnapshot) -> ContactEvent | None:

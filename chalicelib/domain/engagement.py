@@ -358,6 +358,8 @@ def _record_click(summary: dict, campaign: Campaign, props: dict, ts: str) -> No
     clicked_path = _path_of(props.get("url"))
     offer = campaign.offers.get(link_id) if link_id else None
     click = {"id": click_id, "link": link_id, "at": ts, "views": {"offer": 0, "other": 0}}
+    if isinstance(props.get("message_id"), str) and props["message_id"]:
+        click["message"] = props["message_id"]  # the conversion is attributed to this message
     if clicked_path:
         click["path"] = clicked_path
     prefix = offer.path_prefix if offer else clicked_path
@@ -380,12 +382,36 @@ def _record_visit(click: dict, campaign: Campaign, name: str, event: dict) -> bo
     if name == campaign.purchase_event:
         previous = click.get("converted")
         click["converted"] = _earliest(previous, ts)
+        if click["converted"] != previous:  # the first purchase of the visit: its order and value
+            props = event.get("properties") or {}
+            revenue = order_revenue(props)
+            if revenue is not None:
+                click["revenue"] = revenue
+            if isinstance(props.get("order_id"), (str, int)) and not isinstance(props.get("order_id"), bool):
+                click["order_id"] = str(props["order_id"])
         return previous != click["converted"]
     if name == campaign.cart_event:
         previous = click.get("cart")
         click["cart"] = _earliest(previous, ts)
         return previous != click["cart"]
     return False
+
+
+def order_revenue(properties: dict) -> float | None:
+    """An order's value as Segment's ecommerce spec carries it: `revenue`, else `total`, else `value`."""
+    for key in ("revenue", "total", "value"):
+        value = properties.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e12:
+            return round(float(value), 2)
+    return None
+
+
+def new_conversions(before: dict, after: dict) -> list[tuple[str, dict]]:
+    """The clicks (campaign id, click) that became conversions between two states of a
+    contact's campaign summaries."""
+    converted_before = {c.get("id") for s in before.values() for c in s.get("clicks", ()) if c.get("converted")}
+    return [(campaign_id, click) for campaign_id, summary in after.items() for click in summary.get("clicks", ())
+            if click.get("converted") and click.get("id") not in converted_before]
 
 
 def _keep_latest(summaries: dict) -> None:

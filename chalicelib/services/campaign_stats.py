@@ -12,10 +12,12 @@ between the two loses that one count rather than counting it twice.
 A click implies an open (images are often off; Apple's privacy protection opens everything):
 a first click also counts an open if the message had none.
 
-Conversions: `converted` counts messages moved to the `converted` status. The six-groups
-report (domain/engagement.py: the purchase attributed to the visit of a click, within the
-campaign's attribution window) is what decides a conversion on the contact; the campaign
-stats show that report's conversions and revenue next to the funnel (services/broadcasts.py).
+Conversions: `converted` counts messages moved to the `converted` status, and `revenue` sums
+their orders' values. The six-groups rules (domain/engagement.py: a purchase within the
+campaign's attribution window after a click, on the visit that click began) decide a
+conversion on the contact; the stream records it as Message Converted, naming the message
+whose link was clicked last before the purchase, and its handler (services/handlers.py)
+moves that message to `converted` with the order's value.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from chalicelib.services.broadcast_ports import CampaignStats, CountOnce
 from chalicelib.services.message_ports import MessageLog
 
 REQUESTED = "requested"
+REVENUE_CENTS = "revenue_cents"  # the order values of converted messages, attributed to the last click
 FUNNEL = (REQUESTED, DEFERRED, SENT, DELIVERED, OPENED, CLICKED, CONVERTED, BOUNCED, COMPLAINED, UNSUBSCRIBED,
           SKIPPED, FAILED)
 _COUNTER_OF = {QUEUED: REQUESTED, **{s: s for s in FUNNEL if s != REQUESTED}}
@@ -76,6 +79,10 @@ class CountingMessageLog(MessageLog):
                 if keys and self.once.first_time(message.id, keys[0]):
                     for key in keys:
                         counts[key] = counts.get(key, 0) + 1
+                    revenue = one.detail.get("revenue") if one.status == CONVERTED else None
+                    if isinstance(revenue, (int, float)) and not isinstance(revenue, bool):
+                        # In cents, so the atomic ADD of the counters stays exact.
+                        counts[REVENUE_CENTS] = counts.get(REVENUE_CENTS, 0) + round(revenue * 100)
         if counts:
             self.stats.add(message.campaign, message.template, message.variant, counts)
 
@@ -124,7 +131,7 @@ def funnel(rows: list[dict]) -> dict:
     return {"totals": _ordered(totals), "by_template_and_variant": variants}
 
 
-def _ordered(counts: dict[str, int]) -> dict[str, int]:
+def _ordered(counts: dict[str, int]) -> dict:
     main = {k: counts.get(k, 0) for k in FUNNEL}
-    reasons = {k: v for k, v in sorted(counts.items()) if k not in main}
-    return {**main, **reasons}
+    reasons = {k: v for k, v in sorted(counts.items()) if k not in main and k != REVENUE_CENTS}
+    return {**main, "revenue": counts.get(REVENUE_CENTS, 0) / 100, **reasons}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from chalicelib.domain.contact_events import (
+    MessageConverted,
     ContactEvent,
     ContactsMerged,
     MessageTriggered,
@@ -19,6 +20,8 @@ from chalicelib.domain.contact_events import (
     StageChanged,
     TagAdded,
 )
+from chalicelib.domain.events import parse_timestamp
+from chalicelib.domain.messaging.messages import CONVERTED, StatusChange
 from chalicelib.domain.deliveries import DeliveryMessage, delivery_id
 from chalicelib.domain.destinations import Destination
 from chalicelib.services.effect_ports import EffectsQueue
@@ -61,8 +64,22 @@ def request_triggered_messages(event: ContactEvent, *, triggers: Callable[[], li
     return requested
 
 
+def record_conversion(event: MessageConverted, *, messages) -> bool:
+    """The message whose click led to the purchase is converted, with the order's value (once:
+    a replayed batch finds it converted already). Mercurio's own message log, not the outside
+    world."""
+    message = messages.get(event.message_id) if event.message_id else None
+    if message is None or any(change.status == CONVERTED for change in message.timeline):
+        return False
+    detail = {k: v for k, v in (("revenue", event.revenue), ("order_id", event.order_id),
+                                ("click_id", event.click_id)) if v is not None}
+    messages.advance(message.id, StatusChange(CONVERTED, parse_timestamp(event.at), detail))
+    return True
+
+
 EVENT_HANDLERS: dict[type, list[Callable]] = {
     MessageTriggered: [request_triggered_messages],
+    MessageConverted: [record_conversion],
     SegmentEntered: [enqueue_destination_deliveries, request_triggered_messages],
     SegmentExited: [enqueue_destination_deliveries],
     ScoreChanged: [enqueue_destination_deliveries],

@@ -204,7 +204,10 @@ class EventProcessor:
 
     def _process_once(self, event: dict, cache: BatchCache, consistent: bool, defer: bool = False) -> Outcome:
         if event.get("contactId"):
-            return self._process_internal(event, cache, consistent, defer)
+            linked = self._as_linking(event, cache, consistent)
+            if linked is None:
+                return self._process_internal(event, cache, consistent, defer)
+            event = linked
         identifiers = event_identifiers(event)
         optional = alias_candidates(event) if event["type"] == "alias" else []
         owners = self._lookup(identifiers + optional, cache, consistent)
@@ -292,6 +295,20 @@ class EventProcessor:
             self._publish(contact)
         return Outcome(contact_id=contact.id, applied=applied, created=created,
                        merged=[c.id for c in losers], written=written)
+
+    def _as_linking(self, event: dict, cache: BatchCache, consistent: bool) -> dict | None:
+        """An email click links its recipient to the visit it starts (`click:<id>`, which the
+        visitor's events carry as context.clickId): it is resolved like a visitor's event —
+        the click identifier claimed for the recipient, or the two profiles merged when the
+        visit reached the stream first — naming the recipient by one of its own identifiers.
+        None for every other internal event (and a recipient with no identifier left)."""
+        if not any(i.startswith("click:") for i in event_identifiers(event)):
+            return None
+        contact = self._follow(event["contactId"], cache, consistent)
+        own = [i for i in contact.identifiers if not i.startswith("click:")]
+        if not own:
+            return None
+        return {k: v for k, v in event.items() if k != "contactId"} | {"partition": own[0]}
 
     def _process_internal(self, event: dict, cache: BatchCache, consistent: bool, defer: bool = False) -> Outcome:
         """Events Mercurio emits about a contact (Segment Entered…): counted on the contact

@@ -8,13 +8,15 @@ idempotent, so a crash between the two only means they are published again.
 """
 from __future__ import annotations
 
+import copy
+
 import hashlib
 from datetime import datetime
 
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
-from chalicelib.domain.contact_events import CONTACTS_MERGED, MESSAGE_TRIGGERED
+from chalicelib.domain.contact_events import CONTACTS_MERGED, MESSAGE_CONVERTED, MESSAGE_TRIGGERED
 from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.events import iso
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
@@ -100,11 +102,20 @@ class ProfileRules:
             kinds.add("rfm")
         if catalog.campaigns:
             known = set(contact.campaigns)
+            purchase = name in {c.purchase_event for c in catalog.campaigns.values()} | {engagement.DEFAULT_PURCHASE_EVENT}
+            before = copy.deepcopy(contact.campaigns) if purchase else None
             if engagement.record_engagement(catalog.campaigns, contact, event):
                 kinds.add("campaign")
                 for campaign_id in set(contact.campaigns) - known:
                     contact.outbox.append({"kind": "enter", "segment_id": CAMPAIGN_AUDIENCE.format(campaign_id),
                                            "since": iso(now)})
+                # A purchase attributed to a click converts the message that carried the link.
+                for campaign_id, click in engagement.new_conversions(before, contact.campaigns) if purchase else ():
+                    if click.get("message"):
+                        self._emit(contact, MESSAGE_CONVERTED,
+                                   {"message_id": click["message"], "campaign_id": campaign_id,
+                                    "click_id": click["id"], "revenue": click.get("revenue"),
+                                    "order_id": click.get("order_id")}, now, f"{event['messageId']}:{click['id']}")
         if name == CONSENT_EVENT:
             kinds |= self._consent(contact, event)
         if name:

@@ -90,10 +90,11 @@ def test_a_failing_handler_stops_publishing_so_the_outbox_is_published_again():
 
 
 def test_every_typed_event_has_a_handler():
-    from chalicelib.domain.contact_events import KINDS, MessageTriggered
+    from chalicelib.domain.contact_events import KINDS, MessageConverted, MessageTriggered
 
-    # Destinations hear the KINDS; a Message Triggered is Mercurio's own request for a message.
-    assert set(EVENT_HANDLERS) == set(KINDS.values()) | {MessageTriggered}
+    # Destinations hear the KINDS; a Message Triggered is Mercurio's own request for a message,
+    # a Message Converted its own record of a purchase attributed to a message.
+    assert set(EVENT_HANDLERS) == set(KINDS.values()) | {MessageTriggered, MessageConverted}
 
 
 # -- the destinations handler ------------------------------------------------------------------

@@ -267,3 +267,40 @@ def test_an_unreadable_preference_form_is_refused_with_a_reason(world, form, wor
     with pytest.raises(BadPreferences, match=words):
         world.service.save_preferences(world.token(PREFERENCES), form, PERSON)
     assert world.events.inserted == []
+
+
+# -- conversions: a purchase on the visit of a click converts the message ----------------------
+
+def test_a_purchase_on_the_clicks_visit_converts_the_message_once_with_its_revenue():
+    from functools import partial
+
+    from chalicelib.domain.contact_events import MessageConverted
+    from chalicelib.domain.engagement import parse_campaign
+    from chalicelib.services.handlers import record_conversion
+
+    world = World()
+    campaign = parse_campaign({"id": "black-friday", "name": "Black Friday", "attribution_window": "2 days"})
+    bus = MessageBus({MessageConverted: [partial(record_conversion, messages=world.messages)]})
+    world.processor = EventProcessor(
+        world.contacts, world.clock, sleep=lambda s: None,
+        rules=ProfileRules(lambda: Catalog.of(campaigns={"black-friday": campaign})),
+        publisher=EffectsPublisher(FakeMembershipStore(), world.events, FakeRecheckSchedule(), bus,
+                                   lambda c, now: 0.0))
+    landing = world.service.click(world.token(CLICK, 1), PERSON).destination
+    click_id = landing.split("mcid=")[1]
+    world.process()
+
+    def visit(event: str, properties: dict, message_id: str) -> None:
+        world.processor.process({
+            "type": "track", "event": event, "properties": properties, "messageId": message_id,
+            "userId": None, "anonymousId": None, "context": {"clickId": click_id, "traits": {}},
+            "timestamp": "2026-11-22T12:05:00.000Z", "receivedAt": "2026-11-22T12:05:00.000Z",
+            "originalTimestamp": "2026-11-22T12:05:00.000Z", "identifiers": ["email:ada@example.com"],
+            "sourceIdentifier": "email:ada@example.com"})
+
+    visit("Order Completed", {"order_id": "o-17", "revenue": 42.5, "currency": "EUR"}, "order-1")
+    message = world.messages.get("msg_1")
+    assert message.status == "converted"
+    assert message.timeline[-1].detail == {"revenue": 42.5, "order_id": "o-17", "click_id": click_id}
+    visit("Order Completed", {"order_id": "o-18", "revenue": 10}, "order-2")  # a second order: still one
+    assert [c.status for c in world.messages.get("msg_1").timeline].count("converted") == 1
