@@ -574,6 +574,8 @@ def send_phase(h, args, say) -> dict:
     woken = consumer.wake()
     consumer.drain()  # the clock stays 12 hours on: the send rate's state is there now
     wake_ops, wake_tables = h.recorder.snapshot()
+    lambda_wall, lambda_cpu = list(consumer.wall), list(consumer.cpu)  # the trickle below is not in them
+    records = consumer.records
     ops = _plus(first_ops, wake_ops)
     all_calls = calls.snapshot()
     statuses = _statuses(services.message_log, people, mids)
@@ -641,8 +643,7 @@ def send_phase(h, args, say) -> dict:
                        "cpu": sum(first_pass["cpu"]), "units": units_by_table(_minus(first_ops, request_ops)),
                        "calls": _calls_json(_minus_calls(first_calls, request_calls))},
         "woken": woken, "statuses": statuses, "reasons": reasons, "delivered": delivered,
-        "invocations": len(consumer.wall), "records": consumer.records,
-        "lambda_wall": list(consumer.wall), "lambda_cpu": list(consumer.cpu),
+        "invocations": len(lambda_wall), "records": records, "lambda_wall": lambda_wall, "lambda_cpu": lambda_cpu,
         "units": units_by_table(ops), "calls": _calls_json(all_calls),
         "messages_item_bytes": messages_items.summary(),
         "index_wru": index_wru,
