@@ -375,6 +375,10 @@ def verdicts(results: dict) -> list[str]:
         from bench import segments
 
         out += segments.verdicts(results["segments"])
+    if results.get("messaging"):
+        from bench import messaging
+
+        out += messaging.verdicts(results["messaging"])
     return out
 
 
@@ -396,6 +400,10 @@ def render(results: dict) -> str:
         from bench import segments
 
         lines += segments.render(results["segments"])
+    if results.get("messaging"):
+        from bench import messaging
+
+        lines += messaging.render(results["messaging"])
     lines += ["", "Budgets and claims (on computed request units; request counts also checked)"]
     lines += [f"   {v}" for v in results["verdicts"]]
     lines += ["", "WRU/RRU = computed: DynamoDB's documented sizing rules applied to the items each request "
@@ -490,6 +498,10 @@ def measure(args, h: Harness, wl: Workload, results: dict) -> None:
         from bench import segments
 
         results["segments"] = segments.run_suite(h, args, say)
+    if args.suite in ("all", "messaging"):
+        from bench import messaging
+
+        results["messaging"] = messaging.run_suite(h, args, say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,9 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", help="use this already running DynamoDB endpoint instead of starting moto")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-processing", action="store_true")
-    parser.add_argument("--suite", choices=("core", "segments", "all"), default="core",
+    parser.add_argument("--suite", choices=("core", "segments", "messaging", "all"), default="core",
                         help="core (default, about 1 minute): ingest and stream processing; segments (about "
-                             "7 minutes): segmentation, bench/segments.py; all: both")
+                             "7 minutes): segmentation, bench/segments.py; messaging (about 2 minutes): renders, "
+                             "sends and cost per 1,000 emails, bench/messaging.py; all: every suite")
     parser.add_argument("--segment-counts", type=lambda v: [int(x) for x in v.split(",")], default=[10, 100, 1000],
                         help="segments defined in each per-event run (default 10,100,1000)")
     parser.add_argument("--seg-contacts", type=int, default=300,
@@ -532,6 +545,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="contacts a new segment is previewed and back-filled over (default 2000; 0 skips)")
     parser.add_argument("--backfill-history", type=int, default=20,
                         help="stored events per contact in the back-fill run (default 20)")
+    parser.add_argument("--msg-contacts", type=int, default=400,
+                        help="contacts sent one email each in the messaging run (default 400)")
+    parser.add_argument("--msg-quiet-share", type=float, default=0.08,
+                        help="share of them where it is night now: quiet hours (default 0.08)")
+    parser.add_argument("--msg-capped-share", type=float, default=0.07,
+                        help="share of them already at the weekly cap (default 0.07)")
+    parser.add_argument("--msg-no-consent-share", type=float, default=0.03,
+                        help="share of them without email consent (default 0.03)")
+    parser.add_argument("--renders", type=int, default=500, help="warm renders per template (default 500)")
+    parser.add_argument("--cold-renders", type=int, default=50,
+                        help="cold renders (compiled each time) per template (default 50)")
+    parser.add_argument("--trickle", type=int, default=50,
+                        help="paced requests for the latency through an idle pipeline (default 50)")
+    parser.add_argument("--trickle-interval", type=float, default=0.2,
+                        help="seconds between paced requests (default 0.2)")
     parser.add_argument("--plain-moto", action="store_true",
                         help="moto's server as shipped (its Query reads the whole table; see bench/moto_server.py)")
     parser.add_argument("--json", help="also write every number to this JSON file")
