@@ -371,6 +371,21 @@ class Services:
                                  inbox=self.template_inbox)
 
     @cached_property
+    def template_trials(self):
+        """Previews for a real contact and test sends."""
+        from chalicelib.services.template_trials import TemplateTrials
+
+        return TemplateTrials(self.template_authoring, self.messaging, self.contact_repository, self.clock,
+                              tracker=lambda: self.link_tracker)
+
+    @cached_property
+    def confirmations(self):
+        from chalicelib.services.confirmations import Confirmations
+
+        return Confirmations(self.contact_repository, self.event_store, self.clock,
+                             ttl_days=self.settings.event_ttl_days)
+
+    @cached_property
     def content_service(self):
         from chalicelib.services.content import ContentService
 
