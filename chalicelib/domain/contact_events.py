@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from chalicelib.domain.messaging.push_devices import PUSH_TOKEN_SEEN
+
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
 SCORE_CHANGED = "Score Changed"
@@ -25,7 +27,6 @@ STAGE_CHANGED = "Stage Changed"
 TAG_ADDED = "Tag Added"
 CONTACTS_MERGED = "Contacts Merged"
 MESSAGE_TRIGGERED = "Message Triggered"
-PUSH_TOKEN_SEEN = "Push Token Seen"  # domain/messaging/push_devices.py
 CONFIRMATION_REQUESTED = "Confirmation Requested"  # a double opt-in's confirmation message is due
 
 

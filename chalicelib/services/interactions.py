@@ -1,5 +1,6 @@
-"""What a person does with a message after it was sent: clicks, opens, unsubscribes and the
-preference centre, reached through signed links without logging in.
+"""What a person does with a message after it was sent: clicks, opens, unsubscribes, the
+preference centre and a double opt-in's confirmation, reached through signed links without
+logging in.
 
 Every interaction is recorded twice: as a status change on the message (its timeline), and
 as an event on the contact, appended to the event store under `contact:{id}` like the events

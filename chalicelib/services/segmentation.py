@@ -14,7 +14,7 @@ from datetime import datetime
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
-from chalicelib.domain.contact_events import CONTACTS_MERGED, MESSAGE_TRIGGERED
+from chalicelib.domain.contact_events import CONFIRMATION_REQUESTED, CONTACTS_MERGED, MESSAGE_TRIGGERED
 from chalicelib.domain.contact_state import MergeContext
 from chalicelib.domain.messaging import consent as consent_rules
 from chalicelib.domain.messaging import push_devices
@@ -28,7 +28,6 @@ CONSENT_EVENT = "Consent Updated"
 # Double opt-in (domain/messaging/consent.py): the processor records the pending request and
 # asks for the confirmation message; the admin API asks for a resend through the processor,
 # so the resend limits are judged against the stored confirmation, one event at a time.
-CONFIRMATION_REQUESTED = "Confirmation Requested"
 CONFIRMATION_RESEND_REQUESTED = "Confirmation Resend Requested"
 CAMPAIGN_AUDIENCE = "~campaign-{}"  # membership set of a campaign's recipients (not a segment id)
 
