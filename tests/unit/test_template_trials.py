@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import timedelta
 
 import pytest
 
@@ -134,3 +135,21 @@ def test_a_disabled_push_endpoint_is_reported_for_removal(w):
     m = w.service.request("c1", "news", "push", "evt-p")
     assert w.service.send(m.id).status == "sent"
     assert gone == [("c1", "arn:dead", m.id)]
+
+
+def test_a_click_in_a_test_email_is_recorded_on_the_message_but_makes_no_contact():
+    from chalicelib.domain.messaging.links import CLICK
+    from chalicelib.services.interactions import Interactions, RequestFacts
+    from tests.unit.fakes import FakeEventStore
+
+    w = Trials()
+    answer = w.trials.test_send("welcome.html.j2", "tester@example.com")
+    assert w.service.send(answer["message_id"]).status == "sent"
+    events = FakeEventStore()
+    tracker = LinkTracker([SECRET], "https://t.shop.example")
+    pages = Interactions(lambda: w.log, lambda: w.suppressions, events, w.contacts, tracker, w.clock, SALT)
+    w.clock.advance(minutes=5)
+    token = tracker.token(CLICK, answer["message_id"], 0, NOON + timedelta(days=1))
+    result = pages.click(token, RequestFacts(ip="203.0.113.9", user_agent="Mozilla/5.0 (Macintosh) Safari/605"))
+    assert result.destination == "https://shop.example/coffee"
+    assert w.log.get(answer["message_id"]).status == "clicked" and events.inserted == []
