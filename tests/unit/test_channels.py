@@ -288,3 +288,23 @@ def test_resends_are_limited_in_number_and_spacing():
     with pytest.raises(ResendRefused) as refused:
         service.resend(contact.id, "email", "other")
     assert refused.value.code == "not_pending" and refused.value.status == 409
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+def test_push_platforms_and_consent_forms_settings_are_read_or_refused_clearly():
+    from chalicelib.config import _consent_forms, _push_platforms
+    from chalicelib.domain.sources import SourceConfigError
+
+    assert _push_platforms('{"ios": "arn:aws:sns:us-east-1:1:app/APNS/x"}') == (
+        ("ios", "arn:aws:sns:us-east-1:1:app/APNS/x"),)
+    assert _push_platforms(None) == ()
+    forms = _consent_forms('{"newsletter": {"shown": "Yes please", "collects": ["email", "email/News"]}}')
+    assert forms["newsletter"].covers("email", "news") and forms["newsletter"].shown == "Yes please"
+    for bad in ('{"web": "arn:x"}', '{"ios": "not-an-arn"}', "[1]", "{nope"):
+        with pytest.raises(SourceConfigError):
+            _push_platforms(bad)
+    for bad in ('{"f": {"shown": "", "collects": ["email"]}}', '{"f": {"shown": "x", "collects": ["fax"]}}',
+                '{"f": {"shown": "x"}}'):
+        with pytest.raises(SourceConfigError):
+            _consent_forms(bad)
