@@ -14,6 +14,7 @@ from chalicelib.entrypoints.http import observe_http
 from chalicelib.entrypoints.messages import message_handlers
 from chalicelib.entrypoints.messages_public import PIXEL_ACCEPT_TYPES, messages_public
 from chalicelib.entrypoints.privacy import privacy_api
+from chalicelib.entrypoints.confirmations import confirmations_api
 from chalicelib.entrypoints.schedules import scheduled_jobs
 from chalicelib.entrypoints.stream import stream_handlers
 from chalicelib.entrypoints.templates import templates_api
@@ -36,3 +37,4 @@ app.register_blueprint(messages_public)
 app.register_blueprint(feedback_handlers)
 app.register_blueprint(privacy_api)
 app.register_blueprint(broadcasts_api)
+app.register_blueprint(confirmations_api)

@@ -103,7 +103,15 @@ class Services:
     def profile_rules(self):
         from chalicelib.services.segmentation import ProfileRules
 
-        return ProfileRules(lambda: self.definitions.catalog(), counter_days=self.settings.counter_days)
+        return ProfileRules(lambda: self.definitions.catalog(), counter_days=self.settings.counter_days,
+                            site_consent=lambda: self.site_consent)
+
+    @cached_property
+    def site_consent(self):
+        """The consent forms the public write key may grant through (MERCURIO_CONSENT_FORMS)."""
+        from chalicelib.domain.messaging.consent import SiteConsentPolicy
+
+        return SiteConsentPolicy(forms=self.settings.consent_forms)
 
     @cached_property
     def effects_publisher(self):
@@ -142,8 +150,9 @@ class Services:
         """Every typed contact event's handlers, with their dependencies bound (cosmicpython's
         bootstrap): a new reaction is a handler in services/handlers.py and its line here."""
         from chalicelib.domain.events import iso
-        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, record_conversion, \
-            request_triggered_messages
+        from chalicelib.domain.messaging.links import CONFIRM
+        from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, \
+            enqueue_push_registration, record_conversion, request_confirmation, request_triggered_messages
         from chalicelib.services.messagebus import MessageBus
 
         dependencies = {
@@ -154,6 +163,10 @@ class Services:
                 "triggers": lambda: list(self.definitions.catalog().triggers.values()),
                 "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs)},
             record_conversion: {"messages": _Lazy(lambda: self.message_log)},
+            enqueue_push_registration: {"queue": self.effects_queue, "now": lambda: iso(self.clock.now())},
+            request_confirmation: {
+                "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs),
+                "confirm_url": lambda mid, expires: self.link_tracker.page_url(CONFIRM, mid, expires)},
         }
         return MessageBus({event_type: [partial(handler, **dependencies[handler]) for handler in handlers]
                            for event_type, handlers in EVENT_HANDLERS.items()})
@@ -182,6 +195,21 @@ class Services:
         return DeliveryService(self.delivery_store, lambda d: self.definitions.catalog().destinations.get(d),
                                WebhookSender(allow_private=s.webhooks_allow_private),
                                self.secret_store, self.effects_queue, self.clock, policy)
+
+    @cached_property
+    def push_devices(self):
+        """Push registrations from the effects queue; disabled endpoints reported by sends."""
+        from chalicelib.adapters.sns_push import UnknownPlatform
+        from chalicelib.domain.deliveries import RetryPolicy
+        from chalicelib.services.push_devices import PermanentRegistrationError, PushDevices
+
+        s = self.settings
+        policy = RetryPolicy(first_retry=s.delivery_first_retry_seconds, max_delay=s.delivery_max_delay_seconds,
+                             horizon=s.delivery_horizon_seconds)
+        return PushDevices(lambda platform, token, contact: self.push_sender.register(platform, token, contact),
+                           self.event_store, self.clock, policy,
+                           permanent=(PermanentRegistrationError, UnknownPlatform),
+                           ttl_days=s.event_ttl_days)
 
     # -- messaging: the message log, the gate's stores, the channels and the send use case ------
 
@@ -260,7 +288,7 @@ class Services:
     def push_sender(self):
         from chalicelib.adapters.sns_push import SnsPushSender
 
-        return SnsPushSender({})
+        return SnsPushSender(dict(self.settings.push_platforms))
 
     @cached_property
     def link_tracker(self):
@@ -303,7 +331,9 @@ class Services:
             clock=self.clock, email=self.email_sender, sms=self.sms_sender, push=self.push_sender,
             tracker=lambda: self.link_tracker, salt=lambda: self.suppression_salt, policy=self.send_policy,
             from_address=s.default_from_address, sms_max_segments=s.sms_max_segments, count=count_message_outcome,
-            events=self.event_store, event_ttl_days=s.event_ttl_days)
+            events=self.event_store, event_ttl_days=s.event_ttl_days,
+            push_endpoint_gone=lambda contact, endpoint, mid: self.push_devices.endpoint_disabled(contact, endpoint,
+                                                                                                  mid))
 
     @cached_property
     def audience_exports(self):
@@ -372,6 +402,21 @@ class Services:
 
         return TemplateAuthoring(self.template_store, self.templates, self.definition_store, self.clock.now,
                                  inbox=self.template_inbox)
+
+    @cached_property
+    def template_trials(self):
+        """Previews for a real contact and test sends."""
+        from chalicelib.services.template_trials import TemplateTrials
+
+        return TemplateTrials(self.template_authoring, self.messaging, self.contact_repository, self.clock,
+                              tracker=lambda: self.link_tracker)
+
+    @cached_property
+    def confirmations(self):
+        from chalicelib.services.confirmations import Confirmations
+
+        return Confirmations(self.contact_repository, self.event_store, self.clock,
+                             ttl_days=self.settings.event_ttl_days)
 
     @cached_property
     def content_service(self):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from chalicelib.domain.sources import Source, SourceConfigError, parse_sources
@@ -145,6 +145,12 @@ class Settings:
     default_time_zone: str = "UTC"
     # SES's MaxSendRate, read from GetAccount when not set here.
     email_rate_per_second: float | None = None
+    # Push: the SNS platform application of each device type (MERCURIO_PUSH_PLATFORMS,
+    # {"ios": "<APNs platform application ARN>", "android": "<FCM one>"}).
+    push_platforms: tuple = ()
+    # The consent forms the public write key may grant through (MERCURIO_CONSENT_FORMS,
+    # {"footer-newsletter": {"shown": "<the wording>", "collects": ["email/newsletter"]}}).
+    consent_forms: dict = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -200,7 +206,52 @@ def settings() -> Settings:
         default_time_zone=_env("MERCURIO_DEFAULT_TIME_ZONE", "UTC"),
         email_rate_per_second=_seconds("MERCURIO_EMAIL_RATE_PER_SECOND", 1.0)
         if _env("MERCURIO_EMAIL_RATE_PER_SECOND") else None,
+        push_platforms=_push_platforms(_env("MERCURIO_PUSH_PLATFORMS")),
+        consent_forms=_consent_forms(_env("MERCURIO_CONSENT_FORMS")),
     )
+
+
+def _json_setting(name: str, text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise SourceConfigError(f"{name} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SourceConfigError(f"{name} must be a JSON object")
+    return value
+
+
+def _push_platforms(text: str | None) -> tuple:
+    """(("android", arn), ("ios", arn)): device type → SNS platform application ARN."""
+    value = _json_setting("MERCURIO_PUSH_PLATFORMS", text)
+    for platform, arn in value.items():
+        if platform not in ("ios", "android") or not isinstance(arn, str) or not arn.startswith("arn:"):
+            raise SourceConfigError(f"MERCURIO_PUSH_PLATFORMS: {platform!r} must be ios or android with the ARN "
+                                    "of its SNS platform application")
+    return tuple(sorted(value.items()))
+
+
+def _consent_forms(text: str | None) -> dict:
+    from chalicelib.domain.messaging.consent import ALL_TOPICS, CHANNELS, ConsentForm
+
+    forms = {}
+    for form_id, spec in _json_setting("MERCURIO_CONSENT_FORMS", text).items():
+        shown = spec.get("shown") if isinstance(spec, dict) else None
+        collects = spec.get("collects") if isinstance(spec, dict) else None
+        if not isinstance(shown, str) or not shown.strip() or not isinstance(collects, list) or not collects:
+            raise SourceConfigError(f"MERCURIO_CONSENT_FORMS: form {form_id!r} needs `shown` (the wording) and "
+                                    "`collects` (a list like [\"email\", \"email/newsletter\"])")
+        pairs = set()
+        for item in collects:
+            channel, _, topic = str(item).partition("/")
+            if channel not in CHANNELS:
+                raise SourceConfigError(f"MERCURIO_CONSENT_FORMS: form {form_id!r} collects an unknown channel "
+                                        f"{item!r}")
+            pairs.add((channel, topic.strip().lower() or ALL_TOPICS))
+        forms[form_id] = ConsentForm(form_id, shown.strip(), frozenset(pairs))
+    return forms
 
 
 def recheck_minutes() -> int:

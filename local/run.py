@@ -163,6 +163,11 @@ def configure_message_pages(api_url: str) -> None:
     os.environ.setdefault("MERCURIO_PUBLIC_MESSAGES_URL", f"{api_url}/v1/m")
     os.environ.setdefault("MERCURIO_LINK_SECRETS", secrets.token_urlsafe(32))
     os.environ.setdefault("MERCURIO_SUPPRESSION_SALT", secrets.token_urlsafe(32))
+    # The demo shop's newsletter form: the write key may ask for email consent through it
+    # (a double opt-in: the subscription starts when the confirmation link is clicked).
+    os.environ.setdefault("MERCURIO_CONSENT_FORMS", json.dumps({"newsletter": {
+        "shown": "Send me the Caffè Mercurio newsletter (about one email a week).",
+        "collects": ["email", "email/newsletter"]}}))
 
 
 def scheduled_event(name: str) -> dict:
@@ -255,6 +260,10 @@ class LocalStack:
 
         created = provision(STAGE, endpoint_url=self.emulator.url)
         os.environ["MERCURIO_EVENTS_STREAM_ARN"] = created["EventsTable.StreamArn"]
+        from local.push_platforms import create_push_platforms, push_platforms_setting
+
+        os.environ.setdefault("MERCURIO_PUSH_PLATFORMS",
+                              push_platforms_setting(create_push_platforms(endpoint_url=self.emulator.url)))
 
         import app as mercurio
         from chalicelib.entrypoints.schedules import rfm_thresholds, segment_jobs

@@ -21,7 +21,7 @@ class UnknownPlatform(ValueError):
 
 class SnsPushSender(PushSender):
     def __init__(self, platform_applications: dict[str, str], client=None):
-        self.platform_applications = platform_applications  # "apns" / "fcm" -> platform application ARN
+        self.platform_applications = platform_applications  # device type ("ios", "android") -> platform application ARN
         self._client = client
 
     @property

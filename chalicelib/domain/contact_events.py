@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from chalicelib.domain.messaging.push_devices import PUSH_TOKEN_SEEN
+
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
 SCORE_CHANGED = "Score Changed"
@@ -26,6 +28,7 @@ TAG_ADDED = "Tag Added"
 CONTACTS_MERGED = "Contacts Merged"
 MESSAGE_TRIGGERED = "Message Triggered"
 MESSAGE_CONVERTED = "Message Converted"
+CONFIRMATION_REQUESTED = "Confirmation Requested"  # a double opt-in's confirmation message is due
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,35 @@ class MessageConverted(ContactEvent):
         return {"message_id": self.message_id, "campaign_id": self.campaign_id, "revenue": self.revenue}
 
 
+@dataclass(frozen=True)
+class PushTokenSeen(ContactEvent):
+    """An event came from a device whose push token the contact has no endpoint for yet: the
+    endpoint is to be registered (by a queue consumer, never the stream handler)."""
+
+    platform: str = ""
+    token: str = ""
+    kind = "push.token_seen"
+
+    def details(self) -> dict:
+        return {"platform": self.platform}
+
+
+@dataclass(frozen=True)
+class ConfirmationRequested(ContactEvent):
+    """A double opt-in awaits confirmation: its confirmation message (first or a resend,
+    `send_number`) is to be requested."""
+
+    channel: str = "email"
+    topic: str | None = None
+    token_id: str = ""
+    send_number: int = 1
+    expires_at: str = ""
+    kind = "consent.confirmation_requested"
+
+    def details(self) -> dict:
+        return {"channel": self.channel, "topic": self.topic, "send_number": self.send_number}
+
+
 # Next: MessageRequested (a journey or broadcast asks for a send) and EnrollmentDue (a
 # journey's wait is over) join this list, each with its handlers in services/handlers.py.
 
@@ -191,10 +223,17 @@ _FROM_INTERNAL: dict[str, Callable[[dict, dict], dict]] = {
                                      "message_cause": _text(p.get("message_cause")) or e["messageId"],
                                      "campaign": p.get("campaign") if isinstance(p.get("campaign"), str) else None,
                                      "data": dict(p.get("data")) if isinstance(p.get("data"), dict) else {}},
+    PUSH_TOKEN_SEEN: lambda p, e: {"platform": _text(p.get("platform")), "token": _text(p.get("token"))},
+    CONFIRMATION_REQUESTED: lambda p, e: {"channel": _text(p.get("channel")) or "email",
+                                          "topic": p.get("topic") if isinstance(p.get("topic"), str) else None,
+                                          "token_id": _text(p.get("token_id")),
+                                          "send_number": int(_number(p.get("send_number")) or 1),
+                                          "expires_at": _text(p.get("expires_at"))},
 }
 _CLASSES = {SEGMENT_ENTERED: SegmentEntered, SEGMENT_EXITED: SegmentExited, SCORE_CHANGED: ScoreChanged,
             STAGE_CHANGED: StageChanged, TAG_ADDED: TagAdded, CONTACTS_MERGED: ContactsMerged,
-            MESSAGE_TRIGGERED: MessageTriggered, MESSAGE_CONVERTED: MessageConverted}
+            MESSAGE_TRIGGERED: MessageTriggered, MESSAGE_CONVERTED: MessageConverted, PUSH_TOKEN_SEEN: PushTokenSeen,
+            CONFIRMATION_REQUESTED: ConfirmationRequested}
 
 
 def from_internal_event(event: dict, contact: ContactSnapshot) -> ContactEvent | None:

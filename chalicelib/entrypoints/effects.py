@@ -23,6 +23,7 @@ from chalicelib import config
 from chalicelib.domain.deliveries import DeliveryMessage, InvalidDeliveryMessage
 from chalicelib.entrypoints.runtime import flush_metrics, logger, metrics, services, tracer
 from chalicelib.services.deliveries import DeliveryService
+from chalicelib.services.handlers import PUSH_REGISTRATION
 
 INVALID_MESSAGE_RETRY = 900.0  # an unreadable message waits long, then the redrive policy parks it in the DLQ
 
@@ -37,7 +38,7 @@ def deliver_effects(event):
     try:
         wired = services()
         return handle_effects(event.to_dict(), event.context, wired.delivery_service, wired.effects_queue,
-                              logger, metrics)
+                              logger, metrics, push_devices=wired.push_devices)
     finally:
         flush_metrics()
 
@@ -46,7 +47,9 @@ class RetryLater(Exception):
     """Reported as a batch item failure: the message stays on the queue."""
 
 
-def handle_effects(event: dict, context, service: DeliveryService, queue, logger=None, metrics=None) -> dict:
+def handle_effects(event: dict, context, service: DeliveryService, queue, logger=None, metrics=None,
+                   push_devices=None) -> dict:
+    """`push_devices` (services/push_devices.py) takes the push registrations that ride this queue."""
     counts = {"delivered": 0, "retrying": 0, "parked": 0, "skipped": 0, "busy": 0, "invalid": 0}
 
     def postpone(record: SQSRecord, seconds: float) -> None:
@@ -65,7 +68,10 @@ def handle_effects(event: dict, context, service: DeliveryService, queue, logger
                 logger.error("unreadable effects message", extra={"messageId": record.message_id, "reason": str(exc)})
             postpone(record, INVALID_MESSAGE_RETRY)
             raise RetryLater(str(exc)) from None
-        outcome = service.deliver(message, record.message_id)
+        if message.destination_id == PUSH_REGISTRATION and push_devices is not None:
+            outcome = push_devices.register(message, attempts=int(record.attributes.approximate_receive_count or 1))
+        else:
+            outcome = service.deliver(message, record.message_id)
         counts[outcome.status] += 1
         if logger is not None and outcome.status in ("retrying", "parked"):
             log = logger.warning if outcome.status == "retrying" else logger.error

@@ -192,3 +192,29 @@ def message_preferences(token):
     notice = "<p><strong>Your choices are saved.</strong></p>" if result.changed else \
         "<p><strong>Nothing changed.</strong></p>"
     return _page("Your preferences", _preferences_form(result, notice))
+
+
+# -- double opt-in confirmation ------------------------------------------------------------
+
+_CONFIRM_WORDS = {
+    "expired": "This confirmation link has expired. Please subscribe again: we will send you a new one.",
+    "wrong_token": "This confirmation link belongs to an older request. Please use the most recent email we sent.",
+    "not_pending": "There is no subscription waiting for confirmation with this link. Please subscribe again.",
+}
+
+
+@messages_public.route("/v1/m/confirm/{token}", methods=["GET"])
+def message_confirm(token):
+    """A double opt-in's confirmation link: the subscription starts (a second click is a no-op)."""
+    try:
+        result = services().interactions.confirm(token, _facts())
+    except Exception:  # noqa: BLE001
+        logger.exception("confirmation could not be recorded")
+        return _safe_page("unavailable", 503)
+    if result.reason in _CONFIRM_WORDS:
+        return _page("Subscription not confirmed", f"<p>{html.escape(_CONFIRM_WORDS[result.reason])}</p>"
+                     f"<p><small>Reason: {html.escape(result.reason)}</small></p>")
+    if result.reason:
+        return _safe_page(result.reason)
+    return _page("Subscription confirmed", f"<p>Thank you: you will receive {html.escape(result.scope or '')}."
+                 " You can change this at any time from the link at the bottom of every message.</p>")

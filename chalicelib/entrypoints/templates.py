@@ -5,8 +5,10 @@
     PUT  /v1/admin/templates/{file}                 upload: accepted (200) or refused with the verdict
                                                      (422); a refused upload replaces nothing
     POST /v1/admin/templates/{file}/validate        the verdict, storing nothing
-    POST /v1/admin/templates/{file}/preview         render for a sample contact ({"sample": name}),
-                                                     sending nothing
+    POST /v1/admin/templates/{file}/preview         render for a sample contact ({"sample": name}) or a
+                                                     real one ({"contact_id": id}), sending nothing
+    POST /v1/admin/templates/{file}/test-send       {"to": address, "sample" | "contact_id"}: one email or
+                                                     SMS to that address only, through the queue (202)
 
 `{file}` is the template's file name, e.g. `welcome.html.j2` or `welcome.it.html.j2`; the body
 of PUT and validate is the file itself (UTF-8 text, any content type).
@@ -97,9 +99,26 @@ def validate_template(filename):
 def preview_template(filename):
     def act(req):
         body = json_body(req) if req.raw_body else {}
-        sample = body.get("sample")
+        sample, contact_id = body.get("sample"), body.get("contact_id")
         if sample is not None and not isinstance(sample, str):
             raise BadQuery("sample is the name of a sample contact")
+        if contact_id is not None:
+            if not isinstance(contact_id, str) or not contact_id or sample is not None:
+                raise BadQuery("contact_id is the id of a contact (give a contact_id or a sample, not both)")
+            rendered = services().template_trials.preview_for_contact(filename, contact_id)
+            return {"template": filename, "contact_id": contact_id, "rendered": asdict(rendered)}
         return {"template": filename, "rendered": asdict(_library().preview(filename, sample))}
+
+    return admin_call(templates_api.current_request, _readable(act))
+
+
+@templates_api.route("/v1/admin/templates/{filename}/test-send", methods=["POST"], content_types=ANY)
+def test_send_template(filename):
+    def act(req):
+        from chalicelib.entrypoints.http import Accepted
+
+        body = json_body(req)
+        return Accepted(services().template_trials.test_send(filename, body.get("to"), sample=body.get("sample"),
+                                                             contact_id=body.get("contact_id")))
 
     return admin_call(templates_api.current_request, _readable(act))

@@ -11,9 +11,11 @@ from typing import Callable
 
 from chalicelib.domain.contact_events import (
     MessageConverted,
+    ConfirmationRequested,
     ContactEvent,
     ContactsMerged,
     MessageTriggered,
+    PushTokenSeen,
     ScoreChanged,
     SegmentEntered,
     SegmentExited,
@@ -24,6 +26,8 @@ from chalicelib.domain.events import parse_timestamp
 from chalicelib.domain.messaging.messages import CONVERTED, StatusChange
 from chalicelib.domain.deliveries import DeliveryMessage, delivery_id
 from chalicelib.domain.destinations import Destination
+from chalicelib.domain.events import parse_timestamp
+from chalicelib.domain.messaging.messages import message_id
 from chalicelib.services.effect_ports import EffectsQueue
 
 
@@ -77,6 +81,35 @@ def record_conversion(event: MessageConverted, *, messages) -> bool:
     return True
 
 
+# The effects queue carries destination deliveries; a push registration rides it under this
+# reserved destination id (no destination id can start with "~"), see services/push_devices.py.
+PUSH_REGISTRATION = "~push-registration"
+CONFIRMATION_TEMPLATE = "confirm-subscription"  # templates/confirm-subscription.html.j2 (transactional)
+
+
+def enqueue_push_registration(event: PushTokenSeen, *, queue: EffectsQueue, now: Callable[[], str]) -> None:
+    """Only enqueue: the effects queue's consumer creates the SNS endpoint (idempotent)."""
+    if not event.token or not event.platform:
+        return
+    queue.send([DeliveryMessage(delivery_id=delivery_id(event.cause, PUSH_REGISTRATION),
+                                destination_id=PUSH_REGISTRATION,
+                                payload={"contact_id": event.contact.id, "platform": event.platform,
+                                         "token": event.token},
+                                enqueued_at=now())])
+
+
+def request_confirmation(event: ConfirmationRequested, *, request: Callable,
+                         confirm_url: Callable[[str, object], str]) -> None:
+    """The confirmation email of a double opt-in (first send or a resend: one message each).
+    Its signed link is bound to this message's id, known before the request (deterministic),
+    and expires with the request; the message's data says which consent it confirms."""
+    cause = f"opt-in:{event.token_id}:{event.send_number}"
+    mid = message_id(cause, event.contact.id, CONFIRMATION_TEMPLATE, event.channel)
+    url = confirm_url(mid, parse_timestamp(event.expires_at))
+    request(event.contact.id, CONFIRMATION_TEMPLATE, "email", cause,
+            data={"confirm_url": url, "channel": event.channel, "topic": event.topic, "token_id": event.token_id})
+
+
 EVENT_HANDLERS: dict[type, list[Callable]] = {
     MessageTriggered: [request_triggered_messages],
     MessageConverted: [record_conversion],
@@ -86,4 +119,6 @@ EVENT_HANDLERS: dict[type, list[Callable]] = {
     StageChanged: [enqueue_destination_deliveries],
     TagAdded: [enqueue_destination_deliveries],
     ContactsMerged: [enqueue_destination_deliveries],
+    PushTokenSeen: [enqueue_push_registration],
+    ConfirmationRequested: [request_confirmation],
 }

@@ -1,5 +1,6 @@
-"""What a person does with a message after it was sent: clicks, opens, unsubscribes and the
-preference centre, reached through signed links without logging in.
+"""What a person does with a message after it was sent: clicks, opens, unsubscribes, the
+preference centre and a double opt-in's confirmation, reached through signed links without
+logging in.
 
 Every interaction is recorded twice: as a status change on the message (its timeline), and
 as an event on the contact, appended to the event store under `contact:{id}` like the events
@@ -38,6 +39,7 @@ from chalicelib.domain.messaging.consent import (
     suppress,
 )
 from chalicelib.domain.messaging.links import (
+    CONFIRM,
     PREFERENCES,
     UNSUBSCRIBE,
     InteractionFacts,
@@ -298,6 +300,40 @@ class Interactions:
                                                     PREFERENCE_CENTRE))
         return PageResult(None, message, consent=state, done=True, changed=tuple(changed),
                           choices=self._choices(message, state))
+
+    # -- double opt-in confirmation ------------------------------------------------------
+
+    def confirm(self, token: object, request: RequestFacts) -> PageResult:
+        """The confirmation link of a double opt-in: grants the pending consent with source
+        double_opt_in and its proof (IP, user agent, time), as a `Consent Updated` event the
+        processor applies. A second click finds it confirmed and records nothing new."""
+        from chalicelib.domain.messaging.consent import DOUBLE_OPT_IN, confirm_opt_in
+
+        message, reason = self._page_message(token, CONFIRM)
+        if reason:
+            return PageResult("expired" if reason == "expired" else reason)
+        data = message.data or {}
+        channel, topic, token_id = data.get("channel"), data.get("topic"), data.get("token_id")
+        if channel not in CHANNELS or not isinstance(token_id, str):
+            return PageResult("not a confirmation message")
+        state = self._consent_of(message.contact_id)
+        now = self.clock.now()
+        outcome = confirm_opt_in(state, channel, topic, token_id, now, ip=request.ip, user_agent=request.user_agent)
+        scope = _scope_words(channel, topic).replace("all marketing ", "")
+        if outcome.code == "already_confirmed":
+            return PageResult(None, message, consent=state, done=True, scope=scope)
+        if outcome.code != "confirmed":
+            return PageResult(outcome.code, message, scope=scope)
+        record = outcome.state.record(channel, topic)
+        earlier = record.proof or ConsentProof("", "")
+        proof = ConsentProof(shown=earlier.shown or "double opt-in confirmation email",
+                             where=f"confirmation link, message:{message.id}", ip=request.ip,
+                             user_agent=request.user_agent)
+        props = consent_event_properties(channel, topic, GRANTED, DOUBLE_OPT_IN, proof, message.id)
+        props["confirmation"] = record.confirmation.to_document()
+        append_contact_event(self.events, message.contact_id, CONSENT_EVENT, props, now,
+                             f"confirm:{message.id}", self.ttl_days)
+        return PageResult(None, message, consent=outcome.state, done=True, changed=(record.key,), scope=scope)
 
     # -- shared --------------------------------------------------------------------------
 

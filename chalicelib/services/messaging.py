@@ -88,7 +88,12 @@ from chalicelib.domain.messaging.templates import (
 from chalicelib.services.channel_ports import ACCEPTED, RETRY, ChannelResult, EmailSender, PushSender, SmsSender
 from chalicelib.services.contacts import BadQuery, NotFound
 from chalicelib.services.message_ports import ChannelStats, MessageLog, MessageQueue, SendRate, SuppressionStore
-from chalicelib.services.message_events import MESSAGE_SENT, append_contact_event, message_event_properties
+from chalicelib.services.message_events import (  # noqa: F401 - TEST_CONTACT_PREFIX is re-exported
+    MESSAGE_SENT,
+    TEST_CONTACT_PREFIX,
+    append_contact_event,
+    message_event_properties,
+)
 from chalicelib.services.template_store import TemplateLibrary
 from chalicelib.services.ports import Clock, ContactRepository, EventStore
 
@@ -153,6 +158,9 @@ class MessagingService:
     # Where "Message Sent" lands on the contact (segments' `message: received`, the six groups).
     events: EventStore | None = None
     event_ttl_days: int = 395
+    # Push endpoint cleanup: (contact id, endpoint, message id) of an endpoint a send found
+    # disabled or gone; it reports the removal to the contact (services/push_devices.py).
+    push_endpoint_gone: Callable[[str, str, str], None] | None = None
 
     # -- requesting ------------------------------------------------------------------------
 
@@ -232,6 +240,8 @@ class MessagingService:
             return self._retry(claimed, now, INTERNAL_RETRY, f"{type(exc).__name__}: {exc}", None)
 
     def _send_claimed(self, message: Message, now: datetime) -> SendOutcome:
+        if is_test_send(message):
+            return self._send_test(message, now)
         contact = self._contact(message.contact_id)
         if contact is None:
             return self._skip(message, now, Reason("contact_missing", "The contact no longer exists (erased)."))
@@ -274,15 +284,9 @@ class MessagingService:
 
     def _render(self, message: Message, contact: Contact, compiled: CompiledTemplate, address: str, now: datetime,
                 links: dict):
-        variables = {
-            "contact": {"id": contact.id, "email": contact.traits.get("email"), "phone": contact.traits.get("phone"),
-                        "locale": _locale_of(contact), "timezone": ContactSendState.of(contact).time_zone,
-                        "segments": sorted(contact.segments), "stage": contact.stage,
-                        "score": (contact.score or {}).get("points", 0)},
-            "traits": dict(contact.traits), "links": links,
-            "message": {"id": message.id, "campaign": message.campaign}, "data": dict(message.data)}
-        return compiled.render(variables, locale=_locale_of(contact),
-                               timezone=ContactSendState.of(contact).time_zone, now=now)
+        data = message.data if not is_test_send(message) else message.data[TEST_SEND].get("data") or {}
+        return render_for_contact(compiled, contact, message_id=message.id, campaign=message.campaign, data=data,
+                                  links=links, now=now)
 
     def _send_email(self, message: Message, contact: Contact, compiled: CompiledTemplate, address: str,
                     now: datetime) -> SendOutcome:
@@ -295,8 +299,9 @@ class MessagingService:
                                     {"unsubscribe": unsubscribe, "preferences": preferences})
             tracked = tracker.track(rendered.html, message.id, expires, keep=(unsubscribe, preferences))
             sender = rendered.from_address or self.from_address
+            subject = f"{TEST_SUBJECT_PREFIX}{rendered.subject}" if is_test_send(message) else rendered.subject
             raw = build_email(EmailContent(
-                message_id=message.id, sender=sender, to=address, subject=rendered.subject, html=tracked.html,
+                message_id=message.id, sender=sender, to=address, subject=subject, html=tracked.html,
                 text=rendered.text, sent_at=now, kind=message.lane,
                 unsubscribe_url=unsubscribe if message.lane == MARKETING else None, reply_to=rendered.reply_to))
         except TemplateRenderError as exc:
@@ -307,7 +312,7 @@ class MessagingService:
         if message.campaign:
             tags["campaign"] = message.campaign
         return self._called(message, now, lambda: self.email.send_raw(raw, _bare(sender), address, tags),
-                            address=address, subject=rendered.subject, links=tracked.links)
+                            address=address, subject=subject, links=tracked.links)
 
     def _send_sms(self, message: Message, contact: Contact, compiled: CompiledTemplate, phone: str,
                   now: datetime) -> SendOutcome:
@@ -337,6 +342,7 @@ class MessagingService:
         def send_to_every_device() -> ChannelResult:
             results = [(e, self.push.send(e, rendered.title or "", rendered.text, {"message_id": message.id},
                                           message.id)) for e in endpoints]
+            self._forget_gone_endpoints(message, results)
             accepted = [(e, r) for e, r in results if r.accepted]
             if accepted:
                 reached.append(accepted[0][0])
@@ -345,6 +351,46 @@ class MessagingService:
             return retrying[0] if retrying else results[0][1]
 
         return self._called(message, now, send_to_every_device, address=lambda: reached[0] if reached else None)
+
+    def _forget_gone_endpoints(self, message: Message, results: list[tuple[str, ChannelResult]]) -> None:
+        """Endpoints SNS says are disabled or gone leave the contact (the provider call is
+        over: a failure to report it only means the next send finds it again)."""
+        if self.push_endpoint_gone is None:
+            return
+        for endpoint, result in results:
+            if result.code in GONE_ENDPOINT_CODES:
+                try:
+                    self.push_endpoint_gone(message.contact_id, endpoint, message.id)
+                except Exception:  # noqa: BLE001 - reported again by the next send to it
+                    pass
+
+    # -- test sends (services/template_trials.py) -------------------------------------------
+
+    def _send_test(self, message: Message, now: datetime) -> SendOutcome:
+        """One email or SMS to the address the operator gave, never to a contact: rendered for
+        a real contact (its variables, as a real send builds them) or a sample; no consent,
+        cap or quiet hours (nobody's marketing), but a suppressed address is still refused."""
+        test = message.data[TEST_SEND]
+        to = test.get("to") or ""
+        try:
+            hashed = suppression_key(message.channel, to, self.salt())
+        except ConsentError as exc:
+            return self._skip(message, now, Reason("invalid_address", str(exc)))
+        blocking = [e for e in self.suppressions.find(message.channel, hashed) if e.blocks(message.lane)]
+        if blocking:
+            return self._skip(message, now, Reason("suppressed", blocking[0].sentence()))
+        compiled = self.templates.compiled(test.get("file") or "")
+        if compiled is None:
+            return self._fail(message, now, "template_missing", f"No template {test.get('file')!r}.")
+        if test.get("contact_id"):
+            contact = self._contact(test["contact_id"])
+            if contact is None:
+                return self._skip(message, now, Reason("contact_missing", "The contact no longer exists (erased)."))
+        else:
+            contact = sample_contact(self.templates.engine, test.get("sample"))
+        if message.channel == "email":
+            return self._send_email(message, contact, compiled, to, now)
+        return self._send_sms(message, contact, compiled, to, now)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -468,7 +514,55 @@ class MessagingService:
         return page
 
 
+# -- the variables a template sees (one builder: sends, previews and test sends) ---------------
+
+
+def template_variables(contact: Contact, *, message_id: str, campaign: str | None, data: dict, links: dict) -> dict:
+    return {
+        "contact": {"id": contact.id, "email": contact.traits.get("email"), "phone": contact.traits.get("phone"),
+                    "locale": _locale_of(contact), "timezone": ContactSendState.of(contact).time_zone,
+                    "segments": sorted(contact.segments), "stage": contact.stage,
+                    "score": (contact.score or {}).get("points", 0)},
+        "traits": dict(contact.traits), "links": links,
+        "message": {"id": message_id, "campaign": campaign}, "data": dict(data)}
+
+
+def render_for_contact(compiled: CompiledTemplate, contact: Contact, *, message_id: str, campaign: str | None,
+                       data: dict, links: dict, now: datetime):
+    """The template rendered for this contact, in its locale and time zone."""
+    return compiled.render(template_variables(contact, message_id=message_id, campaign=campaign, data=data,
+                                              links=links),
+                           locale=_locale_of(contact), timezone=ContactSendState.of(contact).time_zone, now=now)
+
+
+# -- test sends -------------------------------------------------------------------------------
+
+TEST_SEND = "_test"  # the message's data key holding a test send's recipient and what to render
+TEST_SUBJECT_PREFIX = "[Test] "
+
+
+def is_test_send(message: Message) -> bool:
+    """Both marks: the test's own contact id (which no event, trigger or journey can produce)
+    and its instructions in the data."""
+    return message.contact_id.startswith(TEST_CONTACT_PREFIX) and isinstance(message.data.get(TEST_SEND), dict)
+
+
+def sample_contact(engine: TemplateEngine, name: str | None) -> Contact:
+    """A sample contact of the template engine (the first without a name) as a Contact."""
+    sample = next((s for s in engine.samples if s.name == name), None) or engine.samples[0]
+    traits = dict(sample.variables.get("traits") or {})
+    if sample.locale:
+        traits.setdefault("locale", sample.locale)
+    if sample.timezone:
+        traits.setdefault("timezone", sample.timezone)
+    variables = sample.variables.get("contact") or {}
+    return Contact(id=str(variables.get("id") or "c-sample"), created_at="2026-01-01T00:00:00.000Z", traits=traits,
+                   segments={s: {"since": "2026-01-01T00:00:00.000Z"} for s in variables.get("segments") or ()})
+
+
 # -- helpers ----------------------------------------------------------------------------------
+
+GONE_ENDPOINT_CODES = ("EndpointDisabled", "EndpointDisabledException", "NotFound", "NotFoundException")
 
 _ADDRESS_WORDS = {"email": "email address", "sms": "phone number", "push": "registered device (push endpoint)"}
 

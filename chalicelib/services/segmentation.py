@@ -16,15 +16,21 @@ from datetime import datetime
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
 from chalicelib.domain.contact import Contact, bump_counter, counter_name
-from chalicelib.domain.contact_events import CONTACTS_MERGED, MESSAGE_CONVERTED, MESSAGE_TRIGGERED
+from chalicelib.domain.contact_events import CONFIRMATION_REQUESTED, CONTACTS_MERGED, MESSAGE_CONVERTED, MESSAGE_TRIGGERED
 from chalicelib.domain.contact_state import MergeContext
-from chalicelib.domain.events import iso
+from chalicelib.domain.messaging import consent as consent_rules
+from chalicelib.domain.messaging import push_devices
+from chalicelib.domain.events import iso, parse_timestamp
 from chalicelib.domain.segments.evaluator import EvaluationContext, evaluate
 from chalicelib.services.catalog import Catalog
 
 INTERNAL_SOURCE = "mercurio"
 INTERNAL_LIBRARY = {"name": CONTACT_INTERNAL_LIBRARY, "version": "1"}
 CONSENT_EVENT = "Consent Updated"
+# Double opt-in (domain/messaging/consent.py): the processor records the pending request and
+# asks for the confirmation message; the admin API asks for a resend through the processor,
+# so the resend limits are judged against the stored confirmation, one event at a time.
+CONFIRMATION_RESEND_REQUESTED = "Confirmation Resend Requested"
 CAMPAIGN_AUDIENCE = "~campaign-{}"  # membership set of a campaign's recipients (not a segment id)
 
 
@@ -46,9 +52,11 @@ class ProfileRules:
     """Applies the catalog's rules to one contact. Pure logic over the Catalog; the outbox
     it fills is published by EffectsPublisher (services/effects.py) after the contact is saved."""
 
-    def __init__(self, catalog_source, counter_days: int = 90):
+    def __init__(self, catalog_source, counter_days: int = 90, site_consent=None):
         self.catalog_source = catalog_source  # callable returning the current Catalog
         self.counter_days = counter_days
+        # callable returning the SiteConsentPolicy (the consent forms the write key may use)
+        self.site_consent = site_consent or consent_rules.SiteConsentPolicy
 
     def counter_retention(self):
         """Per event name, what a contact's counter keeps (`SegmentIndex.retention`)."""
@@ -117,7 +125,10 @@ class ProfileRules:
                                     "click_id": click["id"], "revenue": click.get("revenue"),
                                     "order_id": click.get("order_id")}, now, f"{event['messageId']}:{click['id']}")
         if name == CONSENT_EVENT:
-            kinds |= self._consent(contact, event)
+            kinds |= self._consent(contact, event, now)
+        if name == CONFIRMATION_RESEND_REQUESTED:
+            kinds |= self._resend_confirmation(contact, event, now)
+        self._push_device(contact, event, name, now)
         if name:
             self._triggered(catalog, contact, name, event, now)
         if event["type"] in ("identify", "alias") or (event.get("context") or {}).get("clickId"):
@@ -137,9 +148,11 @@ class ProfileRules:
                 affected |= set(catalog.index.affected_by(kind))
         self.evaluate(contact, now, affected, cause, catalog)
 
-    def _consent(self, contact: Contact, event: dict) -> set[str]:
+    def _consent(self, contact: Contact, event: dict, now: datetime) -> set[str]:
         props = event.get("properties") or {}
         channel, status = props.get("channel"), props.get("status")
+        if status == consent_rules.PENDING:
+            return self._request_opt_in(contact, event, now)
         if not isinstance(channel, str) or status not in ("granted", "denied"):
             return set()
         # A topic (`email/newsletter`) and the proof are read only from Mercurio's own events
@@ -157,8 +170,93 @@ class ProfileRules:
                   "source": str(props.get("source") or event.get("source") or "")}
         if own and isinstance(props.get("proof"), dict):
             record["proof"] = {k: props["proof"].get(k) for k in ("shown", "where", "ip", "user_agent")}
+        if own and isinstance(props.get("confirmation"), dict):
+            record["confirmation"] = dict(props["confirmation"])  # the double opt-in's bookkeeping
         contact.consent[key] = record
         return {"consent"}
+
+    # -- double opt-in ---------------------------------------------------------------------
+
+    def _request_opt_in(self, contact: Contact, event: dict, now: datetime) -> set[str]:
+        """A subscription asked through the public write key (`status: pending`, naming a
+        registered consent form): judged by `consent.accept_change`, so the key grants no more
+        than the form collects; on a channel that needs confirmation it is recorded pending
+        and the confirmation message is requested (once per request: a repeat changes nothing)."""
+        props = event.get("properties") or {}
+        context = event.get("context") or {}
+        page = context.get("page") if isinstance(context.get("page"), dict) else {}
+        where = props.get("where") or page.get("url") or ""
+        claimed = consent_rules.ConsentProof(
+            shown="", where=where if isinstance(where, str) else "",
+            ip=context.get("ip") if isinstance(context.get("ip"), str) else None,
+            user_agent=context.get("userAgent") if isinstance(context.get("userAgent"), str) else None)
+        try:
+            at = parse_timestamp(event["timestamp"])
+        except (ValueError, KeyError):
+            return set()
+        change = consent_rules.ConsentChange(
+            channel=props.get("channel"), topic=props.get("topic") if isinstance(props.get("topic"), str) else None,
+            status=consent_rules.GRANTED, at=at, source=consent_rules.WRITE_KEY, proof=claimed,
+            form_id=props.get("form_id") if isinstance(props.get("form_id"), str) else None)
+        acceptance = consent_rules.accept_change(change, self.site_consent(), now)
+        if not acceptance.accepted:
+            return set()
+        token_id = hashlib.sha256(f"opt-in|{event['messageId']}".encode()).hexdigest()[:32]
+        state = consent_rules.ConsentState.from_document(contact.consent)
+        outcome = consent_rules.apply_change(state, acceptance, token_id=token_id, now=now)
+        if outcome.state is state:
+            return set()
+        record = outcome.state.records[acceptance.record.key]
+        contact.consent[record.key] = record.to_document()
+        if outcome.send_confirmation:
+            self._ask_confirmation(contact, record, now, event["messageId"])
+        return {"consent"}
+
+    def _resend_confirmation(self, contact: Contact, event: dict, now: datetime) -> set[str]:
+        props = event.get("properties") or {}
+        if event.get("source") != INTERNAL_SOURCE or not event.get("contactId"):
+            return set()  # only the admin API asks for a resend
+        state = consent_rules.ConsentState.from_document(contact.consent)
+        try:
+            outcome = consent_rules.resend_confirmation(state, props.get("channel"), props.get("topic"), now)
+        except consent_rules.ConsentError:
+            return set()
+        if not outcome.send_confirmation:
+            return set()
+        record = outcome.state.record(props.get("channel"), props.get("topic"))
+        contact.consent[record.key] = record.to_document()
+        self._ask_confirmation(contact, record, now, event["messageId"])
+        return {"consent"}
+
+    def _ask_confirmation(self, contact: Contact, record, now: datetime, cause: str) -> None:
+        conf = record.confirmation
+        self._emit(contact, CONFIRMATION_REQUESTED, {
+            "channel": record.channel, "topic": None if record.topic == consent_rules.ALL_TOPICS else record.topic,
+            "token_id": conf.token_id, "send_number": len(conf.sent), "expires_at": iso(conf.expires_at)},
+            now, cause)
+
+    # -- push devices ----------------------------------------------------------------------
+
+    def _push_device(self, contact: Contact, event: dict, name: str | None, now: datetime) -> None:
+        """A token not registered yet is announced (the effects queue's consumer registers
+        it: never SNS from here); the consumer's and the sender's reports are applied."""
+        own = event.get("source") == INTERNAL_SOURCE and bool(event.get("contactId"))
+        props = event.get("properties") or {}
+        if own and name == push_devices.PUSH_ENDPOINT_REGISTERED:
+            if isinstance(props.get("endpoint"), str) and props.get("platform") in push_devices.PLATFORMS:
+                push_devices.with_endpoint(contact.traits, props["endpoint"], props["platform"],
+                                           str(props.get("token") or ""), event["timestamp"])
+            return
+        if own and name == push_devices.PUSH_ENDPOINT_REMOVED:
+            if isinstance(props.get("endpoint"), str):
+                push_devices.without_endpoint(contact.traits, props["endpoint"])
+            return
+        if own:
+            return
+        device = push_devices.device_of(event)
+        if device is not None and not push_devices.knows_token(contact.traits, device):
+            self._emit(contact, push_devices.PUSH_TOKEN_SEEN, {"platform": device.platform, "token": device.token},
+                       now, event["messageId"])
 
     # -- segments ------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ CLICK, OPEN = "c", "o"
 # The person's own pages, reached from a message without logging in: one-click unsubscribe
 # (RFC 8058: a GET shows a page, a POST unsubscribes at once) and the preference centre.
 UNSUBSCRIBE, PREFERENCES = "u", "p"
+CONFIRM = "confirm"  # a double opt-in's confirmation link (services/interactions.py)
+PAGES = (UNSUBSCRIBE, PREFERENCES, CONFIRM)
 _TRACKED_SCHEMES = ("http", "https")
 _UNTOUCHED_SCHEMES = ("mailto", "tel", "sms")
 # A tag runs to the first `>` outside quotes (a title may hold ">"), and only a real `href`
@@ -208,14 +210,14 @@ class LinkTracker:
 
     def page_url(self, kind: str, message_id: str, expires_at: datetime) -> str:
         """The signed link of a message's unsubscribe (`u`) or preference-centre (`p`) page."""
-        if kind not in (UNSUBSCRIBE, PREFERENCES):
+        if kind not in PAGES:
             raise ValueError(f"no page of kind {kind!r}")
         return f"{self.base_url}/{kind}/{self.token(kind, message_id, None, expires_at)}"
 
     def read_page(self, token: object, kind: str, now: datetime) -> OpenOutcome:
         """The message an unsubscribe or preference-centre link belongs to. An expired link
         is refused (the page then asks the person to use a newer message's link)."""
-        if kind not in (UNSUBSCRIBE, PREFERENCES):
+        if kind not in PAGES:
             raise ValueError(f"no page of kind {kind!r}")
         message_id, _, reason = self._verify(token, kind, now)
         return OpenOutcome(message_id if reason is None else None, reason)
