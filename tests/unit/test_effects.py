@@ -90,11 +90,18 @@ def test_a_failing_handler_stops_publishing_so_the_outbox_is_published_again():
 
 
 def test_every_typed_event_has_a_handler():
-    from chalicelib.domain.contact_events import KINDS, MessageConverted, MessageTriggered
+    from chalicelib.domain.contact_events import (
+        KINDS,
+        ConfirmationRequested,
+        MessageConverted,
+        MessageTriggered,
+        PushTokenSeen,
+    )
 
-    # Destinations hear the KINDS; a Message Triggered is Mercurio's own request for a message,
-    # a Message Converted its own record of a purchase attributed to a message.
-    assert set(EVENT_HANDLERS) == set(KINDS.values()) | {MessageTriggered, MessageConverted}
+    # Destinations hear the KINDS; the others are Mercurio's own reactions: a message to
+    # request, a purchase attributed to a message, a device to register, an opt-in to confirm.
+    assert set(EVENT_HANDLERS) == set(KINDS.values()) | {MessageTriggered, MessageConverted, PushTokenSeen,
+                                                         ConfirmationRequested}
 
 
 # -- the destinations handler ------------------------------------------------------------------

@@ -151,5 +151,5 @@ def test_a_click_in_a_test_email_is_recorded_on_the_message_but_makes_no_contact
     w.clock.advance(minutes=5)
     token = tracker.token(CLICK, answer["message_id"], 0, NOON + timedelta(days=1))
     result = pages.click(token, RequestFacts(ip="203.0.113.9", user_agent="Mozilla/5.0 (Macintosh) Safari/605"))
-    assert result.destination == "https://shop.example/coffee"
+    assert result.destination.startswith("https://shop.example/coffee?mcid=")
     assert w.log.get(answer["message_id"]).status == "clicked" and events.inserted == []
