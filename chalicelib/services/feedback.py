@@ -48,12 +48,12 @@ from chalicelib.domain.messaging.messages import (
     StatusChange,
 )
 from chalicelib.services.interactions import checked_salt, consent_event_properties
-from chalicelib.services.message_events import append_contact_event, message_event_properties
+from chalicelib.services.message_events import MESSAGE_TAG, append_contact_event, message_event_properties
 from chalicelib.services.message_ports import ChannelStats, MessageLog, SuppressionStore
 from chalicelib.services.ports import Clock, EventStore
 from chalicelib.services.segmentation import CONSENT_EVENT
 
-MESSAGE_TAGS = ("mercurio_message", "mercurio-message")
+MESSAGE_TAGS = (MESSAGE_TAG, "mercurio-message")
 IGNORED_TYPES = ("Send", "Open", "Click", "Subscription")
 HANDLED_TYPES = ("Delivery", "Bounce", "Complaint", "Reject", "DeliveryDelay", "Rendering Failure")
 MAX_RECORD_BYTES = 256 * 1024  # SNS's own message limit

@@ -19,6 +19,9 @@ from chalicelib.services.ports import EventStore, StoredEvent
 from chalicelib.services.segmentation import internal_event
 
 MESSAGE_SENT = "Message Sent"
+# The SES message tag naming Mercurio's message: SES events carry it back (mail.tags), so
+# feedback finds its message without a lookup by SES's own id.
+MESSAGE_TAG = "mercurio_message"
 TEST_CONTACT_PREFIX = "~test:"  # the contact id of a test send's message: nobody's
 
 

@@ -90,6 +90,7 @@ from chalicelib.services.contacts import BadQuery, NotFound
 from chalicelib.services.message_ports import ChannelStats, MessageLog, MessageQueue, SendRate, SuppressionStore
 from chalicelib.services.message_events import (  # noqa: F401 - TEST_CONTACT_PREFIX is re-exported
     MESSAGE_SENT,
+    MESSAGE_TAG,
     TEST_CONTACT_PREFIX,
     append_contact_event,
     message_event_properties,
@@ -308,7 +309,7 @@ class MessagingService:
             return self._fail(message, now, "template_error", f"The template {compiled.filename} failed: {exc}")
         except (InvalidEmail, link_rules.UnsafeLink) as exc:
             return self._fail(message, now, "invalid_email", str(exc))
-        tags = {"message_id": message.id, "template": message.template, "lane": message.lane}
+        tags = {MESSAGE_TAG: message.id, "template": message.template, "lane": message.lane}
         if message.campaign:
             tags["campaign"] = message.campaign
         return self._called(message, now, lambda: self.email.send_raw(raw, _bare(sender), address, tags),

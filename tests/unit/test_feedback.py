@@ -258,3 +258,15 @@ def test_feedback_becomes_the_email_event_on_the_contact_once(world, record, eve
     assert found[0]["properties"] == {"message_id": "msg_1", "campaign_id": None, "campaign": None,
                                       "template": "promo", "template_id": "promo", "channel": "email", **extra}
     assert world.process().counters[event]["total"] == 1
+
+
+def test_the_tag_the_sender_sets_is_the_one_feedback_reads(world):
+    # The sender tags each email with its message id (services/messaging.py); SES hands the
+    # tags back in every event's mail.tags. A record found by its tag needs no lookup by SES's id.
+    from chalicelib.services.message_events import MESSAGE_TAG
+
+    looked_up = []
+    world.messages.by_provider_id = lambda provider_id: looked_up.append(provider_id)
+    record = copy.deepcopy(DELIVERY_EVENT)
+    record["mail"]["tags"] = {MESSAGE_TAG: ["msg_1"]}
+    assert world.handle(record).status == "applied" and looked_up == []

@@ -132,7 +132,7 @@ def test_the_email_carries_one_click_unsubscribe_tracked_links_and_tags():
     sent = w.email.sent[0]
     message = parsed(sent["raw"])
     assert sent["from"] == "hello@shop.example" and sent["to"] == "ada@example.com"
-    assert sent["tags"] == {"message_id": m.id, "template": "welcome", "lane": "marketing", "campaign": "promo-2026-11"}
+    assert sent["tags"] == {"mercurio_message": m.id, "template": "welcome", "lane": "marketing", "campaign": "promo-2026-11"}
     assert message["List-Unsubscribe"].startswith("<https://t.shop.example/u/")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     html = message.get_body(("html",)).get_content()
