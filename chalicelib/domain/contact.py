@@ -227,6 +227,12 @@ def _prune_days(entry: dict, keep_days: int) -> None:
         del entry["days"][day]
 
 
+# Traits only Mercurio writes, from its own events: where pushes go (domain/messaging/push_devices.py).
+# An identify through the public write key must not point a contact's pushes at an endpoint of
+# its choosing, so these are dropped from every identify.
+SYSTEM_TRAITS = frozenset({"push_endpoints", "push_devices"})
+
+
 def set_traits(contact: Contact, traits: dict, timestamp: str) -> None:
     """Latest write wins, per trait: an older event never overwrites a newer value."""
     for key, value in traits.items():
@@ -260,7 +266,7 @@ def apply_event(contact: Contact, event: dict, keep_days: int = 90,
     context = event.get("context") or {}
     if event["type"] == "identify":
         traits, _, _ = identity_traits(event.get("traits") or {}, context.get("locale"))
-        set_traits(contact, traits, ts)
+        set_traits(contact, {k: v for k, v in traits.items() if k not in SYSTEM_TRAITS}, ts)
     elif event["type"] == "group":
         contact.groups[event["groupId"]] = {"traits": event.get("traits") or {}, "at": ts}
     name = counter_name(event)

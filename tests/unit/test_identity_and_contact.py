@@ -160,3 +160,15 @@ def test_a_counter_kept_without_day_buckets_shows_no_windows_rather_than_zeros()
     view = counters_view(contact.counters, date(2026, 11, 20))
     assert view["Page Scrolled"] == {"total": 1, "first": "2026-11-20T10:00:00.000Z",
                                      "last": "2026-11-20T10:00:00.000Z"}
+
+
+def test_an_identify_cannot_set_the_traits_only_mercurio_writes():
+    from chalicelib.domain.contact import Contact, apply_event
+
+    contact = Contact(id="c1", created_at="2026-11-01T00:00:00.000Z")
+    applied = apply_event(contact, {
+        "type": "identify", "messageId": "m-forged", "timestamp": "2026-11-02T00:00:00.000Z",
+        "traits": {"first_name": "Eve", "push_endpoints": ["arn:aws:sns:us-east-1:1:endpoint/APNS/x/evil"],
+                   "push_devices": [{"endpoint": "arn:aws:sns:us-east-1:1:endpoint/APNS/x/evil"}]}})
+    assert applied and contact.traits.get("first_name") == "Eve"
+    assert "push_endpoints" not in contact.traits and "push_devices" not in contact.traits
