@@ -203,11 +203,18 @@ _CONFIRM_WORDS = {
 }
 
 
-@messages_public.route("/v1/m/confirm/{token}", methods=["GET"])
+@messages_public.route("/v1/m/confirm/{token}", methods=["GET", "POST"], content_types=ANY)
 def message_confirm(token):
-    """A double opt-in's confirmation link: the subscription starts (a second click is a no-op)."""
+    """A double opt-in's confirmation link. The GET shows a button and records nothing (mail
+    scanners and link previews open links); the button's POST starts the subscription (a second
+    one is a no-op)."""
+    request = messages_public.current_request
     try:
-        result = services().interactions.confirm(token, _facts())
+        interactions = services().interactions
+        if request.method == "GET":
+            result = interactions.confirm_page(token)
+        else:
+            result = interactions.confirm(token, _facts())
     except Exception:  # noqa: BLE001
         logger.exception("confirmation could not be recorded")
         return _safe_page("unavailable", 503)
@@ -216,5 +223,9 @@ def message_confirm(token):
                      f"<p><small>Reason: {html.escape(result.reason)}</small></p>")
     if result.reason:
         return _safe_page(result.reason)
+    if request.method == "GET":
+        return _page("Confirm your subscription",
+                     f"<p>Please confirm that you want to receive {html.escape(result.scope or '')}.</p>"
+                     "<form method=\"post\"><button type=\"submit\">Yes, confirm my subscription</button></form>")
     return _page("Subscription confirmed", f"<p>Thank you: you will receive {html.escape(result.scope or '')}."
                  " You can change this at any time from the link at the bottom of every message.</p>")

@@ -303,6 +303,18 @@ class Interactions:
 
     # -- double opt-in confirmation ------------------------------------------------------
 
+    def confirm_page(self, token: object) -> PageResult:
+        """What the confirmation link shows before anything is recorded: a GET (a mail scanner
+        following links, a link preview) never confirms a subscription; the page's button does."""
+        message, reason = self._page_message(token, CONFIRM)
+        if reason:
+            return PageResult("expired" if reason == "expired" else reason)
+        data = message.data or {}
+        if data.get("channel") not in CHANNELS or not isinstance(data.get("token_id"), str):
+            return PageResult("not a confirmation message")
+        return PageResult(None, message, scope=_scope_words(data["channel"], data.get("topic"))
+                          .replace("all marketing ", ""))
+
     def confirm(self, token: object, request: RequestFacts) -> PageResult:
         """The confirmation link of a double opt-in: grants the pending consent with source
         double_opt_in and its proof (IP, user agent, time), as a `Consent Updated` event the

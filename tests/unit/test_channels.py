@@ -308,3 +308,14 @@ def test_push_platforms_and_consent_forms_settings_are_read_or_refused_clearly()
                 '{"f": {"shown": "x"}}'):
         with pytest.raises(SourceConfigError):
             _consent_forms(bad)
+
+
+def test_opening_the_confirmation_page_records_nothing():
+    # Mail scanners and link previews open links: only the page's button (a POST) confirms.
+    w, pages, token = confirmation_world()
+    before = len(w.events.inserted)
+    page = pages.confirm_page(token)
+    assert page.reason is None and not page.done and "newsletter" in page.scope
+    assert len(w.events.inserted) == before
+    assert w.catch_up().consent["email/newsletter"]["status"] == "pending"
+    assert pages.confirm_page("forged").reason == "malformed token"
