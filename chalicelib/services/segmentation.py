@@ -9,6 +9,7 @@ idempotent, so a crash between the two only means they are published again.
 from __future__ import annotations
 
 import copy
+import logging
 
 import hashlib
 from datetime import datetime
@@ -32,6 +33,8 @@ CONSENT_EVENT = "Consent Updated"
 # so the resend limits are judged against the stored confirmation, one event at a time.
 CONFIRMATION_RESEND_REQUESTED = "Confirmation Resend Requested"
 CAMPAIGN_AUDIENCE = "~campaign-{}"  # membership set of a campaign's recipients (not a segment id)
+
+logger = logging.getLogger(__name__)
 
 
 def internal_event(contact_id: str, name: str, properties: dict, now: datetime, cause: str) -> dict:
@@ -126,6 +129,8 @@ class ProfileRules:
                                     "order_id": click.get("order_id")}, now, f"{event['messageId']}:{click['id']}")
         if name == CONSENT_EVENT:
             kinds |= self._consent(contact, event, now)
+        if (event.get("context") or {}).get("consent") is not None or name == consent_rules.SEGMENT_CONSENT_EVENT:
+            kinds |= self._data_collection_consent(contact, event)
         if name == CONFIRMATION_RESEND_REQUESTED:
             kinds |= self._resend_confirmation(contact, event, now)
         self._push_device(contact, event, name, now)
@@ -174,6 +179,20 @@ class ProfileRules:
             record["confirmation"] = dict(props["confirmation"])  # the double opt-in's bookkeeping
         contact.consent[key] = record
         return {"consent"}
+
+    def _data_collection_consent(self, contact: Contact, event: dict) -> set[str]:
+        """Segment's consent object (`context.consent.categoryPreferences`, on every event of a
+        site using a consent manager, and its `Segment Consent Preference Updated` event): the
+        categories the person allowed (`data/Advertising`…), newest choice winning. An
+        unreadable object changes nothing and is logged."""
+        state = consent_rules.ConsentState.from_document(contact.consent)
+        state, changed, problems = consent_rules.apply_segment_consent(state, event)
+        if problems:
+            logger.info("consent object not fully read",
+                        extra={"messageId": event.get("messageId"), "problems": problems})
+        for name in changed:  # only the categories: the channel records stay exactly as stored
+            contact.consent[f"{consent_rules.DATA_COLLECTION}/{name}"] = state.categories[name].to_document()
+        return {"consent"} if changed else set()
 
     # -- double opt-in ---------------------------------------------------------------------
 

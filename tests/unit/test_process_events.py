@@ -297,3 +297,28 @@ def test_a_merge_of_several_profiles_is_one_write_or_none():
     merged = contact_of(repo, "user:u")
     assert contact_of(repo, "anon:dev").id == contact_of(repo, "email:ada@x.io").id == merged.id
     assert merged.counters["Viewed"]["total"] == 3 + 1 + 1  # each page view once, the late one too
+
+
+def test_segments_consent_object_records_the_data_collection_categories():
+    # Segment's consent managers put the person's categories on every event
+    # (context.consent.categoryPreferences) and announce a change with their own event.
+    from chalicelib.services.catalog import Catalog
+    from chalicelib.services.segmentation import ProfileRules
+
+    repo, clock = FakeContactRepository(), FakeClock()
+    processor = EventProcessor(repo, clock, rules=ProfileRules(lambda: Catalog.of()))
+
+    def event(message_id, ts, prefs, name="Page Viewed"):
+        return {"type": "track", "event": name, "messageId": message_id, "anonymousId": "a1",
+                "timestamp": ts, "receivedAt": ts, "originalTimestamp": ts, "properties": {},
+                "context": {"consent": {"categoryPreferences": prefs}}}
+
+    outcome = processor.process(event("m1", "2026-11-22T10:00:00.000Z", {"Advertising": False, "Analytics": True}))
+    consent = repo.get(outcome.contact_id).consent
+    assert consent["data/Advertising"]["status"] == "denied" and consent["data/Analytics"]["status"] == "granted"
+    processor.process(event("m2", "2026-11-22T11:00:00.000Z", {"Advertising": True},
+                            name="Segment Consent Preference Updated"))
+    assert repo.get(outcome.contact_id).consent["data/Advertising"]["status"] == "granted"
+    # An older event delivered late does not undo the newer choice.
+    processor.process(event("m0", "2026-11-22T09:00:00.000Z", {"Advertising": False}))
+    assert repo.get(outcome.contact_id).consent["data/Advertising"]["status"] == "granted"
