@@ -245,7 +245,8 @@ check_table_names() {
     MERCURIO_MESSAGES_QUEUE:MessagesQueueName \
     MERCURIO_TRANSACTIONAL_QUEUE:TransactionalMessagesQueueName \
     MERCURIO_FEEDBACK_QUEUE:FeedbackQueueName \
-    MERCURIO_FANOUT_QUEUE:FanOutQueueName; do
+    MERCURIO_FANOUT_QUEUE:FanOutQueueName \
+    MERCURIO_SES_CONFIGURATION_SET:SesConfigurationSetName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
     expected="$(stack_output "${stack}" "${output}")"

@@ -120,6 +120,28 @@ def provision(stage: str, endpoint_url: str | None = None, region: str = "us-eas
             sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
             for url in props["Queues"]:
                 sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])})
+        elif kind == "AWS::SNS::TopicPolicy":
+            sns = boto3.client("sns", endpoint_url=endpoint_url, region_name=region)
+            for topic in props["Topics"]:
+                sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy",
+                                         AttributeValue=json.dumps(props["PolicyDocument"]))
+        elif kind == "AWS::SES::ConfigurationSet":
+            sesv2 = boto3.client("sesv2", endpoint_url=endpoint_url, region_name=region)
+            try:
+                sesv2.create_configuration_set(ConfigurationSetName=props["Name"])
+            except sesv2.exceptions.AlreadyExistsException:
+                pass
+            created[logical] = params[logical] = props["Name"]
+        elif kind == "AWS::SES::ConfigurationSetEventDestination":
+            # The emulator keeps configuration sets but publishes no events from them: the local
+            # runner's stand-in (local/ses_events.py) publishes the same records to the same topic.
+            created[logical] = "emulated by local/ses_events.py"
+        elif kind == "AWS::CloudWatch::Alarm":
+            cloudwatch = boto3.client("cloudwatch", endpoint_url=endpoint_url, region_name=region)
+            cloudwatch.put_metric_alarm(**{k: props[k] for k in (
+                "AlarmName", "AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic", "Period",
+                "EvaluationPeriods", "Threshold", "ComparisonOperator", "TreatMissingData") if k in props})
+            created[logical] = props["AlarmName"]
         else:
             raise ValueError(f"the local stack cannot create {logical} ({kind}); teach local/provision.py")
     return created

@@ -260,6 +260,7 @@ class LocalStack:
 
         created = provision(STAGE, endpoint_url=self.emulator.url)
         os.environ["MERCURIO_EVENTS_STREAM_ARN"] = created["EventsTable.StreamArn"]
+        os.environ["MERCURIO_SES_CONFIGURATION_SET"] = created["SesConfigurationSet"]
         from local.push_platforms import create_push_platforms, push_platforms_setting
 
         os.environ.setdefault("MERCURIO_PUSH_PLATFORMS",
