@@ -205,3 +205,31 @@ def test_the_emulator_applies_one_request_at_a_time(atomic_server, monkeypatch):
     assert len(outcome) == 1  # the merge was cancelled: the survivor was stale
     stored = repo.get("loser", consistent=True)
     assert (stored.version, stored.traits, stored.merged_into) == (2, {"plan": "pro"}, None)
+
+
+def test_a_merge_cancelled_by_a_transaction_conflict_is_a_lost_race(atomic_server, monkeypatch):
+    """DynamoDB cancels a transaction with TransactionConflict when another transaction or
+    write is under way on one of its items (moto never does: it is forced here). Nothing was
+    written, as with a failed condition: the merge reports a lost race, so the event is
+    resolved again at once instead of failing its whole stream batch."""
+    from moto.dynamodb.exceptions import TransactionCanceledException
+    from moto.dynamodb.models import DynamoDBBackend
+
+    url = atomic_server.url
+    tables = provision("conflict", endpoint_url=url)
+    repo = DynamoDBContactRepository(tables["ContactsTable"], tables["IdentitiesTable"], host=url,
+                                     region="us-east-1")
+    for contact_id in ("survivor", "loser"):
+        repo.create(Contact(id=contact_id, created_at="2026-11-22T10:00:00.000Z"))
+    survivor, loser = repo.get("survivor", consistent=True), repo.get("loser", consistent=True)
+
+    def conflicting(self, transact_items):
+        raise TransactionCanceledException([(None, None, None), ("TransactionConflict", "in progress", None)])
+
+    monkeypatch.setattr(DynamoDBBackend, "transact_write_items", conflicting)
+    with pytest.raises(ConcurrentUpdate):
+        repo.merge(survivor, [loser])
+    monkeypatch.undo()
+    assert (survivor.version, loser.version, loser.merged_into) == (1, 1, None)
+    repo.merge(survivor, [loser])  # the retry, once the other transaction is done
+    assert repo.get("loser", consistent=True).merged_into == "survivor"
