@@ -21,7 +21,7 @@ atomic (DynamoDB's conditional writes and transactions), and holds by these rule
 3. A merged contact is never written again: `_follow` only returns live contacts, and a
    write to a merged one fails its version condition (rule 1). Its counts live on only in
    its survivor.
-4. Identifiers are claimed by a conditional put (one owner, ever, per identifier) and are
+4. Identifiers are claimed by a conditional put (one owner at a time per identifier) and are
    re-pointed after the merge's transaction, each one conditionally from the loser to the
    survivor. Until then, or for good if the worker stops in between, an identifier leads to
    the merged loser, whose `merged_into` chain readers follow (`_follow`) and heal
@@ -31,10 +31,11 @@ atomic (DynamoDB's conditional writes and transactions), and holds by these rule
    see different profiles may choose differently; rule 2 lets one merge commit and the
    others re-resolve against its result.
 
-Counted once: an event is applied together with its digest (`Contact.recent`), and merges
-carry digests to the survivor, so an event retried or redelivered after it was written is
-recognised wherever it landed. tests/unit/test_merge_interleavings.py forces the
-interleavings these rules answer, and runs the racing scenario under seeded schedules.
+Counted once: an event is written together with its digest among the contact's recently
+applied messages (`Contact.recent`), and merges carry those digests to the survivor, so an
+event retried or redelivered after it was written is recognised wherever it landed.
+tests/unit/test_merge_interleavings.py forces the interleavings these rules answer, and
+runs the racing scenario under seeded schedules.
 """
 from __future__ import annotations
 
