@@ -6,7 +6,10 @@ raw bytes). Items written before that layout hold a zlib-compressed `doc` and ar
 
 Race safety lives here: identity claims are conditional puts, contact writes are
 conditional on `version`, and a merge is one transaction that saves the survivor and fences
-the loser (marks it merged) so that any writer still holding the loser fails and re-reads.
+the losers (marks them merged) so that any writer still holding a loser fails and re-reads.
+All of it relies on DynamoDB applying each request atomically (a conditional write checks
+and writes as one step; a transaction commits all of its writes or none); see
+chalicelib/services/process_events.py for the guarantee built on it.
 """
 from __future__ import annotations
 
@@ -39,6 +42,17 @@ def _conditional_failure(exc: Exception) -> bool:
         return True
     reasons = getattr(exc, "cancellation_reasons", None) or []
     return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)
+
+
+def _transaction_lost_race(exc: TransactWriteError) -> bool:
+    """The transaction was cancelled because what it read changed (ConditionalCheckFailed)
+    or because another transaction or write was under way on one of its items
+    (TransactionConflict, DynamoDB's answer to concurrent transactions on an item): either
+    way nothing was written and the caller reads again and retries."""
+    if _conditional_failure(exc):
+        return True
+    reasons = getattr(exc, "cancellation_reasons", None) or []
+    return any(r is not None and r.code == "TransactionConflict" for r in reasons)
 
 
 class CompressedJSONAttribute(Attribute[dict]):
@@ -120,6 +134,8 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
         }
 
     def claim(self, identifier: str, contact_id: str) -> str:
+        """A put conditional on the identifier being unclaimed: of racing claimers, one
+        wins and the others learn the winner (and so never both own an identifier)."""
         try:
             self.Identity(identifier, contact_id=contact_id).save(
                 condition=self.Identity.identifier.does_not_exist()
@@ -134,6 +150,9 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
             raise ConcurrentUpdate(f"{identifier} vanished while being claimed") from None
 
     def repoint(self, identifier: str, from_id: str, to_id: str) -> bool:
+        """Conditional on the identifier still pointing at `from_id`: callers only move it
+        from a merged contact to one its merge chain leads to, so a late or repeated
+        re-point never moves an identifier back, nor away from a newer owner."""
         try:
             self.Identity(identifier).update(
                 actions=[self.Identity.contact_id.set(to_id)],
@@ -185,6 +204,13 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
         contact.version = item.version
 
     def merge(self, survivor: Contact, losers: list[Contact]) -> None:
+        """One TransactWriteItems: the survivor, holding every loser's state, and each loser
+        marked `merged_into` the survivor, all conditional on the versions read. Either all
+        of it is written or none (ConcurrentUpdate), so a loser's counts are absorbed once
+        and a write to a loser made after it was read cancels the merge instead of being
+        lost. Identifiers are not part of it: they are re-pointed afterwards by the caller
+        (a reader meanwhile follows `merged_into`), which keeps the merge within one
+        transaction whatever the number of identifiers."""
         survivor_item = self._to_item(survivor)
         loser_items = []
         for loser in losers:
@@ -197,7 +223,7 @@ class DynamoDBContactRepository(ContactRepository, ContactScan, ContactErasure):
                 for item in loser_items:
                     transaction.save(item)
         except TransactWriteError as exc:
-            if _conditional_failure(exc):
+            if _transaction_lost_race(exc):
                 names = ", ".join(loser.id for loser in losers)
                 raise ConcurrentUpdate(f"contact {survivor.id} or one of {names} changed during the merge") from None
             raise

@@ -4,6 +4,38 @@ Driven by the event store's stream (at-least-once, in order per partition). Safe
 twice on the same event (the contact remembers recently applied messageIds) and safe to run
 concurrently on events of the same person (every write is conditional; a lost race re-reads
 and tries again).
+
+The guarantee: whatever the interleaving of workers processing one person's events, the
+person ends with exactly one live contact (not `merged_into` another), and every event is
+counted on it exactly once. It needs nothing from the store but that each request is
+atomic (DynamoDB's conditional writes and transactions), and holds by these rules:
+
+1. Every contact write is conditional on the version read (a creation, on the contact not
+   existing). A worker whose contact changed since it read it writes nothing, forgets what
+   it read (`BatchCache.forget`) and resolves the event again from the store.
+2. A merge is one transaction (`ContactRepository.merge`): the survivor, holding every
+   loser's counters, identifiers and applied-message digests, and each loser marked
+   `merged_into` the survivor, all conditional on the versions read. A loser is therefore
+   absorbed once (a second merge of it holds a stale version and is refused), and an event
+   written to a loser after the merge read it cancels the merge rather than being lost.
+3. A merged contact is never written again: `_follow` only returns live contacts, and a
+   write to a merged one fails its version condition (rule 1). Its counts live on only in
+   its survivor.
+4. Identifiers are claimed by a conditional put (one owner at a time per identifier) and are
+   re-pointed after the merge's transaction, each one conditionally from the loser to the
+   survivor. Until then, or for good if the worker stops in between, an identifier leads to
+   the merged loser, whose `merged_into` chain readers follow (`_follow`) and heal
+   (`_load_owners`); a pointer only moves forward along that chain, never back.
+5. The survivor is the oldest profile, ties broken by the smaller id (`choose_survivor`): a
+   total order, so workers that see the same profiles choose the same survivor. Workers that
+   see different profiles may choose differently; rule 2 lets one merge commit and the
+   others re-resolve against its result.
+
+Counted once: an event is written together with its digest among the contact's recently
+applied messages (`Contact.recent`), and merges carry those digests to the survivor, so an
+event retried or redelivered after it was written is recognised wherever it landed.
+tests/unit/test_merge_interleavings.py forces the interleavings these rules answer, and
+runs the racing scenario under seeded schedules.
 """
 from __future__ import annotations
 
@@ -442,8 +474,9 @@ class EventProcessor:
         return contact  # written once, after the event is applied
 
     def _merge(self, survivor: Contact, losers: list[Contact], cache: BatchCache) -> None:
-        """One transaction saves the combined survivor and fences every loser; identifiers
-        are re-pointed after (a reader meanwhile follows the losers' merge pointers)."""
+        """One transaction saves the combined survivor and fences every loser (rule 2 of the
+        module docstring); identifiers are re-pointed after, each only if it still points
+        at its loser (rule 4: a reader meanwhile follows the losers' merge pointers)."""
         self._schedule_before_write(survivor)
         self.repo.merge(survivor, losers)
         for loser in losers:
