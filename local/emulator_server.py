@@ -28,9 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MOTO_PORT", str(port))  # what moto.server sets from its --port
     signal.signal(signal.SIGINT, signal_handler)
     signal.signal(signal.SIGTERM, signal_handler)
+    from local.atomic import OneDynamoDBRequestAtATime
+
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True  # as moto.server runs it
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler, fd=args.fd)
+    # DynamoDB requests one at a time, atomic as on AWS (local/atomic.py says why).
+    server = make_server(host, port, OneDynamoDBRequestAtATime(app), threaded=True,
+                         request_handler=MotoRequestHandler, fd=args.fd)
     server.serve_forever()
 
 

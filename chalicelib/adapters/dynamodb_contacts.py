@@ -37,8 +37,10 @@ from chalicelib.services.privacy_ports import ContactErasure
 
 
 def _conditional_failure(exc: Exception) -> bool:
+    """The write lost a race: its condition failed, or (on DynamoDB) a transaction was under
+    way on the item (a merge in progress), which is the same race seen a moment earlier."""
     code = getattr(exc, "cause_response_code", None)
-    if code == "ConditionalCheckFailedException":
+    if code in ("ConditionalCheckFailedException", "TransactionConflictException"):
         return True
     reasons = getattr(exc, "cancellation_reasons", None) or []
     return any(r is not None and r.code == "ConditionalCheckFailed" for r in reasons)

@@ -13,9 +13,9 @@ taken when it started, undoing every write other requests committed meanwhile. T
 the merge protocol, left this test with a page view counted twice or missed, or a merged
 profile live again, in a few runs in a hundred, more under CPU load (every failing run
 coincided with a contact version written twice or a committed one rolled back; see
-test_the_emulator_applies_one_request_at_a_time). The server here therefore handles one
-request at a time: requests still interleave in any order, as they do against DynamoDB, but
-each is atomic, as it is there.
+test_the_emulator_applies_one_request_at_a_time). The server here, like the local stack's
+(local/atomic.py), therefore handles one DynamoDB request at a time: requests still
+interleave in any order, as they do against DynamoDB, but each is atomic, as it is there.
 """
 from __future__ import annotations
 
@@ -28,31 +28,10 @@ from chalicelib.adapters.dynamodb_contacts import DynamoDBContactRepository
 from chalicelib.domain.contact import Contact
 from chalicelib.services.ports import ConcurrentUpdate
 from chalicelib.services.process_events import EventProcessor
+from local.atomic import OneDynamoDBRequestAtATime
 from local.provision import provision
 from tests.unit.fakes import FakeClock
 from tests.unit.test_process_events import process_as_the_stream_would
-
-
-class OneRequestAtATime:
-    """moto's WSGI application, entered by one request at a time (DynamoDB's per-request
-    atomicity). `on_queued` is called when a request has to wait for the one in progress."""
-
-    def __init__(self, app, on_queued=None):
-        self.app = app
-        self.on_queued = on_queued
-        self.lock = threading.Lock()
-
-    def __call__(self, environ, start_response):
-        if not self.lock.acquire(blocking=False):
-            if self.on_queued is not None:
-                self.on_queued()
-            self.lock.acquire()
-        try:
-            # The response is built (and the backend changed) within the call; the server
-            # only sends it afterwards.
-            return self.app(environ, start_response)
-        finally:
-            self.lock.release()
 
 
 class AtomicMotoServer:
@@ -62,7 +41,7 @@ class AtomicMotoServer:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
-        self.app = OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self.app = OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=MotoRequestHandler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -235,3 +214,26 @@ def test_a_merge_cancelled_by_a_transaction_conflict_is_a_lost_race(atomic_serve
     assert (survivor.version, loser.version, loser.merged_into) == (1, 1, None)
     repo.merge(survivor, [loser])  # the retry, once the other transaction is done
     assert repo.get("loser", consistent=True).merged_into == "survivor"
+
+
+def test_a_save_that_meets_a_merge_in_progress_is_a_lost_race(atomic_server, monkeypatch):
+    # On DynamoDB, a write to an item while a transaction holds it is refused with
+    # TransactionConflictException: the contact changed meanwhile, read it again.
+    from pynamodb.exceptions import PutError
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", atomic_server.url)
+    provision("concurrency", endpoint_url=atomic_server.url)
+    repo = DynamoDBContactRepository("mercurio-concurrency-contacts", "mercurio-concurrency-identities",
+                                     host=atomic_server.url, region="us-east-1")
+    contact = Contact(id="c-conflict", created_at="2026-11-01T00:00:00.000Z")
+    repo.create(contact)
+    conflict = ClientError({"Error": {"Code": "TransactionConflictException", "Message": "in progress"}},
+                           "PutItem")
+
+    def refused(self, *args, **kwargs):
+        raise PutError("Failed to put item", conflict)
+
+    monkeypatch.setattr(repo.Contact, "save", refused)
+    with pytest.raises(ConcurrentUpdate):
+        repo.save(contact)
