@@ -4,9 +4,8 @@ visible again later (ChangeMessageVisibility) by the consumer.
 """
 from __future__ import annotations
 
-import boto3
-
 from chalicelib.domain.deliveries import DeliveryMessage
+from chalicelib.adapters.sqs_queue import SqsQueue
 from chalicelib.services.effect_ports import EffectsQueue
 
 BATCH_MESSAGES = 10
@@ -18,24 +17,7 @@ class EnqueueFailed(Exception):
     """SQS refused some messages: the caller must publish again (nothing is dropped)."""
 
 
-class SqsEffectsQueue(EffectsQueue):
-    def __init__(self, queue_name: str, client=None):
-        self.queue_name = queue_name
-        self._client = client
-        self._url: str | None = None
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = boto3.client("sqs")
-        return self._client
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            self._url = self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-        return self._url
-
+class SqsEffectsQueue(SqsQueue, EffectsQueue):
     def send(self, messages: list[DeliveryMessage]) -> None:
         batch: list[tuple[str, str]] = []
         size = 0

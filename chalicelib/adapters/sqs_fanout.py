@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-import boto3
-
+from chalicelib.adapters.sqs_queue import SqsQueue
 from chalicelib.services.broadcast_ports import FanOutQueue
 
 SQS_BATCH = 10  # SendMessageBatch's limit
@@ -15,24 +14,7 @@ class FanOutNotQueued(Exception):
     """SQS refused some entries of a batch: the launch slice runs again (same batches)."""
 
 
-class SqsFanOutQueue(FanOutQueue):
-    def __init__(self, queue_name: str, client=None):
-        self.queue_name = queue_name
-        self._client = client
-        self._url: str | None = None
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = boto3.client("sqs")
-        return self._client
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            self._url = self.client.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-        return self._url
-
+class SqsFanOutQueue(SqsQueue, FanOutQueue):
     def send(self, batches: list[dict]) -> None:
         for start in range(0, len(batches), SQS_BATCH):
             entries = [{"Id": str(i), "MessageBody": json.dumps(batch, separators=(",", ":"))}
