@@ -93,7 +93,7 @@ def group_of(*events) -> str | None:
 def test_the_example_campaign_document_is_valid():
     campaign = parse_campaign(yaml.safe_load(EXAMPLE.read_text()))
     assert campaign.id == "promo-2026-11"
-    assert campaign.offers["coffee"].path_prefix == "/offers/coffee"
+    assert campaign.offers["0"].path_prefix == "/products/espresso"  # link ids: the links of coffee-offer.html.j2
     assert campaign.attribution_window == timedelta(days=2)
     assert (campaign.cart_event, campaign.purchase_event) == ("Product Added", "Order Completed")
 
