@@ -202,6 +202,8 @@ def bump_counter(counters: dict, name: str, timestamp: str, keep_days: int,
     """Count one occurrence: total, first/last, and what the counter's readers need of its
     history: the latest `exact_times` exact times and, with `day_buckets`, daily counts."""
     entry = counters.setdefault(name, {"total": 0, "first": timestamp, "last": timestamp})
+    if not entry["total"]:  # a count started empty (by a back-fill or a first non-matching event)
+        entry["first"] = entry["last"] = timestamp
     entry["total"] += 1
     entry["first"] = min(entry["first"], timestamp)
     entry["last"] = max(entry["last"], timestamp)

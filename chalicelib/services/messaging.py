@@ -246,6 +246,12 @@ class MessagingService:
         contact = self._contact(message.contact_id)
         if contact is None:
             return self._skip(message, now, Reason("contact_missing", "The contact no longer exists (erased)."))
+        entered = (message.data or {}).get(ENTERED_SEGMENT)
+        if isinstance(entered, str) and entered not in (contact.segments or {}):
+            # Sent because the contact entered a segment, which it has left since (a cart
+            # abandoned, then bought): the message no longer fits.
+            return self._skip(message, now, Reason("left_segment", f"The contact has left the segment {entered!r} "
+                                                                   "whose entry asked for this message."))
         compiled = self._variant(message.template, message.channel, _locale_of(contact))
         if compiled is None:
             return self._fail(message, now, "template_missing",
@@ -538,6 +544,7 @@ def render_for_contact(compiled: CompiledTemplate, contact: Contact, *, message_
 
 # -- test sends -------------------------------------------------------------------------------
 
+ENTERED_SEGMENT = "segment_id"  # a message asked for by a segment entry (services/handlers.py)
 TEST_SEND = "_test"  # the message's data key holding a test send's recipient and what to render
 TEST_SUBJECT_PREFIX = "[Test] "
 

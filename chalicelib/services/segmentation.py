@@ -95,6 +95,11 @@ class ProfileRules:
                 if matcher.matches(name, event):
                     bump_counter(contact.filtered, matcher.key, event["timestamp"], self.counter_days,
                                  *catalog.index.retention("filtered", matcher.key))
+                elif entry is None:
+                    # The contact's first event of this name, and it does not match: the count
+                    # starts here at zero (as a back-fill's does), so the next ones are counted.
+                    contact.filtered[matcher.key] = {"total": 0, "first": event["timestamp"],
+                                                     "last": event["timestamp"]}
         if catalog.scoring is not None:
             before = (contact.score.get("points"), contact.stage, tuple(contact.tags))
             for emitted in scoring.apply_event(catalog.scoring, contact, event, now):

@@ -393,3 +393,18 @@ def test_the_email_rate_is_sess_own_quota_unless_set_and_quiet_hours_can_be_turn
     assert fixed.send_policy.quiet_hours == QuietHours(time(22, 0), time(7, 30))
     with pytest.raises(ValueError, match="MERCURIO_QUIET_HOURS"):
         bootstrap(changed(base, quiet_hours="late"), email_sender=FakeEmailSender()).send_policy
+
+
+def test_a_message_asked_for_by_a_segment_entry_is_skipped_once_the_contact_has_left_it():
+    # A reminder requested when the contact entered "cart-abandoners" must not go once they
+    # bought (and left the segment) before it was sent.
+    w = World()
+    gone = w.add(contact("c1"))
+    still = contact("c2", email="grace@example.com")
+    still.segments = {"cart-abandoners": {"since": "2026-11-22T11:00:00.000Z"}}
+    w.add(still)
+    left = w.request(cid="c1", data={"segment_id": "cart-abandoners"})
+    stayed = w.request(cid="c2", data={"segment_id": "cart-abandoners"})
+    assert w.service.send(left.id).code == "left_segment" and w.log.get(left.id).status == "skipped"
+    assert w.service.send(stayed.id).status == "sent"
+    assert gone.id == "c1" and len(w.email.sent) == 1

@@ -322,3 +322,40 @@ def test_segments_consent_object_records_the_data_collection_categories():
     # An older event delivered late does not undo the newer choice.
     processor.process(event("m0", "2026-11-22T09:00:00.000Z", {"Advertising": False}))
     assert repo.get(outcome.contact_id).consent["data/Advertising"]["status"] == "granted"
+
+
+def test_a_filtered_condition_counts_matching_events_after_a_first_one_that_did_not_match():
+    # A visitor who looks at tea first, then at three coffees, is a coffee lover: the counter
+    # of coffee views starts with the first view of any product, not with the first coffee.
+    from pathlib import Path
+
+    import yaml
+
+    from chalicelib.domain.segments.language import parse_segment
+    from chalicelib.services.catalog import Catalog
+    from chalicelib.services.segmentation import ProfileRules
+
+    shipped = Path(__file__).resolve().parents[2] / "chalicelib" / "definitions" / "segments" / "coffee-lovers.yaml"
+    segment = parse_segment(yaml.safe_load(shipped.read_text(encoding="utf-8")))
+    repo, clock = FakeContactRepository(), FakeClock()
+    processor = EventProcessor(repo, clock, rules=ProfileRules(lambda: Catalog.of(segments={segment.id: segment})))
+
+    def view(n, category):
+        ts = f"2026-11-22T10:0{n}:00.000Z"
+        return processor.process({"type": "track", "event": "Product Viewed", "messageId": f"v{n}",
+                                  "anonymousId": "a1", "timestamp": ts, "receivedAt": ts, "originalTimestamp": ts,
+                                  "properties": {"category": category, "product_id": f"p{n}"}})
+
+    view(0, "tea")
+    outcome = [view(n, "coffee") for n in (1, 2, 3)][-1]
+    contact = repo.get(outcome.contact_id)
+    assert "coffee-lovers" in contact.segments, contact.filtered
+
+
+def test_a_count_started_empty_takes_its_first_occurrence_from_the_first_match():
+    from chalicelib.domain.contact import bump_counter
+
+    counters = {"k": {"total": 0, "first": "2026-11-22T10:00:00.000Z", "last": "2026-11-22T10:00:00.000Z"}}
+    bump_counter(counters, "k", "2026-11-23T09:00:00.000Z", 90)
+    assert counters["k"]["total"] == 1
+    assert counters["k"]["first"] == counters["k"]["last"] == "2026-11-23T09:00:00.000Z"
