@@ -1,5 +1,6 @@
-"""Export and erasure through the app (scenario 10) on moto's tables, with the message ports
-as in-memory fakes (their DynamoDB adapters come with the send pipeline)."""
+"""Export and erasure through the app (scenario 10) on moto's tables: the contact, its events,
+identities, memberships and messages go; its address survives only as a hashed suppression
+entry, which keeps a new signup with that address from marketing until it opts in again."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import pytest
 from chalicelib.domain.messaging.consent import suppression_key
 from chalicelib.domain.messaging.messages import SENT, Message, StatusChange
 from tests.e2e.conftest import AppClient
-from tests.unit.messaging_fakes import FakeChannelStats, FakeMessageLog, FakeSuppressionStore
 
 SALT = "a-salt-of-at-least-16-bytes"
 ADMIN = {"Authorization": "Bearer test-admin-token-1"}
@@ -24,10 +24,11 @@ def app(app_env, monkeypatch):
     from chalicelib.entrypoints import runtime
 
     monkeypatch.setenv("MERCURIO_SUPPRESSION_SALT", SALT)
-    log, suppressions = FakeMessageLog(), FakeSuppressionStore()
-    runtime.reset(message_log=log, suppression_store=suppressions, channel_stats=FakeChannelStats())
+    runtime.reset()
+    wired = runtime.services()
     with Client(mercurio.app, stage_name="test") as client:
-        yield AppClient(client, app_env["EventsTable.StreamArn"], app_env["EffectsQueue"]), log, suppressions, app_env
+        yield (AppClient(client, app_env["EventsTable.StreamArn"], app_env["EffectsQueue"]), wired.message_log,
+               wired.suppression_store, app_env)
     runtime.reset()
 
 
@@ -64,9 +65,30 @@ def test_a_contact_is_exported_then_erased_leaving_only_its_hashed_opt_out(app):
     partitions = {item["pk"]["S"] for item in boto3.client("dynamodb").scan(TableName=tables["EventsTable"])["Items"]}
     assert not partitions & {"user:ada", "anon:a-1", f"contact:{ada['id']}"}
     assert "user:bob" in partitions
-    [entry] = suppressions.entries.values()
+    [entry] = suppressions.find("email", suppression_key("email", "ada@example.com", SALT.encode()))
     assert entry.reason == "erased"
-    assert entry.address_hash == suppression_key("email", "ada@example.com", SALT.encode())
+    # Nothing else of Ada is left in the contacts, identities and messages tables.
+    dynamodb = boto3.client("dynamodb")
+    for table in ("ContactsTable", "IdentitiesTable", "MessagesTable"):
+        items = dynamodb.scan(TableName=tables[table])["Items"]
+        assert not any(ada["id"] in repr(item) or "ada@example.com" in repr(item) for item in items), table
+
+    # Ada signs up again: her opt-out survives, so marketing waits for a fresh, confirmed opt-in.
+    from chalicelib.entrypoints import runtime
+    from local.upload_templates import accept_templates
+
+    accept_templates(runtime.services().template_authoring)
+
+    client.post("/v1/identify", {"userId": "ada-again", "traits": {"email": "ada@example.com"}})
+    client.post("/v1/track", {"userId": "ada-again", "event": "Consent Updated",
+                              "properties": {"channel": "email", "status": "granted"}})
+    client.drain()
+    _, again = client.admin("/v1/admin/contacts?identifier=user:ada-again")
+    message = runtime.services().messaging.request(again["id"], "welcome", "email", "after-erasure")
+    if message.status == "queued":
+        runtime.services().messaging.send(message.id)
+    assert log.get(message.id).status == "skipped"
+    assert log.get(message.id).timeline[-1].detail["code"] == "suppressed_erased"
     assert client.admin("/v1/admin/erasures/nope")[0] == 404
     assert client.admin("/v1/admin/contacts/nobody/export")[0] == 404
     assert client.http.delete("/v1/admin/contacts/nobody", headers=ADMIN).status_code == 404
