@@ -75,13 +75,21 @@ class SesEventDestination:
 
         self.emulator_url, self.topic_arn, self.interval = emulator_url.rstrip("/"), topic_arn, interval
         self.sns = sns or boto3.client("sns", endpoint_url=emulator_url)
+        self.ses = boto3.client("ses", endpoint_url=emulator_url)
+        self._sent_seen: float | None = None
         self._seen: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def poll_once(self) -> int:
+        # The emulator's full state (data.json) is costly to build: read it only when its count
+        # of sent emails moved.
+        sent = self.ses.get_send_quota()["SentLast24Hours"]
+        if sent == self._sent_seen:
+            return 0
         with urllib.request.urlopen(f"{self.emulator_url}/moto-api/data.json", timeout=10) as response:
             data = json.loads(response.read())
+        self._sent_seen = sent
         published = 0
         for item in data.get("ses", {}).get("RawMessage", []):
             if item.get("id") in self._seen:
