@@ -1,4 +1,4 @@
-"""Scenario 3 through the whole app in-process (chalice.test.Client on moto), with
+"""Scenarios 3 and 9 through the whole app in-process (chalice.test.Client on moto), with
 the shipped example definitions and templates and a FakeClock: what was really sent is read
 from moto's SES and SNS backends, what was not from the message log.
 
@@ -303,3 +303,91 @@ def test_scenario_3_six_groups_on_real_sends_and_their_follow_ups(world):
     reminded = {u for u in PEOPLE if len(mail_to(f"{u}@example.com", "three roasts at autumn prices")) == 2}
     assert "otto" not in reminded
     assert reminded == set(PEOPLE) - {"otto"}, reminded
+
+
+# -- scenario 9: respect -------------------------------------------------------------------------
+
+def _feedback(client, record: dict) -> None:
+    """An SES event, as the configuration set's event destination delivers it to the feedback
+    queue (SNS envelope), handed to the queue's consumer."""
+    from chalicelib.entrypoints.feedback import handle_feedback
+
+    body = json.dumps({"Type": "Notification", "Message": json.dumps(record)})
+    answer = handle_feedback({"Records": [{"messageId": "fb-1", "body": body, "receiptHandle": "r",
+                                           "attributes": {}, "eventSource": "aws:sqs"}]}, None,
+                             client.services().ses_feedback)
+    assert answer == {"batchItemFailures": []}
+
+
+def _ses_record(kind: str, message: dict, address: str) -> dict:
+    mail = {"timestamp": "2026-11-15T10:00:01.000Z", "messageId": message["provider_id"], "destination": [address],
+            "source": "hello@shop.example", "tags": {"mercurio_message": [message["id"]]}}
+    if kind == "Bounce":
+        return {"eventType": "Bounce", "mail": mail, "bounce": {
+            "bounceType": "Permanent", "bounceSubType": "General", "timestamp": "2026-11-15T10:00:02.000Z",
+            "feedbackId": f"fb-{message['id']}", "bouncedRecipients": [{"emailAddress": address, "status": "5.1.1"}]}}
+    return {"eventType": "Complaint", "mail": mail, "complaint": {
+        "complainedRecipients": [{"emailAddress": address}], "complaintFeedbackType": "abuse",
+        "timestamp": "2026-11-15T10:00:02.000Z", "feedbackId": f"fb-{message['id']}"}}
+
+
+def test_scenario_9_unsubscribed_bounced_and_complained_get_nothing_more_and_caps_and_nights_wait(world):
+    client = world
+    put(client, "/v1/admin/definitions/trigger/offer-on-request",
+        {k: v for k, v in OFFER_TRIGGER.items() if k != "id"})
+    # 10:00 UTC on the clock: 11:00 in Rome, 23:00 in Auckland (summer time there).
+    people = {"una": "Europe/Rome", "boris": "Europe/Rome", "clara": "Europe/Rome", "cap": "Europe/Rome",
+              "owl": "Pacific/Auckland"}
+    for user, zone in people.items():
+        sign_up(client, user, f"{user}@example.com", user.title(), timezone=zone)
+    client.drain()
+    deliver(client.messages)
+    ids = {user: contact(client, f"user:{user}")["id"] for user in people}
+    welcome = {user: next(m for m in messages_of(client, ids[user]) if m["template"] == "welcome") for user in people}
+    assert {u: m["status"] for u, m in welcome.items()} == {
+        "una": "sent", "boris": "sent", "clara": "sent", "cap": "sent", "owl": "deferred"}
+
+    # Una unsubscribes from everything on the page of her welcome email; Boris's address
+    # bounces for good; Clara marks the welcome email as spam.
+    [una_mail] = mail_to("una@example.com")
+    unsubscribe = re.match(r"<(https://[^>]+)>", una_mail["List-Unsubscribe"]).group(1)
+    response = client.http.post(app_path(unsubscribe), body="everything=1",
+                                headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": BROWSER})
+    assert response.status_code == 200, response.body
+    _feedback(client, _ses_record("Bounce", welcome["boris"], "boris@example.com"))
+    _feedback(client, _ses_record("Complaint", welcome["clara"], "clara@example.com"))
+    client.drain()
+
+    def offers(user):
+        return [m for m in messages_of(client, ids[user]) if m["template"] == "coffee-offer"]
+
+    # Each asks for an offer: none of the three gets it, each for its reason.
+    for n, user in enumerate(("una", "boris", "clara")):
+        client.post("/v1/track", {"userId": user, "event": "Offer Requested", "messageId": f"offer-{user}-{n}"})
+    client.drain()
+    deliver(client.messages)
+    reasons = {user: offers(user)[0]["timeline"][-1]["detail"]["code"] for user in ("una", "boris", "clara")}
+    assert reasons["una"] in ("consent_denied", "suppressed_unsubscribed")
+    assert reasons["boris"] == "suppressed_bounced_hard"
+    assert reasons["clara"] in ("consent_denied", "suppressed_complained")
+    assert all(offers(user)[0]["status"] == "skipped" for user in ("una", "boris", "clara"))
+    for user in ("una", "boris", "clara"):
+        assert len(mail_to(f"{user}@example.com")) == 1  # the welcome email, nothing since
+
+    # No more than 3 marketing messages a week: the welcome email and two offers go, the third waits.
+    for n in range(3):
+        client.clock.advance(hours=1)
+        client.post("/v1/track", {"userId": "cap", "event": "Offer Requested", "messageId": f"offer-cap-{n}"})
+        client.drain()
+        deliver(client.messages)
+    statuses = [m["status"] for m in sorted(offers("cap"), key=lambda m: m["requested_at"])]
+    assert statuses == ["sent", "sent", "deferred"], statuses
+    capped = sorted(offers("cap"), key=lambda m: m["requested_at"])[-1]["timeline"][-1]["detail"]
+    assert capped["code"] == "frequency_cap"
+    assert len(mail_to("cap@example.com")) == 3
+
+    # Nothing at night in the contact's zone: the owl's welcome email waits for 08:00 in Auckland.
+    night = welcome["owl"]["timeline"][-1]["detail"]
+    assert night["code"] == "quiet_hours"
+    assert datetime.fromisoformat(night["until"]) == datetime(2026, 11, 15, 19, 0, tzinfo=timezone.utc)
+    assert mail_to("owl@example.com") == []
