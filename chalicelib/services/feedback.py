@@ -14,7 +14,8 @@ older identity notifications (`notificationType`: Delivery, Bounce, Complaint).
 - complaint → the address suppressed (complained), all marketing email consent withdrawn
   on the contact (a `Consent Updated` event, source feedback, with the complaint as proof),
   the message `complained`, one complaint counted;
-- delivery → `delivered`; reject and rendering failure → `failed`; delay → `delivery_delayed`;
+- delivery → `delivered` on the message (no event on the contact: see _ENGAGEMENT_EVENTS);
+  reject and rendering failure → `failed`; delay → `delivery_delayed`;
 - Send, Open, Click and Subscription are acknowledged and ignored: the sender records the
   send, and opens and clicks come from Mercurio's own pixel and redirect.
 
@@ -149,7 +150,12 @@ def _recipients(body: dict, key: str) -> list[str]:
 
 
 # The Segment Email Events a message's feedback becomes on its contact (domain/engagement.py).
-_ENGAGEMENT_EVENTS = {DELIVERED: "Email Delivered", "bounce": "Email Bounced", COMPLAINED: "Email Complained"}
+# A delivery is not one of them: nothing reads "Email Delivered" on a contact (segments'
+# `message:` conditions and the six groups read sends, opens, clicks, bounces, complaints and
+# unsubscribes), and appending it cost an event write and a contact read and write in the
+# stream for every email. The delivery stays on the message (status, timeline) and in the
+# campaign's `delivered` counter.
+_ENGAGEMENT_EVENTS = {"bounce": "Email Bounced", COMPLAINED: "Email Complained"}
 
 class SesFeedback:
     def __init__(self, messages: MessageLog, suppressions: SuppressionStore, stats: ChannelStats,

@@ -93,6 +93,70 @@ def test_a_contacts_messages_come_newest_first_in_pages_and_are_erased(log):
     assert log.for_contact("c1") == ([], None) and len(log.for_contact("c2")[0]) == 1
 
 
+def test_the_contact_index_holds_what_the_caps_read_and_listings_read_whole_messages(log):
+    a, b = message("evt-a"), message("evt-b", at=NOW + timedelta(minutes=1))
+    log.create(a)
+    log.create(b)
+    log.advance(a.id, StatusChange("sent", NOW, {"provider_id": "ses-a"}), provider_id="ses-a",
+                links=["https://shop.example/a"], subject="Hello")
+    rows = log.table.query(IndexName="by_contact", KeyConditionExpression="contact_id = :c",
+                           ExpressionAttributeValues={":c": "c1"})["Items"]
+    projected = {r["id"]: r for r in rows}
+    assert set(projected[a.id]) == {"id", "contact_id", "requested_at", "channel", "lane", "sent_at"}
+    assert set(projected[b.id]) == {"id", "contact_id", "requested_at", "channel", "lane"}  # not sent
+    listed, _ = log.for_contact("c1")
+    assert [m.id for m in listed] == [b.id, a.id]
+    assert listed[1] == log.get(a.id) and listed[1].subject == "Hello" and listed[1].timeline[-1].status == "sent"
+
+
+def test_sends_of_reads_the_sends_from_the_index_and_a_send_that_failed_leaves_them(log):
+    from chalicelib.domain.messaging.policy import PastSend
+
+    a, b, c = message("evt-a"), message("evt-b", at=NOW + timedelta(minutes=1)), message("evt-c")
+    for m in (a, b, c):
+        log.create(m)
+    log.advance(a.id, StatusChange("sent", NOW + timedelta(minutes=2)))
+    log.advance(a.id, StatusChange("delivered", NOW + timedelta(minutes=3)))
+    log.advance(b.id, StatusChange("sent", NOW + timedelta(minutes=2)))
+    log.advance(b.id, StatusChange("failed", NOW + timedelta(minutes=3), {"reason": "rejected by SES"}))
+    log.advance(c.id, StatusChange("skipped", NOW))
+    assert log.sends_of("c1", NOW - timedelta(days=1)) == [
+        (a.id, PastSend(NOW + timedelta(minutes=2), "email", "marketing"))]
+    assert log.sends_of("c1", NOW + timedelta(minutes=1)) == []  # requested before `since`
+
+
+def test_a_forward_advance_is_one_write_without_a_read_and_carries_its_marks(log):
+    m = message()
+    assert log.create_marked(m, ["requested"]) is True
+    reads = []
+    real = log._item
+    log._item = lambda mid: reads.append(mid) or real(mid)
+    sent, new = log.advance_marked(m.id, StatusChange("sent", NOW), ["sent"], provider_id="ses-1",
+                                   links=["https://shop.example/a"])
+    assert reads == [] and new == {"sent"}
+    assert sent == log.get(m.id) and sent.status == "sent" and sent.provider_id == "ses-1"
+    again, new = log.advance_marked(m.id, StatusChange("sent", NOW + timedelta(seconds=1)), ["sent"])
+    assert new == set() and again.status == "sent"
+    # Out of order: the read-then-put path, marks included.
+    log.advance(m.id, StatusChange("opened", NOW + timedelta(minutes=5)))
+    reads.clear()
+    late, new = log.advance_marked(m.id, StatusChange("delivered", NOW + timedelta(minutes=1)), ["delivered"])
+    assert late.status == "opened" and new == {"delivered"} and reads == [m.id]
+    _, new = log.advance_marked(m.id, StatusChange("delivered", NOW + timedelta(minutes=1)), ["delivered"])
+    assert new == set()
+    assert log.table.get_item(Key={"id": m.id})["Item"]["counted"] == {"requested", "sent", "delivered"}
+    assert log.advance_marked("msg_unknown", StatusChange("sent", NOW), ["sent"]) == (None, set())
+
+
+def test_a_release_carries_its_mark_and_says_whether_it_was_new(log):
+    m = message()
+    log.create_marked(m, ["requested", "deferred"])  # a scheduled request counted its deferral
+    log.claim(m.id, StatusChange("sending", NOW), NOW + timedelta(minutes=5))
+    released, new = log.release_marked(m.id, StatusChange("deferred", NOW, {"code": "quiet_hours"}), ["deferred"])
+    assert new == set() and released == log.get(m.id) and released.status == "deferred"
+    assert log.release_marked(m.id, StatusChange("deferred", NOW), ["deferred"]) == (None, set())  # not sending
+
+
 def test_suppressions_are_found_by_channel_and_hash_and_the_first_entry_stays(aws_tables):
     store = DynamoDBSuppressionStore(aws_tables["SuppressionsTable"])
     key = suppression_key("email", "Ada@Example.com", SALT)

@@ -244,7 +244,6 @@ def test_a_missing_or_short_salt_is_refused_at_once_not_at_the_first_bounce(salt
 
 
 @pytest.mark.parametrize("record,event,extra", [
-    (DELIVERY_EVENT, "Email Delivered", {}),
     (BOUNCE_EVENT, "Email Bounced", {"bounce_type": "hard"}),
     (TRANSIENT_EVENT, "Email Bounced", {"bounce_type": "soft"}),
     (COMPLAINT_EVENT, "Email Complained", {}),
@@ -258,6 +257,14 @@ def test_feedback_becomes_the_email_event_on_the_contact_once(world, record, eve
     assert found[0]["properties"] == {"message_id": "msg_1", "campaign_id": None, "campaign": None,
                                       "template": "promo", "template_id": "promo", "channel": "email", **extra}
     assert world.process().counters[event]["total"] == 1
+
+
+def test_a_delivery_is_recorded_on_the_message_and_appends_no_event_to_the_contact(world):
+    # Nothing reads "Email Delivered" on a contact (segments' message: conditions, the six
+    # groups); one per email cost an event write and a contact read and write in the stream.
+    assert world.handle(DELIVERY_EVENT).status == "applied"
+    assert world.messages.get("msg_1").status == "delivered"
+    assert world.events.inserted == []
 
 
 def test_the_tag_the_sender_sets_is_the_one_feedback_reads(world):
