@@ -211,14 +211,6 @@ class IndexMeter:
                 self.items[where] = after
 
 
-def index_write_units(messages_writes: list[int], provider_ids_set: int) -> int:
-    """Write units of the messages table's indexes for its writes (item sizes in bytes):
-    `by_contact` projects ALL, so each write to a message writes the index item again (same
-    size, 1 WRU per started KB); `by_provider` is KEYS_ONLY and sparse, so only the write that
-    sets the provider id puts an item in it (a key-only item: 1 WRU)."""
-    return sum(max(1, math.ceil(size / 1024)) for size in messages_writes) + provider_ids_set
-
-
 def cost_per_1000(per: PerEmail, memory_mb: int, prices: Prices = Prices(), x86: bool = False) -> dict:
     """Dollars per 1,000 emails by service, their total, SES's price, the budget, and whether
     Mercurio's own cost is within it."""

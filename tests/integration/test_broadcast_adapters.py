@@ -43,6 +43,22 @@ def test_counters_add_atomically_per_template_and_variant(parts):
     assert stats.read("other")[0]["variant"] is None and stats.read("nobody") == []
 
 
+def test_a_batch_writes_each_counter_row_once(parts):
+    store, stats, log = parts
+    writes = []
+    real = stats.table.update_item
+    stats.table.update_item = lambda **kw: writes.append(kw["Key"]["sk"]) or real(**kw)
+    with stats.batched():
+        for contact in ("c1", "c2", "c3"):
+            m = message(contact=contact)
+            log.create(m)
+            log.advance(m.id, StatusChange(SENT, NOW))
+        log.create(message(contact="c4", variant="b"))
+    assert sorted(writes) == ["funnel#welcome#a", "funnel#welcome#b"]
+    rows = {r["variant"]: r["counts"] for r in stats.read("dec")}
+    assert rows == {"a": {"requested": 3, "sent": 3}, "b": {"requested": 1}}
+
+
 def test_a_status_is_counted_once_however_often_it_arrives(parts):
     store, stats, log = parts
     first = message()

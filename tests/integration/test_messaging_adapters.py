@@ -169,6 +169,36 @@ def test_suppressions_are_found_by_channel_and_hash_and_the_first_entry_stays(aw
     assert store.find("sms", key) == () and store.find("email", "hmac-sha256:other") == ()
 
 
+def test_channel_counters_of_a_batch_are_written_once_per_hour_and_counted_meanwhile(aws_tables):
+    stats = DynamoDBChannelStats(aws_tables["ChannelsTable"])
+    writes = []
+    real = stats.table.update_item
+    stats.table.update_item = lambda **kw: writes.append(kw["Key"]) or real(**kw)
+    with stats.batched():
+        for i in range(10):
+            stats.add("email", NOW + timedelta(minutes=i), sent=1)  # all in the hour from 12:00
+        stats.add("email", NOW - timedelta(hours=2), bounced=1)
+        assert writes == []
+        assert stats.window("email", NOW + timedelta(minutes=30), 24).sent == 10  # counted already
+    assert len(writes) == 2  # one per channel and hour
+    counters = stats.window("email", NOW + timedelta(minutes=30), 24)
+    assert (counters.sent, counters.bounced) == (10, 1)
+    stats.add("email", NOW, sent=1)  # outside a batch: written at once
+    assert len(writes) == 3 and stats.window("email", NOW + timedelta(minutes=30), 24).sent == 11
+
+
+def test_a_batch_whose_counters_cannot_be_written_is_logged_and_does_not_fail(aws_tables, caplog):
+    stats = DynamoDBChannelStats(aws_tables["ChannelsTable"])
+
+    def refuse(**_):
+        raise RuntimeError("throttled")
+
+    stats.table.update_item = refuse
+    with stats.batched():
+        stats.add("email", NOW, sent=3)
+    assert "counters not written" in caplog.text
+
+
 def test_channel_counters_add_up_per_hour_within_the_window(aws_tables):
     stats = DynamoDBChannelStats(aws_tables["ChannelsTable"])
     stats.add("email", NOW - timedelta(hours=30), sent=100)  # outside a 24-hour window
