@@ -94,7 +94,7 @@ def _json(value) -> str:
 
 
 def _entry(change: StatusChange) -> str:
-    return json.dumps(change.to_document(), sort_keys=True)
+    return _json(change.to_document())
 
 
 def _field_value(name: str, value):
@@ -153,7 +153,7 @@ class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce, MarksOnWrite):
         return from_item(item) if item else None
 
     def claim(self, message_id: str, change: StatusChange, lease_until: datetime) -> Message | None:
-        entry = json.dumps(change.to_document(), sort_keys=True)
+        entry = _entry(change)
         try:
             answer = self.table.update_item(
                 Key={"id": message_id},
@@ -231,6 +231,8 @@ class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce, MarksOnWrite):
             else:
                 sets.append(f"#f{i} = :f{i}")
                 values[f":f{i}"] = _field_value(name, value)
+        if change.status != SENDING:
+            removes.append("lease_until")  # a message that left `sending` keeps no lease
         if change.status == SENT:
             sets.append("sent_at = if_not_exists(sent_at, :sent_at)")
             values[":sent_at"] = iso(change.at)

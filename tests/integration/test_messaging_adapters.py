@@ -57,6 +57,7 @@ def test_a_sent_message_is_never_claimed_and_status_moves_forward_only(log):
     sent = log.advance(m.id, StatusChange("sent", NOW, {"provider_id": "ses-1"}), provider_id="ses-1",
                        links=["https://shop.example/a"], subject="Welcome", address="ada@example.com")
     assert sent.status == "sent" and sent.links == ("https://shop.example/a",) and sent.subject == "Welcome"
+    assert "lease_until" not in log.table.get_item(Key={"id": m.id})["Item"]  # it left `sending`
     assert log.claim(m.id, StatusChange("sending", NOW + timedelta(hours=1)), NOW + timedelta(hours=2)) is None
     log.advance(m.id, StatusChange("clicked", NOW + timedelta(minutes=3)))
     late = log.advance(m.id, StatusChange("delivered", NOW + timedelta(minutes=4)))
