@@ -31,10 +31,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import zlib
 from dataclasses import replace
 from datetime import datetime
 
 from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.types import Binary
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters._dynamodb import LazyTable
@@ -79,8 +81,29 @@ def sent_at(message: Message) -> str | None:
     return next((iso(c.at) for c in message.timeline if c.status == SENT), None)
 
 
+def _stored_links(links) -> tuple[str, object]:
+    """The tracked links' destinations as stored: (attribute, value). Mostly URLs sharing a
+    shop's prefix and query, they are stored zlib-compressed (`links_z`, binary) when that is
+    smaller; every later write of the message (delivery, opens, clicks) costs by its size."""
+    plain = list(links)
+    packed = zlib.compress(_json(plain).encode("utf-8"), 9)
+    if len(packed) < sum(len(u.encode("utf-8")) for u in plain):
+        return "links_z", Binary(packed)
+    return "links", plain
+
+
+def _links_of(item: dict) -> list:
+    if "links_z" in item:
+        return json.loads(zlib.decompress(bytes(item["links_z"])).decode("utf-8"))
+    return list(item.get("links") or ())
+
+
 def to_item(message: Message, version: int) -> dict:
     doc = message.to_document()
+    doc.pop("links", None)
+    if message.links:
+        name, value = _stored_links(message.links)
+        doc[name] = value
     doc["data"] = _json(message.data)
     doc["timeline"] = [_entry(c) for c in message.timeline]
     doc["version"] = version
@@ -98,19 +121,17 @@ def _entry(change: StatusChange) -> str:
 
 
 def _field_value(name: str, value):
-    """A settable field as `to_item` stores it."""
+    """A settable field as `to_item` stores it (links: see _stored_links)."""
     if name == "data":
         return _json(value or {})
-    if name == "links":
-        return list(value)
     return value
 
 
 def from_item(item: dict) -> Message:
-    doc = {k: v for k, v in item.items() if k not in ("version", "lease_until", "counted", "sent_at")}
+    doc = {k: v for k, v in item.items() if k not in ("version", "lease_until", "counted", "sent_at", "links_z")}
     doc["data"] = json.loads(item.get("data") or "{}")
     doc["timeline"] = [json.loads(c) for c in item.get("timeline") or ()]
-    doc["links"] = list(item.get("links") or ())
+    doc["links"] = _links_of(item)
     return Message.from_document(doc)
 
 
@@ -225,6 +246,10 @@ class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce, MarksOnWrite):
         sets = ["#status = :status", "timeline = list_append(timeline, :entry)", "version = version + :one"]
         removes = []
         for i, (name, value) in enumerate(sorted(fields.items())):
+            if name == "links":
+                name, value = _stored_links(value) if value else ("links", None)
+                names[f"#o{i}"] = "links" if name == "links_z" else "links_z"
+                removes.append(f"#o{i}")  # the other form, if the links had it before
             names[f"#f{i}"] = name
             if value is None:
                 removes.append(f"#f{i}")

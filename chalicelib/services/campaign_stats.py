@@ -129,7 +129,9 @@ class CountingMessageLog(MessageLog):
     def create(self, message: Message) -> bool:
         if self.marking is not None:
             marks = marks_of(message.timeline) if message.campaign else []
-            created = self.marking.create_marked(message, marks)
+            # `requested` is decided by the conditional create itself and never asked again:
+            # only the others (a scheduled request's `deferred`) are kept on the message.
+            created = self.marking.create_marked(message, [m for m in marks if m != REQUESTED])
             if created:  # a new message: every mark it carries is new
                 self._count(message, message.timeline, set(marks))
             return created

@@ -25,6 +25,7 @@ twice: the timeline keeps the feedback id, suppressions and events are idempoten
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -136,6 +137,14 @@ def parse_record(record: object) -> SesRecord:
     return SesRecord(kind, ses_id, tags, body, at)
 
 
+def _event_key(record: SesRecord) -> str:
+    """The dedup key of a record without SES's own feedbackId (deliveries, rejects, delays):
+    short, as it is kept on the message's timeline and every later write of the message costs
+    by its size."""
+    cause = f"{record.kind}\x1f{record.ses_message_id}\x1f{record.body.get('timestamp')}"
+    return "ses:" + hashlib.sha256(cause.encode()).hexdigest()[:20]
+
+
 def _recipients(body: dict, key: str) -> list[str]:
     """The addresses a bounce or complaint names; of a bounce, only those whose delivery
     failed (a recipient listed as `delayed` may still receive it)."""
@@ -185,7 +194,7 @@ class SesFeedback:
         at = record.at or now
         message = self.find_message(record)
         feedback_id = record.body.get("feedbackId") if isinstance(record.body.get("feedbackId"), str) else None
-        dedup = feedback_id or f"{record.kind}:{record.ses_message_id}:{record.body.get('timestamp')}"
+        dedup = feedback_id or _event_key(record)
         suppressed = 0
         if record.kind == "Bounce" and record.body.get("bounceType") == "Permanent":
             for address in _recipients(record.body, "bouncedRecipients"):

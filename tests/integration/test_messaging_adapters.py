@@ -149,6 +149,22 @@ def test_a_forward_advance_is_one_write_without_a_read_and_carries_its_marks(log
     assert log.advance_marked("msg_unknown", StatusChange("sent", NOW), ["sent"]) == (None, set())
 
 
+def test_links_sharing_a_prefix_are_stored_compressed_and_read_back_exactly(log):
+    many = [f"https://shop.example/products/{p}?utm_source=mercurio&utm_campaign=autumn&offer={p}"
+            for p in ("espresso", "filter", "grinder")]
+    m, short = message("evt-a"), message("evt-b")
+    log.create(m)
+    log.create(short)
+    sent = log.advance(m.id, StatusChange("sent", NOW), links=many)
+    item = log.table.get_item(Key={"id": m.id})["Item"]
+    assert "links" not in item and len(bytes(item["links_z"])) < sum(len(u) for u in many) / 2
+    assert sent.links == tuple(many) and log.get(m.id).links == tuple(many)
+    assert {x.id: x for x in log.for_contact("c1")[0]}[m.id].links == tuple(many)  # listings too
+    log.advance(short.id, StatusChange("sent", NOW), links=["https://a.example/"])  # too short to gain
+    assert log.table.get_item(Key={"id": short.id})["Item"]["links"] == ["https://a.example/"]
+    assert log.get(short.id).links == ("https://a.example/",)
+
+
 def test_a_release_carries_its_mark_and_says_whether_it_was_new(log):
     m = message()
     log.create_marked(m, ["requested", "deferred"])  # a scheduled request counted its deferral
