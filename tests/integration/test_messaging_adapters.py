@@ -204,6 +204,20 @@ def test_channel_counters_of_a_batch_are_written_once_per_hour_and_counted_meanw
     assert len(writes) == 3 and stats.window("email", NOW + timedelta(minutes=30), 24).sent == 11
 
 
+def test_the_window_is_read_once_for_a_few_seconds_and_again_after_its_own_writes(aws_tables):
+    stats = DynamoDBChannelStats(aws_tables["ChannelsTable"])
+    other = DynamoDBChannelStats(aws_tables["ChannelsTable"])  # another container (feedback)
+    queries = []
+    real = stats.table.query
+    stats.table.query = lambda **kw: queries.append(kw) or real(**kw)
+    assert stats.window("email", NOW, 24).bounced == 0
+    other.add("email", NOW, bounced=1)
+    assert stats.window("email", NOW + timedelta(seconds=5), 24).bounced == 0 and len(queries) == 1
+    assert stats.window("email", NOW + timedelta(seconds=11), 24).bounced == 1 and len(queries) == 2
+    stats.add("email", NOW, sent=1)  # its own addition: read again
+    assert stats.window("email", NOW + timedelta(seconds=12), 24).sent == 1 and len(queries) == 3
+
+
 def test_a_batch_whose_counters_cannot_be_written_is_logged_and_does_not_fail(aws_tables, caplog):
     stats = DynamoDBChannelStats(aws_tables["ChannelsTable"])
 
@@ -236,6 +250,36 @@ def test_the_send_rate_gives_a_burst_then_the_moment_the_next_send_fits(aws_tabl
     assert rate.take("email", "marketing", budget, NOW) == NOW + timedelta(milliseconds=500)
     assert rate.take("email", "marketing", budget, NOW + timedelta(milliseconds=500)) is None
     assert rate.take("sms", "marketing", budget, NOW) is None  # its own bucket
+
+
+def test_tokens_are_taken_ten_at_a_time_and_held_ones_expire(aws_tables):
+    rate = DynamoDBSendRate(aws_tables["ChannelsTable"])
+    writes = []
+    real = rate.table.update_item
+    rate.table.update_item = lambda **kw: writes.append(kw) or real(**kw)
+    budget = RateBudget(per_second=100, burst=100)
+    for _ in range(10):
+        assert rate.take("email", "marketing", budget, NOW) is None
+    assert len(writes) == 1  # one write took the ten
+    assert rate.take("email", "marketing", budget, NOW) is None and len(writes) == 2
+    # Held tokens are not spent after HOLD: the bucket is asked again.
+    later = NOW + timedelta(seconds=2)
+    assert rate.take("email", "marketing", budget, later) is None and len(writes) == 3
+    # The bucket counts every token taken, held ones included: ten from `later` on.
+    tat = rate.table.get_item(Key={"channel": "email", "sk": "rate"})["Item"]["tat"]
+    assert int(tat) == int((later - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 1_000_000 \
+        + 10 * budget.interval_us()
+
+
+def test_a_reserve_never_takes_more_than_the_bucket_has(aws_tables):
+    rate = DynamoDBSendRate(aws_tables["ChannelsTable"])
+    budget = RateBudget(per_second=1, burst=3, transactional_reserve=1)
+    other = DynamoDBSendRate(aws_tables["ChannelsTable"])
+    assert rate.take("email", "marketing", budget, NOW) is None  # takes 2: the reserve stays
+    assert other.take("email", "marketing", budget, NOW) is not None  # nothing left for marketing
+    assert other.take("email", "transactional", budget, NOW) is None
+    assert rate.take("email", "marketing", budget, NOW) is None  # its held token
+    assert rate.take("email", "marketing", budget, NOW) is not None
 
 
 def test_the_transactional_reserve_is_left_to_transactional_sends(aws_tables):
