@@ -739,8 +739,8 @@ def send_phase(h, args, say) -> dict:
     started = time.perf_counter()
     for page in range(0, len(people), FANOUT_BATCH):
         # A broadcast's fan-out requests a batch of contacts per invocation, its campaign
-        # counters summed over the batch (entrypoints/broadcasts.py).
-        with counter_batch(services.campaign_stats):
+        # counters summed and its messages enqueued ten per request (entrypoints/broadcasts.py).
+        with counter_batch(services.campaign_stats, services.message_queue):
             for p in people[page:page + FANOUT_BATCH]:
                 requested_at_p = time.perf_counter()
                 message = messaging.request(p.contact_id, p.template, "email", f"bench-burst-{p.contact_id}",

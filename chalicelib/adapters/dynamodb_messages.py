@@ -234,8 +234,29 @@ class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce, MarksOnWrite):
             return done
         return self._advance_read_write(message_id, change, marks, fields)
 
-    def _advance_forward(self, message_id: str, change: StatusChange, marks: set[str], fields: dict
-                         ) -> tuple[Message, set[str]] | None:
+    def record_once(self, message_id: str, change: StatusChange) -> tuple[str, Message | None]:
+        outcome, message, _ = self.record_once_marked(message_id, change, ())
+        return outcome, message
+
+    def record_once_marked(self, message_id: str, change: StatusChange, marks
+                           ) -> tuple[str, Message | None, set[str]]:
+        """One conditional write, no read, when the change moves forward and its entry is not
+        on the timeline yet; else a read decides (unknown, duplicate, or an out-of-order
+        change appended by the read-then-put path)."""
+        marks = set(marks)
+        done = self._advance_forward(message_id, change, marks, {}, unless_recorded=True)
+        if done is not None:
+            return "applied", done[0], done[1]
+        item = self._item(message_id)
+        if item is None:
+            return "unknown", None, set()
+        if _entry(change) in (item.get("timeline") or ()):
+            return "duplicate", from_item(item), set()
+        message, new_marks = self._advance_read_write(message_id, change, marks, {})
+        return ("applied" if message is not None else "unknown"), message, new_marks
+
+    def _advance_forward(self, message_id: str, change: StatusChange, marks: set[str], fields: dict,
+                         unless_recorded: bool = False) -> tuple[Message, set[str]] | None:
         """The usual case in one write, no read: the status moves forward (or stays at its
         rank) and the timeline has room. None when that does not hold (or the message is
         unknown): the caller reads and decides."""
@@ -269,6 +290,9 @@ class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce, MarksOnWrite):
             values[":marks"] = marks
         condition = ("attribute_exists(id) AND size(timeline) < :max AND #status IN ("
                      + ", ".join(f":r{i}" for i in range(len(earlier))) + ")")
+        if unless_recorded:  # the same entry (a redelivered notification) is not appended twice
+            condition += " AND NOT contains(timeline, :entry_text)"
+            values[":entry_text"] = _entry(change)
         try:
             answer = self.table.update_item(Key={"id": message_id}, UpdateExpression=expression,
                                             ConditionExpression=condition, ExpressionAttributeNames=names,

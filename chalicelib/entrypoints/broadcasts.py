@@ -52,7 +52,8 @@ def admin_campaign_stats(campaign_id):
 def broadcast_fanout(event):
     try:
         wired = services()
-        with counter_batch(wired.campaign_stats):  # the page's `requested` counts: one write per row
+        # The page's `requested` counts: one write per row; its messages: ten per SQS request.
+        with counter_batch(wired.campaign_stats, wired.message_queue):
             return handle_fanout(event.to_dict(), event.context, wired.broadcasts, logger)
     finally:
         flush_metrics()

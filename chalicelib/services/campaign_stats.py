@@ -94,6 +94,10 @@ class MarksOnWrite(abc.ABC):
     @abc.abstractmethod
     def release_marked(self, message_id: str, change: StatusChange, marks) -> tuple[Message | None, set[str]]: ...
 
+    @abc.abstractmethod
+    def record_once_marked(self, message_id: str, change: StatusChange, marks
+                           ) -> tuple[str, Message | None, set[str]]: ...
+
 
 class CountingMessageLog(MessageLog):
     """The message log, counting each campaign message's first entry into each funnel status."""
@@ -163,6 +167,16 @@ class CountingMessageLog(MessageLog):
         updated = self.inner.advance(message_id, change, **fields)
         self._count(updated, [change])
         return updated
+
+    def record_once(self, message_id: str, change: StatusChange) -> tuple[str, Message | None]:
+        if self.marking is not None:
+            outcome, message, new_marks = self.marking.record_once_marked(message_id, change, marks_of([change]))
+            self._count(message, [change], new_marks)
+            return outcome, message
+        outcome, message = self.inner.record_once(message_id, change)
+        if outcome == "applied":
+            self._count(message, [change])
+        return outcome, message
 
     def sends_of(self, contact_id, since, limit=200):
         return self.inner.sends_of(contact_id, since, limit)

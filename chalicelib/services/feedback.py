@@ -187,9 +187,34 @@ class SesFeedback:
                     return message
         return self.messages.by_provider_id(record.ses_message_id) if record.ses_message_id else None
 
+    def _tagged_id(self, record: SesRecord) -> str | None:
+        for tag in MESSAGE_TAGS:
+            values = record.tags.get(tag)
+            value = values[0] if isinstance(values, list) and values else values
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def _delivery(self, record: SesRecord) -> FeedbackOutcome | None:
+        """A delivery (one per email) named by its tag: one conditional write, no read (the
+        same record again finds its entry on the timeline). None when the tag names no message."""
+        mid = self._tagged_id(record)
+        if mid is None or record.at is None:
+            return None
+        status, detail = self._status(record)
+        detail["feedback_id"] = _event_key(record)
+        outcome, _ = self.messages.record_once(mid, StatusChange(status, record.at, detail))
+        if outcome == "unknown":
+            return None
+        return FeedbackOutcome(outcome, mid, 0, {"status": status} if outcome == "applied" else {})
+
     def handle(self, record: SesRecord) -> FeedbackOutcome:
         if record.kind in IGNORED_TYPES:
             return FeedbackOutcome("ignored", detail={"type": record.kind})
+        if record.kind == "Delivery" and not (isinstance(record.body.get("feedbackId"), str)):
+            done = self._delivery(record)
+            if done is not None:
+                return done
         now = self.clock.now()
         at = record.at or now
         message = self.find_message(record)

@@ -47,6 +47,17 @@ class MessageLog(abc.ABC):
     def erase_contact(self, contact_id: str) -> int:
         """Delete every message of the contact (erasure); the number deleted."""
 
+    def record_once(self, message_id: str, change: StatusChange) -> tuple[str, Message | None]:
+        """Append `change` unless the very same entry is on the timeline already (a redelivered
+        provider notification): ("applied" | "duplicate" | "unknown", the message). A log may
+        do it in one conditional write, without reading the message first."""
+        message = self.get(message_id)
+        if message is None:
+            return "unknown", None
+        if change in message.timeline:
+            return "duplicate", message
+        return "applied", self.advance(message_id, change)
+
     def sends_of(self, contact_id: str, since: datetime, limit: int = 200) -> list[tuple[str, PastSend]]:
         """What the frequency caps read: (message id, the send) of the contact's messages
         requested since `since` that were sent (and did not end skipped or failed). A log may

@@ -165,6 +165,26 @@ def test_links_sharing_a_prefix_are_stored_compressed_and_read_back_exactly(log)
     assert log.get(short.id).links == ("https://a.example/",)
 
 
+def test_a_delivery_is_recorded_once_in_one_write_without_a_read(log):
+    m = message()
+    log.create(m)
+    log.advance(m.id, StatusChange("sent", NOW))
+    reads = []
+    real = log._item
+    log._item = lambda mid: reads.append(mid) or real(mid)
+    delivered = StatusChange("delivered", NOW + timedelta(seconds=3), {"feedback_id": "ses:abc", "smtpResponse": "250"})
+    outcome, recorded, new = log.record_once_marked(m.id, delivered, ["delivered"])
+    assert (outcome, new, reads) == ("applied", {"delivered"}, [])
+    assert recorded.status == "delivered" and recorded.timeline[-1] == delivered
+    outcome, recorded, new = log.record_once_marked(m.id, delivered, ["delivered"])  # redelivered
+    assert (outcome, new) == ("duplicate", set()) and [c.status for c in recorded.timeline].count("delivered") == 1
+    log.advance(m.id, StatusChange("clicked", NOW + timedelta(minutes=5)))
+    late = StatusChange("delivered", NOW + timedelta(seconds=4), {"feedback_id": "ses:def"})
+    outcome, recorded, _ = log.record_once_marked(m.id, late, [])  # out of order: read, then put
+    assert outcome == "applied" and recorded.status == "clicked" and recorded.timeline[-1] == late
+    assert log.record_once("msg_unknown", delivered) == ("unknown", None)
+
+
 def test_a_release_carries_its_mark_and_says_whether_it_was_new(log):
     m = message()
     log.create_marked(m, ["requested", "deferred"])  # a scheduled request counted its deferral
@@ -309,3 +329,40 @@ def test_each_lane_has_its_own_queue_and_a_received_message_can_be_delayed(aws_t
     assert sqs.receive_message(QueueUrl=aws_tables["MessagesQueue"]).get("Messages") is None
     with pytest.raises(ValueError):
         message_id_of('{"id": 1}')
+
+
+def test_a_batch_of_enqueued_messages_goes_ten_per_request_when_it_ends(aws_tables):
+    import boto3
+
+    from chalicelib.adapters.sqs_messages import SqsMessageQueue, message_id_of
+
+    queue = SqsMessageQueue("mercurio-test-messages", "mercurio-test-messages-transactional")
+    calls = []
+    real = queue.client.send_message_batch
+    queue.client.send_message_batch = lambda **kw: calls.append(len(kw["Entries"])) or real(**kw)
+    with queue.batched():
+        for i in range(12):
+            queue.enqueue(f"msg_{i}", "marketing")
+        queue.enqueue("msg_later", "marketing", 60)
+        assert calls == []
+    assert sorted(calls) == [3, 10]
+    sqs = boto3.client("sqs")
+    seen = set()
+    for _ in range(3):
+        for m in sqs.receive_message(QueueUrl=aws_tables["MessagesQueue"], MaxNumberOfMessages=10).get("Messages", []):
+            seen.add(message_id_of(m["Body"]))
+    assert seen == {f"msg_{i}" for i in range(12)}  # the delayed one is not visible yet
+
+
+def test_a_batch_sqs_refuses_in_part_raises_so_its_requests_are_retried(aws_tables):
+    from chalicelib.adapters.sqs_messages import QueueBatchFailed, SqsMessageQueue
+
+    queue = SqsMessageQueue("mercurio-test-messages", "mercurio-test-messages-transactional")
+    queue.url("marketing")
+    queue.client.send_message_batch = lambda **kw: {
+        "Successful": [], "Failed": [{"Id": e["Id"], "Code": "InternalError", "SenderFault": False}
+                                     for e in kw["Entries"]]}
+    with pytest.raises(QueueBatchFailed, match="refused 2"):
+        with queue.batched():
+            queue.enqueue("msg_a", "marketing")
+            queue.enqueue("msg_b", "marketing")

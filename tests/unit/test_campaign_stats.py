@@ -50,6 +50,10 @@ class MarkingFakeLog(FakeMessageLog, MarksOnWrite):
         released = self.release(message_id, change)
         return released, (self._add(message_id, marks) if released is not None else set())
 
+    def record_once_marked(self, message_id, change, marks):
+        outcome, message = self.record_once(message_id, change)
+        return outcome, message, (self._add(message_id, marks) if outcome == "applied" else set())
+
 
 class NoCountOnce(CountOnce):
     def first_time(self, message_id, key):
@@ -85,8 +89,9 @@ def test_each_status_of_a_campaign_message_counts_once_from_the_writes_own_marks
     log.release(m.id, StatusChange(DEFERRED, NOW, {"code": "quiet_hours"}))  # deferred twice: once
     log.claim(m.id, StatusChange(SENDING, NOW), NOW)
     log.advance(m.id, StatusChange(SENT, NOW))
-    log.advance(m.id, StatusChange(DELIVERED, NOW))
-    log.advance(m.id, StatusChange(DELIVERED, NOW))  # a redelivered notification
+    assert log.record_once(m.id, StatusChange(DELIVERED, NOW))[0] == "applied"
+    assert log.record_once(m.id, StatusChange(DELIVERED, NOW))[0] == "duplicate"  # a redelivered notification
+    log.advance(m.id, StatusChange(DELIVERED, NOW))  # and through advance: counted once all the same
     log.advance(m.id, StatusChange(CLICKED, NOW))  # implies an open
     assert stats.rows[("dec", "promo", None)] == {"requested": 1, "deferred": 1, "sent": 1, "delivered": 1,
                                                   "clicked": 1, "opened": 1}

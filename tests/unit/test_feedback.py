@@ -277,3 +277,38 @@ def test_the_tag_the_sender_sets_is_the_one_feedback_reads(world):
     record = copy.deepcopy(DELIVERY_EVENT)
     record["mail"]["tags"] = {MESSAGE_TAG: ["msg_1"]}
     assert world.handle(record).status == "applied" and looked_up == []
+
+
+def test_a_tagged_delivery_is_recorded_once_without_reading_the_message_first(world):
+    from chalicelib.services.message_events import MESSAGE_TAG
+
+    record = copy.deepcopy(DELIVERY_EVENT)
+    record["mail"]["tags"] = {MESSAGE_TAG: ["msg_1"]}
+    world.messages.get = None  # the delivery path must not read the message itself (the log may)
+    asked = []
+    real = type(world.messages).record_once
+
+    def record_once(mid, change):
+        asked.append(mid)
+        world.messages.get = type(world.messages).get.__get__(world.messages)
+        try:
+            return real(world.messages, mid, change)
+        finally:
+            world.messages.get = None
+
+    world.messages.record_once = record_once
+    assert world.handle(record).status == "applied"
+    assert world.handle(record).status == "duplicate"  # redelivered by SQS
+    assert asked == ["msg_1", "msg_1"]
+    del world.messages.get
+    delivered = [c for c in world.messages.get("msg_1").timeline if c.status == "delivered"]
+    assert len(delivered) == 1 and delivered[0].detail["smtpResponse"].startswith("250")
+
+
+def test_a_delivery_whose_tag_names_no_message_is_found_by_the_ses_id(world):
+    from chalicelib.services.message_events import MESSAGE_TAG
+
+    record = copy.deepcopy(DELIVERY_EVENT)
+    record["mail"]["tags"] = {MESSAGE_TAG: ["msg_gone"]}
+    assert world.handle(record).status == "applied"
+    assert world.messages.get("msg_1").status == "delivered"
