@@ -27,9 +27,13 @@ and Mercurio's own AWS cost per 1,000 emails.
    A second, paced run (one request every `--trickle-interval` seconds with the consumer
    polling meanwhile) gives the latency of one message through an idle pipeline.
 3. **Units**: DynamoDB requests and computed RRU/WRU per table on the app's own clients
-   (bench/units.py), plus the `by_contact` index of the messages table (projection ALL: every
-   write to a message is written to it again) and `by_provider` (keys only: one write when the
-   provider id is set); SQS requests on the app's SQS client (SendMessage,
+   (bench/units.py); for the messages table, every item written is read back (IndexMeter, a
+   client the recorder does not count, its time kept out of the handlers' time) so that its
+   write units come from the real sizes before and after, and its indexes' write units from
+   what each index projects (index_units_of_write: a write that changes nothing an index
+   projects costs that index nothing); the events the sends and the feedback append to the
+   contacts (Message Sent, Email Bounced…) are then run through `process_events` (the stream
+   handler), its units and Lambda time counted per email; SQS requests on the app's SQS client (SendMessage,
    ChangeMessageVisibility) and on the bridge's (ReceiveMessage, DeleteMessageBatch: the event
    source mapping's on AWS, billed to the account just the same); S3 GETs of templates; Lambda
    time of each `send_messages` invocation (wall, and CPU of the handler's thread).
