@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 import zlib
 from dataclasses import replace
 from datetime import datetime
@@ -63,7 +64,13 @@ BY_CONTACT, BY_PROVIDER = "by_contact", "by_provider"
 MAX_RACES = 8  # optimistic-lock retries of one advance before giving up loudly
 _SETTABLE = ("provider_id", "links", "subject", "address", "variant", "campaign", "data")
 BATCH_GET = 100  # BatchGetItem's limit of keys per request
+UNPROCESSED_RETRIES = 8
+_sleep = time.sleep  # the back-off between BatchGetItem rounds (tests replace it)
 NOT_SENDS = (SKIPPED, FAILED)  # a message ending in these is not a send for the frequency caps
+
+
+class MessagesUnreadable(Exception):
+    """A listing's messages could not all be read (throttled beyond UNPROCESSED_RETRIES)."""
 
 
 class MessageConflict(Exception):
@@ -374,15 +381,16 @@ class DynamoDBMessageLog(LazyTable, MessageLog, CountOnce, MarksOnWrite):
         found: dict[str, dict] = {}
         for start in range(0, len(ids), BATCH_GET):
             request = {self.table.name: {"Keys": [{"id": i} for i in ids[start:start + BATCH_GET]]}}
-            for _ in range(MAX_RACES * 4):
+            for attempt in range(UNPROCESSED_RETRIES):
                 answer = self.table.meta.client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table.name, []):
                     found[item["id"]] = item
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
+                _sleep(min(0.05 * 2 ** attempt, 1.0))  # throttled: back off before asking for the rest
             else:
-                raise MessageConflict("messages could not be read: DynamoDB kept some keys unprocessed")
+                raise MessagesUnreadable("DynamoDB kept some messages unprocessed: try again")
         return [from_item(found[i]) for i in ids if i in found]
 
     def sends_of(self, contact_id: str, since: datetime, limit: int = 200) -> list[tuple[str, PastSend]]:

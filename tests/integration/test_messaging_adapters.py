@@ -110,6 +110,32 @@ def test_the_contact_index_holds_what_the_caps_read_and_listings_read_whole_mess
     assert listed[1] == log.get(a.id) and listed[1].subject == "Hello" and listed[1].timeline[-1].status == "sent"
 
 
+def test_a_listing_asks_again_for_the_messages_dynamodb_left_unprocessed(log, monkeypatch):
+    from chalicelib.adapters import dynamodb_messages
+
+    waits = []
+    monkeypatch.setattr(dynamodb_messages, "_sleep", waits.append)
+    a, b = message("evt-a"), message("evt-b", at=NOW + timedelta(minutes=1))
+    log.create(a)
+    log.create(b)
+    client = log.table.meta.client
+    real = client.batch_get_item
+    rounds = []
+
+    def throttled(RequestItems):
+        rounds.append(RequestItems)
+        if len(rounds) == 1:  # the first round answers one key and leaves the other
+            table, request = next(iter(RequestItems.items()))
+            answer = real(RequestItems={table: {"Keys": request["Keys"][:1]}})
+            answer["UnprocessedKeys"] = {table: {"Keys": request["Keys"][1:]}}
+            return answer
+        return real(RequestItems=RequestItems)
+
+    monkeypatch.setattr(client, "batch_get_item", throttled)
+    listed, _ = log.for_contact("c1")
+    assert [m.id for m in listed] == [b.id, a.id] and len(rounds) == 2 and waits == [0.05]
+
+
 def test_sends_of_reads_the_sends_from_the_index_and_a_send_that_failed_leaves_them(log):
     from chalicelib.domain.messaging.policy import PastSend
 
