@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +61,12 @@ def add_into(target: dict, counts: dict) -> None:
 
 @contextmanager
 def counter_batch(*adapters):
-    """One batch over several counter adapters (those without `batched` write at once)."""
-    entered = []
-    try:
+    """One batch over several adapters with `batched()` (others write at once). Every batch
+    is closed even when another's flush raises (ExitStack), so none stays open into the next
+    invocation of a warm container."""
+    with ExitStack() as stack:
         for adapter in adapters:
             batched = getattr(adapter, "batched", None)
             if batched is not None:
-                context = batched()
-                context.__enter__()
-                entered.append(context)
+                stack.enter_context(batched())
         yield
-    finally:
-        for context in reversed(entered):
-            context.__exit__(None, None, None)
