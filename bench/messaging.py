@@ -27,9 +27,13 @@ and Mercurio's own AWS cost per 1,000 emails.
    A second, paced run (one request every `--trickle-interval` seconds with the consumer
    polling meanwhile) gives the latency of one message through an idle pipeline.
 3. **Units**: DynamoDB requests and computed RRU/WRU per table on the app's own clients
-   (bench/units.py), plus the `by_contact` index of the messages table (projection ALL: every
-   write to a message is written to it again) and `by_provider` (keys only: one write when the
-   provider id is set); SQS requests on the app's SQS client (SendMessage,
+   (bench/units.py); for the messages table, every item written is read back (IndexMeter, a
+   client the recorder does not count, its time kept out of the handlers' time) so that its
+   write units come from the real sizes before and after, and its indexes' write units from
+   what each index projects (index_units_of_write: a write that changes nothing an index
+   projects costs that index nothing); the events the sends and the feedback append to the
+   contacts (Message Sent, Email Bounced…) are then run through `process_events` (the stream
+   handler), its units and Lambda time counted per email; SQS requests on the app's SQS client (SendMessage,
    ChangeMessageVisibility) and on the bridge's (ReceiveMessage, DeleteMessageBatch: the event
    source mapping's on AWS, billed to the account just the same); S3 GETs of templates; Lambda
    time of each `send_messages` invocation (wall, and CPU of the handler's thread).
@@ -105,12 +109,134 @@ def billed_seconds(durations: list[float]) -> float:
     return sum(math.ceil(d * 1000) / 1000 for d in durations)
 
 
-def index_write_units(messages_writes: list[int], provider_ids_set: int) -> int:
-    """Write units of the messages table's indexes for its writes (item sizes in bytes):
-    `by_contact` projects ALL, so each write to a message writes the index item again (same
-    size, 1 WRU per started KB); `by_provider` is KEYS_ONLY and sparse, so only the write that
-    sets the provider id puts an item in it (a key-only item: 1 WRU)."""
-    return sum(max(1, math.ceil(size / 1024)) for size in messages_writes) + provider_ids_set
+def projected(item: dict | None, index: dict, table_keys: list[str]) -> dict | None:
+    """The index item a base item (wire format) makes in a global secondary index (its
+    KeySchema and Projection as in the template), or None when the item is not in the index
+    (absent, or without the index's key attributes: a sparse index)."""
+    if item is None:
+        return None
+    keys = [k["AttributeName"] for k in index["KeySchema"]]
+    if any(k not in item for k in keys):
+        return None
+    projection = index.get("Projection") or {}
+    kind = projection.get("ProjectionType", "ALL")
+    if kind == "ALL":
+        return dict(item)
+    names = set(keys) | set(table_keys) | (set(projection.get("NonKeyAttributes") or ())
+                                           if kind == "INCLUDE" else set())
+    return {k: v for k, v in item.items() if k in names}
+
+
+def index_units_of_write(before: dict | None, after: dict | None, index: dict, table_keys: list[str]) -> int:
+    """Write units one base-table write costs in one index: nothing when the index item is
+    unchanged (an update of attributes it does not project), a put when it appears or
+    changes, a delete when it goes, both when its index key changes (1 WRU per started KB of
+    the index item)."""
+    from bench.units import item_size
+
+    old, new = projected(before, index, table_keys), projected(after, index, table_keys)
+    if old == new:
+        return 0
+    keys = [k["AttributeName"] for k in index["KeySchema"]]
+    if old is not None and new is not None and all(old.get(k) == new.get(k) for k in keys):
+        return max(1, math.ceil(max(item_size(old), item_size(new)) / 1024))
+    units = 0
+    for gone_or_new in (old, new):
+        if gone_or_new is not None:
+            units += max(1, math.ceil(item_size(gone_or_new) / 1024))
+    return units
+
+
+class IndexMeter:
+    """The write units of a table's global secondary indexes, for the writes the app's client
+    makes: after each successful write to the table the item is read back (with a client the
+    recorder does not count) and its index items before and after compared
+    (index_units_of_write). DynamoDB bills index writes as writes; they are not in the base
+    table's units."""
+
+    _WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
+
+    def __init__(self, recorder, table_name: str, resource: dict, endpoint: str, region: str):
+        import boto3
+
+        props = resource["Properties"]
+        self.table = table_name
+        self.key_names = [k["AttributeName"] for k in props["KeySchema"]]
+        self.indexes = {i["IndexName"]: i for i in props.get("GlobalSecondaryIndexes") or ()}
+        self.units, self.base_units, self.failed_units = {name: 0 for name in self.indexes}, 0, 0
+        self.own_cpu = self.own_wall = 0.0  # time spent reading items back (taken out of the handlers' time)
+        self.items: dict[tuple, dict | None] = {}
+        self._lock = threading.Lock()
+        self.reader = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region)
+        self.reader.meta.events.unregister("before-parameter-build.dynamodb.*", unique_id=f"bench-before-{id(recorder)}")
+        self.reader.meta.events.unregister("after-call.dynamodb.*", unique_id=f"bench-after-{id(recorder)}")
+        for client in list(recorder._instrumented):  # every DynamoDB client the app made so far
+            if client is self.reader:
+                continue
+            client.meta.events.register("before-parameter-build.dynamodb.*", self._params,
+                                        unique_id=f"bench-index-params-{id(self)}")
+            client.meta.events.register("after-call.dynamodb.*", self._after, unique_id=f"bench-index-{id(self)}")
+
+    def reset(self) -> None:
+        with self._lock:
+            self.units = {name: 0 for name in self.indexes}
+            self.base_units = 0  # the table's own write units, from the real sizes before and after
+            self.failed_units = 0  # conditional writes refused (billed by the item's size too)
+
+    def correct(self, units: dict, label: str) -> None:
+        """Replace the recorder's write units of this table (an UpdateItem that does not return
+        the new item is estimated there from the values it sets, which undercounts a write that
+        adds to a large item) by the ones measured here."""
+        row = units.get(label)
+        if row is not None:
+            row["wru_estimated"] = row["wru"]
+            row["wru"] = float(self.base_units + self.failed_units)
+
+    def total(self) -> int:
+        return sum(self.units.values())
+
+    @staticmethod
+    def _params(params, context, **_):
+        context["bench.index.params"] = params
+
+    def _keys_written(self, name: str, params: dict) -> list[dict]:
+        if name == "BatchWriteItem":
+            keys = []
+            for request in (params.get("RequestItems") or {}).get(self.table, []):
+                body = request.get("PutRequest", {}).get("Item") or request.get("DeleteRequest", {}).get("Key")
+                if body:
+                    keys.append(body)
+            return keys
+        if params.get("TableName") != self.table:
+            return []
+        return [params.get("Item") or params.get("Key") or {}]
+
+    def _after(self, http_response, model, context, **_):
+        from bench.units import item_size, write_units
+
+        if model.name not in self._WRITES:
+            return
+        params = context.get("bench.index.params") or {}
+        for written in self._keys_written(model.name, params):
+            key = {k: written[k] for k in self.key_names if k in written}
+            key = {k: (v if isinstance(v, dict) else {"S": v}) for k, v in key.items()}
+            where = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in key.items()))
+            if http_response.status_code >= 300:
+                with self._lock:
+                    known = self.items.get(where)
+                    self.failed_units += write_units(item_size(known) if known else 0)
+                continue
+            wall, cpu = time.perf_counter(), time.thread_time()
+            after = self.reader.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+            self.own_cpu += time.thread_time() - cpu  # the bench's reads, not the handler's work
+            self.own_wall += time.perf_counter() - wall
+            with self._lock:
+                before = self.items.get(where)
+                self.base_units += write_units(max(item_size(before) if before else 0,
+                                                   item_size(after) if after else 0))
+                for name, index in self.indexes.items():
+                    self.units[name] += index_units_of_write(before, after, index, self.key_names)
+                self.items[where] = after
 
 
 def cost_per_1000(per: PerEmail, memory_mb: int, prices: Prices = Prices(), x86: bool = False) -> dict:
@@ -326,7 +452,7 @@ def provision_stage(h, suffix: str, clock: ShiftedClock) -> dict:
 
     from chalicelib.entrypoints import runtime
     from local.provision import load_template, provision
-    from local.ses_identities import prepare_ses, sending_domains
+    from local.ses_identities import sending_domains, verify_domains
     from local.upload_templates import accept_templates
 
     from local.run import configure_message_pages
@@ -351,9 +477,8 @@ def provision_stage(h, suffix: str, clock: ShiftedClock) -> dict:
     accepted, refused = accept_templates(services.template_authoring)
     if refused or not set(TEMPLATES) <= set(accepted):
         raise RuntimeError(f"the shipped templates were not accepted: {refused}")
-    prepare_ses(boto3.client("ses", endpoint_url=h.endpoint, region_name=h.region),
-                sending_domains(ROOT / "templates", services.settings.default_from_address),
-                created.get("FeedbackTopic"))
+    verify_domains(boto3.client("ses", endpoint_url=h.endpoint, region_name=h.region),
+                   sending_domains(ROOT / "templates", services.settings.default_from_address))
     return created
 
 
@@ -379,7 +504,7 @@ def seed_population(rng, count: int, now: datetime, shares: dict[str, float], ta
     from chalicelib.entrypoints import runtime
 
     services = runtime.services()
-    repo, log = services.contact_repository, services.message_log
+    repo, log = services.contact_repository, services.message_store
     night = zone_at_local_hours(now, NIGHT_HOURS)
     groups = []
     for group, share in shares.items():
@@ -435,12 +560,18 @@ class Consumer:
         self.records = 0
         self.waiting: dict[str, str] = {}  # message id -> receipt handle of messages left on the queue
 
+        self.meter = None  # an IndexMeter whose own reads are taken out of the timings
+
         def invoke(event: dict) -> dict:
             context = LambdaContext("send_messages", memory_size=512, max_runtime_ms=60_000)
+            own = (self.meter.own_cpu, self.meter.own_wall) if self.meter else (0.0, 0.0)
             wall, cpu = time.perf_counter(), time.thread_time()
             result = send_messages(event, context) or {}
-            self.cpu.append(time.thread_time() - cpu)
-            self.wall.append(time.perf_counter() - wall)
+            cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+            if self.meter:
+                cpu, wall = cpu - (self.meter.own_cpu - own[0]), wall - (self.meter.own_wall - own[1])
+            self.cpu.append(cpu)
+            self.wall.append(wall)
             self.records += len(event["Records"])
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures") or []}
             for record in event["Records"]:
@@ -468,6 +599,53 @@ class Consumer:
             sqs.change_message_visibility(QueueUrl=self.bridge.queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
         woken, self.waiting = len(self.waiting), {}
         return woken
+
+
+CAMPAIGN = "bench-campaign"  # every message belongs to a campaign, as a broadcast's do: its counters are counted
+
+
+class EventsStream:
+    """The events table's stream delivered to `process_events` in batches of 100, as the
+    event source mapping does (local.stream_bridge), each invocation timed (wall, CPU)."""
+
+    def __init__(self, h, stream_arn: str):
+        from chalice.local import LambdaContext
+
+        from chalicelib.entrypoints.stream import process_events
+        from local.stream_bridge import StreamBridge
+
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.records = 0
+
+        def handler(event: dict) -> dict:
+            context = LambdaContext("process_events", memory_size=1024, max_runtime_ms=120_000)
+            wall, cpu = time.perf_counter(), time.thread_time()
+            result = process_events(event, context) or {}
+            self.cpu.append(time.thread_time() - cpu)
+            self.wall.append(time.perf_counter() - wall)
+            self.records += len(event["Records"])
+            return result
+
+        self.bridge = StreamBridge(stream_arn, handler, endpoint_url=h.endpoint, region=h.region)
+
+    def drain(self, idle_polls: int = 3, timeout: float = 900.0) -> None:
+        """Until the stream stays empty (processing may append events of its own)."""
+        deadline, idle = time.monotonic() + timeout, 0
+        while idle < idle_polls:
+            if self.bridge.poll_once() == 0:
+                idle += 1
+                time.sleep(0.01)
+            else:
+                idle = 0
+            if time.monotonic() > deadline:
+                raise TimeoutError("the events stream was still busy")
+
+    def summary(self, ops) -> dict:
+        out = {"records": self.records, "invocations": len(self.wall), "lambda_wall": list(self.wall),
+               "lambda_cpu": list(self.cpu), "units": units_by_table(ops)}
+        self.wall, self.cpu, self.records = [], [], 0
+        return out
 
 
 def _statuses(log, people: list[Person], mids: dict[str, str]) -> dict[str, int]:
@@ -507,7 +685,16 @@ def units_by_table(ops) -> dict[str, dict]:
 def send_phase(h, args, say) -> dict:
     import random
 
+    try:
+        from chalicelib.adapters.counter_batches import counter_batch
+    except ImportError:  # code from before batching (a baseline run): every addition is written at once
+        from contextlib import nullcontext
+
+        def counter_batch(*_):
+            return nullcontext()
     from chalicelib.entrypoints import runtime
+    from chalicelib.services.broadcasts import FANOUT_BATCH
+    from chalicelib.services.message_events import MESSAGE_TAG
 
     clock = ShiftedClock()
     created = provision_stage(h, "messaging", clock)
@@ -531,7 +718,7 @@ def send_phase(h, args, say) -> dict:
     def timed_send_raw(raw, from_address, to_address, tags=None):
         result = send_raw(raw, from_address, to_address, tags)
         if result.accepted and tags:
-            accepted_at[tags["message_id"]] = time.perf_counter()
+            accepted_at[tags[MESSAGE_TAG]] = time.perf_counter()
         return result
 
     sender.send_raw = timed_send_raw
@@ -539,21 +726,37 @@ def send_phase(h, args, say) -> dict:
     # Warm the container as a running Lambda would be (imports, templates compiled, clients).
     warm = seed_population(rng, 5, now, {}, "warm")
     for p in warm:
-        messaging.request(p.contact_id, p.template, "email", f"bench-warm-{p.contact_id}")
+        messaging.request(p.contact_id, p.template, "email", f"bench-warm-{p.contact_id}", campaign=CAMPAIGN)
     consumer.drain()
+    stream = EventsStream(h, created["EventsTable.StreamArn"])
+    stream.drain()  # the warm-up's Message Sent events
+    stream.wall, stream.cpu, stream.records = [], [], 0
+    import yaml  # noqa: F401 - load_template's parser
+
+    from local.provision import load_template
+
+    index = IndexMeter(h.recorder, created["MessagesTable"], load_template()["Resources"]["MessagesTable"],
+                       h.endpoint, h.region)
+    consumer.meter = index
     consumer.wall, consumer.cpu, consumer.records = [], [], 0
 
     # a) burst: every request first (a broadcast's fan-out), then the consumer.
     h.recorder.reset()
     calls.reset()
+    index.reset()
     say(f"messaging: {len(people)} requests…")
     mids: dict[str, str] = {}
     started = time.perf_counter()
-    for p in people:
-        requested_at_p = time.perf_counter()
-        message = messaging.request(p.contact_id, p.template, "email", f"bench-burst-{p.contact_id}")
-        mids[p.contact_id] = message.id
-        requested_at[message.id] = requested_at_p
+    for page in range(0, len(people), FANOUT_BATCH):
+        # A broadcast's fan-out requests a batch of contacts per invocation, its campaign
+        # counters summed and its messages enqueued ten per request (entrypoints/broadcasts.py).
+        with counter_batch(services.campaign_stats, services.message_queue):
+            for p in people[page:page + FANOUT_BATCH]:
+                requested_at_p = time.perf_counter()
+                message = messaging.request(p.contact_id, p.template, "email", f"bench-burst-{p.contact_id}",
+                                            campaign=CAMPAIGN)
+                mids[p.contact_id] = message.id
+                requested_at[message.id] = requested_at_p
     request_seconds = time.perf_counter() - started
     request_ops, _ = h.recorder.snapshot()
     request_calls = calls.snapshot()
@@ -592,10 +795,27 @@ def send_phase(h, args, say) -> dict:
     messages_items = TableItems()
     for size in message_sizes:
         messages_items.add(size)
-    index_wru = index_write_units(message_sizes, all_calls.get(("ses", "SendEmail"), 0))
+    index_wru, index_by_name = index.total(), dict(index.units)
+    measured_units = units_by_table(ops)
+    index.correct(measured_units, "messages")
+
+    # The events the sends appended to the contacts (Message Sent), through the stream handler
+    # as its event source mapping would deliver them: what each send costs there.
+    say("messaging: stream processing of the sends' events…")
+    h.recorder.reset()
+    stream.drain()
+    stream_ops, _ = h.recorder.snapshot()
+    send_stream = stream.summary(stream_ops)
 
     say("messaging: SES delivery feedback for every email sent…")
-    feedback = feedback_phase(h, people, mids)
+    index.reset()
+    feedback = feedback_phase(h, people, mids, index)
+    feedback["index_wru"], feedback["index_by_name"] = index.total(), dict(index.units)
+    index.correct(feedback["units"], "messages")
+    h.recorder.reset()
+    stream.drain()
+    stream_ops, _ = h.recorder.snapshot()
+    feedback["stream"] = stream.summary(stream_ops)
 
     # c) trickle: one request at a time through an idle pipeline, the consumer polling meanwhile.
     say(f"messaging: {args.trickle} paced requests…")
@@ -618,7 +838,8 @@ def send_phase(h, args, say) -> dict:
     trickle_mids = []
     for p in trickle_people:
         t0 = time.perf_counter()
-        message = messaging.request(p.contact_id, p.template, "email", f"bench-trickle-{p.contact_id}")
+        message = messaging.request(p.contact_id, p.template, "email", f"bench-trickle-{p.contact_id}",
+                                    campaign=CAMPAIGN)
         requested_at[message.id] = t0
         trickle_mids.append(message.id)
         time.sleep(args.trickle_interval)
@@ -644,9 +865,9 @@ def send_phase(h, args, say) -> dict:
                        "calls": _calls_json(_minus_calls(first_calls, request_calls))},
         "woken": woken, "statuses": statuses, "reasons": reasons, "delivered": delivered,
         "invocations": len(lambda_wall), "records": records, "lambda_wall": lambda_wall, "lambda_cpu": lambda_cpu,
-        "units": units_by_table(ops), "calls": _calls_json(all_calls),
+        "units": measured_units, "calls": _calls_json(all_calls),
         "messages_item_bytes": messages_items.summary(),
-        "index_wru": index_wru,
+        "index_wru": index_wru, "index_by_name": index_by_name, "stream": send_stream,
         "burst_latency_ms": _latency(burst_latency), "trickle_latency_ms": _latency(trickle_latency),
         "trickle": len(trickle_mids), "trickle_sent": len(trickle_latency), "trickle_errors": poll_errors[:3],
         "trickle_statuses": {m: getattr(services.message_log.get(m), "status", None) for m in trickle_mids[:5]},
@@ -698,7 +919,7 @@ def _latency(values: list[float]) -> dict:
             "max": 1000 * max(values)}
 
 
-def feedback_phase(h, people: list[Person], mids: dict[str, str]) -> dict:
+def feedback_phase(h, people: list[Person], mids: dict[str, str], meter=None) -> dict:
     """The configuration set's Delivery event for every email sent (the eventType record in
     SNS's envelope, as the feedback queue carries it), handed to the `ses_feedback` entry point
     in batches of 10 as its event source mapping would: what each delivered email costs after
@@ -708,6 +929,7 @@ def feedback_phase(h, people: list[Person], mids: dict[str, str]) -> dict:
 
     from chalicelib.entrypoints import runtime
     from chalicelib.entrypoints.feedback import ses_feedback
+    from chalicelib.services.message_events import MESSAGE_TAG
     from local.queue_bridge import to_lambda_record
 
     log = runtime.services().message_log
@@ -718,7 +940,8 @@ def feedback_phase(h, people: list[Person], mids: dict[str, str]) -> dict:
         record = {"eventType": "Delivery",
                   "mail": {"timestamp": stamp, "messageId": m.provider_id, "source": "offers@shop.example",
                            "destination": [m.address],
-                           "tags": {"message_id": [m.id], "template": [m.template], "lane": [m.lane]}},
+                           "tags": {MESSAGE_TAG: [m.id], "template": [m.template], "lane": [m.lane],
+                                    **({"campaign": [m.campaign]} if m.campaign else {})}},
                   "delivery": {"timestamp": stamp, "recipients": [m.address], "processingTimeMillis": 812,
                                "smtpResponse": "250 2.0.0 OK", "reportingMTA": "a8-1.smtp-out.amazonses.com"}}
         bodies.append(json.dumps({"Type": "Notification", "MessageId": str(uuid.uuid4()),
@@ -730,18 +953,19 @@ def feedback_phase(h, people: list[Person], mids: dict[str, str]) -> dict:
         event = {"Records": [to_lambda_record({"MessageId": str(uuid.uuid4()), "ReceiptHandle": f"r{start + i}",
                                                "Body": body, "Attributes": {}}, "arn:aws:sqs:us-east-1:0:fb",
                                               "us-east-1") for i, body in enumerate(bodies[start:start + 10])]}
+        own = (meter.own_cpu, meter.own_wall) if meter else (0.0, 0.0)
         w, c = time.perf_counter(), time.thread_time()
         result = ses_feedback(event, LambdaContext("ses_feedback", memory_size=512, max_runtime_ms=60_000)) or {}
-        cpu.append(time.thread_time() - c)
-        wall.append(time.perf_counter() - w)
+        c, w = time.thread_time() - c, time.perf_counter() - w
+        if meter:
+            c, w = c - (meter.own_cpu - own[0]), w - (meter.own_wall - own[1])
+        cpu.append(c)
+        wall.append(w)
         failures += len(result.get("batchItemFailures") or [])
-    ops, tables = h.recorder.snapshot()
-    messages = [t for name, t in tables.items() if name.endswith("-messages")]
-    sizes = [size for t in messages for size in t.sizes]
+    ops, _ = h.recorder.snapshot()
     delivered = sum(1 for m in sent if (log.get(m.id) or m).status == "delivered")
     return {"events": len(bodies), "delivered_status": delivered, "failures": failures, "invocations": len(wall),
             "lambda_wall": wall, "lambda_cpu": cpu, "units": units_by_table(ops),
-            "index_wru": index_write_units(sizes, 0),
             "sqs_requests": 2 * len(wall)}
 
 
@@ -751,22 +975,42 @@ LATENCY_MS = {"dynamodb": 5.0, "sqs": 10.0, "ses": 30.0, "s3": 20.0}  # assumed 
 MEMORY_MB = 512  # .chalice/config.json, send_messages
 
 
-def per_email(sends: dict) -> PerEmail:
+STREAM_MEMORY_MB = 1024  # .chalice/config.json, process_events
+
+
+def stream_per_email(stream: dict, n: int, aws: bool) -> PerEmail:
+    """The stream handler's share (the events the sends or the feedback appended to contacts),
+    its Lambda time expressed at MEMORY_MB (it runs at STREAM_MEMORY_MB). `aws`: the time
+    modelled for AWS (lambda_estimate_seconds) instead of the time measured here."""
+    units = stream["units"]
+    if aws:
+        calls = {"dynamodb": sum(t["requests"] for t in units.values())}
+        seconds = lambda_estimate_seconds(sum(stream["lambda_cpu"]), calls, STREAM_MEMORY_MB, LATENCY_MS)
+    else:
+        seconds = billed_seconds(stream["lambda_wall"])
+    return PerEmail(rru=sum(t["rru"] for t in units.values()) / n, wru=sum(t["wru"] for t in units.values()) / n,
+                    invocations=stream["invocations"] / n,
+                    lambda_seconds=seconds * STREAM_MEMORY_MB / MEMORY_MB / n)
+
+
+def per_email(sends: dict, stream: bool = True, aws: bool = False) -> PerEmail:
     n = max(1, sends["delivered"])
     units = sends["units"]
     sqs = sum(sum(ops.values()) for label, ops in sends["calls"].items() if label.startswith("sqs"))
     s3 = sum(sends["calls"].get("s3-templates", {}).values())
-    return PerEmail(rru=sum(t["rru"] for t in units.values()) / n, wru=sum(t["wru"] for t in units.values()) / n,
-                    index_wru=sends["index_wru"] / n, sqs_requests=sqs / n, invocations=sends["invocations"] / n,
-                    lambda_seconds=billed_seconds(sends["lambda_wall"]) / n, s3_gets=s3 / n)
+    own = PerEmail(rru=sum(t["rru"] for t in units.values()) / n, wru=sum(t["wru"] for t in units.values()) / n,
+                   index_wru=sends["index_wru"] / n, sqs_requests=sqs / n, invocations=sends["invocations"] / n,
+                   lambda_seconds=billed_seconds(sends["lambda_wall"]) / n, s3_gets=s3 / n)
+    return own.plus(stream_per_email(sends["stream"], n, aws)) if stream and sends.get("stream") else own
 
 
-def feedback_per_email(fb: dict) -> PerEmail:
+def feedback_per_email(fb: dict, aws: bool = False) -> PerEmail:
     n = max(1, fb["events"])
-    return PerEmail(rru=sum(t["rru"] for t in fb["units"].values()) / n,
-                    wru=sum(t["wru"] for t in fb["units"].values()) / n, index_wru=fb["index_wru"] / n,
-                    sqs_requests=fb["sqs_requests"] / n, invocations=fb["invocations"] / n,
-                    lambda_seconds=billed_seconds(fb["lambda_wall"]) / n, s3_gets=0.0, sns_publishes=1.0)
+    own = PerEmail(rru=sum(t["rru"] for t in fb["units"].values()) / n,
+                   wru=sum(t["wru"] for t in fb["units"].values()) / n, index_wru=fb["index_wru"] / n,
+                   sqs_requests=fb["sqs_requests"] / n, invocations=fb["invocations"] / n,
+                   lambda_seconds=billed_seconds(fb["lambda_wall"]) / n, s3_gets=0.0, sns_publishes=1.0)
+    return own.plus(stream_per_email(fb["stream"], n, aws)) if fb.get("stream") else own
 
 
 def estimate(sends: dict) -> dict:
@@ -788,11 +1032,17 @@ def run_suite(h, args, say) -> dict:
     sends, feedback = send_phase(h, args, say)
     per = per_email(sends)
     modelled = estimate(sends)
-    per_aws = PerEmail(**{**asdict(per), "lambda_seconds": modelled["seconds_per_email"]})
+    n = max(1, sends["delivered"])
+    stream_aws = stream_per_email(sends["stream"], n, aws=True)
+    per_aws = PerEmail(**{**asdict(per_email(sends, stream=False)),
+                          "lambda_seconds": modelled["seconds_per_email"]}).plus(stream_aws)
     fb = feedback_per_email(feedback)
-    fb_calls = {"dynamodb": sum(t["requests"] for t in feedback["units"].values()) / max(1, feedback["events"])}
-    fb_aws = PerEmail(**{**asdict(fb), "lambda_seconds": lambda_estimate_seconds(
-        sum(feedback["lambda_cpu"]) / max(1, feedback["events"]), fb_calls, MEMORY_MB, LATENCY_MS)})
+    m = max(1, feedback["events"])
+    fb_calls = {"dynamodb": sum(t["requests"] for t in feedback["units"].values()) / m}
+    fb_own = PerEmail(**{**asdict(feedback_per_email({**feedback, "stream": None})),
+                         "lambda_seconds": lambda_estimate_seconds(sum(feedback["lambda_cpu"]) / m, fb_calls,
+                                                                   MEMORY_MB, LATENCY_MS)})
+    fb_aws = fb_own.plus(stream_per_email(feedback["stream"], m, aws=True)) if feedback.get("stream") else fb_own
     return {"renders": renders, "sends": sends, "feedback": feedback, "per_email": asdict(per),
             "feedback_per_email": asdict(fb), "aws_estimate": modelled,
             "cost_measured": cost_per_1000(per, MEMORY_MB), "cost_aws_estimate": cost_per_1000(per_aws, MEMORY_MB),
@@ -853,8 +1103,15 @@ def render(results: dict) -> list[str]:
         ops = ", ".join(f"{op} {c / n:.2f}" for op, c in sorted(t["ops"].items()))
         lines.append(f"   {table:<14} {t['requests'] / n:>8.2f} {t['rru'] / n:>6.2f} {t['wru'] / n:>6.2f}  {ops}"
                      + (f" ({t['errors']} conditional failures)" if t["errors"] else ""))
-    lines.append(f"   {'messages GSIs':<14} {'':>8} {'':>6} {s['index_wru'] / n:>6.2f}  by_contact (ALL) + "
-                 f"by_provider (KEYS_ONLY)")
+    lines.append(f"   {'messages GSIs':<14} {'':>8} {'':>6} {s['index_wru'] / n:>6.2f}  "
+                 + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(s["index_by_name"].items())))
+    st = s["stream"]
+    lines.append(f"   stream handler (the sends' events: {st['records']} records, {st['invocations']} invocations):")
+    for table, t in sorted(st["units"].items()):
+        ops = ", ".join(f"{op} {c / n:.2f}" for op, c in sorted(t["ops"].items()))
+        lines.append(f"   {'  ' + table:<14} {t['requests'] / n:>8.2f} {t['rru'] / n:>6.2f} {t['wru'] / n:>6.2f}  {ops}")
+    lines.append(f"   {'':<14} Lambda {1000 * sum(st['lambda_wall']) / n:.1f} ms wall, "
+                 f"{1000 * sum(st['lambda_cpu']) / n:.1f} ms CPU per email (at {STREAM_MEMORY_MB} MB)")
     pe = results["per_email"]
     lines.append(f"   total: {pe['rru']:.2f} RRU, {pe['wru'] + pe['index_wru']:.2f} WRU; SQS {pe['sqs_requests']:.2f} "
                  f"requests ({s['calls'].get('sqs-app', {})} app, {s['calls'].get('sqs-event-source', {})} event "
@@ -868,8 +1125,15 @@ def render(results: dict) -> list[str]:
                      f"{t} {u['requests'] / m:.2f} req {u['rru'] / m:.2f} RRU {u['wru'] / m:.2f} WRU "
                      f"({', '.join(f'{op} {c / m:.2f}' for op, c in sorted(u['ops'].items()))})"
                      for t, u in sorted(fb["units"].items()))
-                 + f"; GSIs {fb['index_wru'] / m:.2f} WRU; Lambda {1000 * sum(fb['lambda_wall']) / m:.1f} ms wall, "
-                   f"{1000 * sum(fb['lambda_cpu']) / m:.1f} ms CPU per event")
+                 + f"; GSIs {fb['index_wru'] / m:.2f} WRU ({fb['index_by_name']}); Lambda "
+                   f"{1000 * sum(fb['lambda_wall']) / m:.1f} ms wall, {1000 * sum(fb['lambda_cpu']) / m:.1f} ms CPU "
+                   f"per event")
+    fst = fb.get("stream")
+    if fst:
+        lines.append(f"   feedback's events in the stream handler ({fst['records']} records): " + "; ".join(
+            f"{t} {u['requests'] / m:.2f} req {u['rru'] / m:.2f} RRU {u['wru'] / m:.2f} WRU "
+            f"({', '.join(f'{op} {c / m:.2f}' for op, c in sorted(u['ops'].items()))})"
+            for t, u in sorted(fst["units"].items())) + f"; Lambda {1000 * sum(fst['lambda_cpu']) / m:.1f} ms CPU")
     lines.append(f"   message item written: {s['messages_item_bytes']}")
     lines += ["", "4. Cost per 1,000 emails (us-east-1 list prices)"]
     for key, what in (("cost_measured", "Lambda as measured here"), ("cost_aws_estimate", "Lambda AWS estimate, arm64"),

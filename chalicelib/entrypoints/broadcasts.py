@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalice import Blueprint
 
 from chalicelib import config
+from chalicelib.adapters.counter_batches import counter_batch
 from chalicelib.adapters.sqs_fanout import batch_of
 from chalicelib.entrypoints.http import admin_call
 from chalicelib.entrypoints.runtime import flush_metrics, logger, services, tracer
@@ -50,7 +51,10 @@ def admin_campaign_stats(campaign_id):
 @tracer.capture_method(capture_response=False)
 def broadcast_fanout(event):
     try:
-        return handle_fanout(event.to_dict(), event.context, services().broadcasts, logger)
+        wired = services()
+        # The page's `requested` counts: one write per row; its messages: ten per SQS request.
+        with counter_batch(wired.campaign_stats, wired.message_queue):
+            return handle_fanout(event.to_dict(), event.context, wired.broadcasts, logger)
     finally:
         flush_metrics()
 

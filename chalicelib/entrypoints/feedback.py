@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalice import Blueprint
 
 from chalicelib import config
+from chalicelib.adapters.counter_batches import counter_batch
 from chalicelib.entrypoints.runtime import flush_metrics, logger, metrics, services, tracer
 from chalicelib.services.feedback import SesFeedback, UnreadableFeedback, parse_sqs_body
 
@@ -25,7 +26,9 @@ feedback_handlers = Blueprint(__name__)
 @tracer.capture_method(capture_response=False)
 def ses_feedback(event):
     try:
-        return handle_feedback(event.to_dict(), event.context, services().ses_feedback, logger, metrics)
+        wired = services()
+        with counter_batch(wired.campaign_stats, wired.channel_stats):  # one counter write per batch
+            return handle_feedback(event.to_dict(), event.context, wired.ses_feedback, logger, metrics)
     finally:
         flush_metrics()
 

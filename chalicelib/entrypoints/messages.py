@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalice import Blueprint
 
 from chalicelib import config
+from chalicelib.adapters.counter_batches import counter_batch
 from chalicelib.adapters.sqs_messages import message_id_of
 from chalicelib.domain.messaging.consent import MARKETING, TRANSACTIONAL
 from chalicelib.entrypoints.runtime import flush_metrics, logger, metrics, services, tracer
@@ -33,8 +34,9 @@ def send_messages(event):
     """Marketing messages (triggers, broadcasts), one attempt per receive."""
     try:
         wired = services()
-        return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, MARKETING,
-                               logger, metrics)
+        with counter_batch(wired.campaign_stats, wired.channel_stats):  # one counter write per batch
+            return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, MARKETING,
+                                   logger, metrics)
     finally:
         flush_metrics()
 
@@ -46,8 +48,9 @@ def send_transactional_messages(event):
     """Transactional messages (receipts, confirmations), on their own queue."""
     try:
         wired = services()
-        return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, TRANSACTIONAL,
-                               logger, metrics)
+        with counter_batch(wired.campaign_stats, wired.channel_stats):  # one counter write per batch
+            return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, TRANSACTIONAL,
+                                   logger, metrics)
     finally:
         flush_metrics()
 

@@ -14,7 +14,8 @@ older identity notifications (`notificationType`: Delivery, Bounce, Complaint).
 - complaint → the address suppressed (complained), all marketing email consent withdrawn
   on the contact (a `Consent Updated` event, source feedback, with the complaint as proof),
   the message `complained`, one complaint counted;
-- delivery → `delivered`; reject and rendering failure → `failed`; delay → `delivery_delayed`;
+- delivery → `delivered` on the message (no event on the contact: see _ENGAGEMENT_EVENTS);
+  reject and rendering failure → `failed`; delay → `delivery_delayed`;
 - Send, Open, Click and Subscription are acknowledged and ignored: the sender records the
   send, and opens and clicks come from Mercurio's own pixel and redirect.
 
@@ -24,6 +25,7 @@ twice: the timeline keeps the feedback id, suppressions and events are idempoten
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -135,6 +137,14 @@ def parse_record(record: object) -> SesRecord:
     return SesRecord(kind, ses_id, tags, body, at)
 
 
+def _event_key(record: SesRecord) -> str:
+    """The dedup key of a record without SES's own feedbackId (deliveries, rejects, delays):
+    short, as it is kept on the message's timeline and every later write of the message costs
+    by its size."""
+    cause = f"{record.kind}\x1f{record.ses_message_id}\x1f{record.body.get('timestamp')}"
+    return "ses:" + hashlib.sha256(cause.encode()).hexdigest()[:20]
+
+
 def _recipients(body: dict, key: str) -> list[str]:
     """The addresses a bounce or complaint names; of a bounce, only those whose delivery
     failed (a recipient listed as `delayed` may still receive it)."""
@@ -149,7 +159,12 @@ def _recipients(body: dict, key: str) -> list[str]:
 
 
 # The Segment Email Events a message's feedback becomes on its contact (domain/engagement.py).
-_ENGAGEMENT_EVENTS = {DELIVERED: "Email Delivered", "bounce": "Email Bounced", COMPLAINED: "Email Complained"}
+# A delivery is not one of them: nothing reads "Email Delivered" on a contact (segments'
+# `message:` conditions and the six groups read sends, opens, clicks, bounces, complaints and
+# unsubscribes), and appending it cost an event write and a contact read and write in the
+# stream for every email. The delivery stays on the message (status, timeline) and in the
+# campaign's `delivered` counter.
+_ENGAGEMENT_EVENTS = {"bounce": "Email Bounced", COMPLAINED: "Email Complained"}
 
 class SesFeedback:
     def __init__(self, messages: MessageLog, suppressions: SuppressionStore, stats: ChannelStats,
@@ -172,14 +187,39 @@ class SesFeedback:
                     return message
         return self.messages.by_provider_id(record.ses_message_id) if record.ses_message_id else None
 
+    def _tagged_id(self, record: SesRecord) -> str | None:
+        for tag in MESSAGE_TAGS:
+            values = record.tags.get(tag)
+            value = values[0] if isinstance(values, list) and values else values
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def _delivery(self, record: SesRecord) -> FeedbackOutcome | None:
+        """A delivery (one per email) named by its tag: one conditional write, no read (the
+        same record again finds its entry on the timeline). None when the tag names no message."""
+        mid = self._tagged_id(record)
+        if mid is None or record.at is None:
+            return None
+        status, detail = self._status(record)
+        detail["feedback_id"] = _event_key(record)
+        outcome, _ = self.messages.record_once(mid, StatusChange(status, record.at, detail))
+        if outcome == "unknown":
+            return None
+        return FeedbackOutcome(outcome, mid, 0, {"status": status} if outcome == "applied" else {})
+
     def handle(self, record: SesRecord) -> FeedbackOutcome:
         if record.kind in IGNORED_TYPES:
             return FeedbackOutcome("ignored", detail={"type": record.kind})
+        if record.kind == "Delivery" and not (isinstance(record.body.get("feedbackId"), str)):
+            done = self._delivery(record)
+            if done is not None:
+                return done
         now = self.clock.now()
         at = record.at or now
         message = self.find_message(record)
         feedback_id = record.body.get("feedbackId") if isinstance(record.body.get("feedbackId"), str) else None
-        dedup = feedback_id or f"{record.kind}:{record.ses_message_id}:{record.body.get('timestamp')}"
+        dedup = feedback_id or _event_key(record)
         suppressed = 0
         if record.kind == "Bounce" and record.body.get("bounceType") == "Permanent":
             for address in _recipients(record.body, "bouncedRecipients"):

@@ -1,7 +1,8 @@
 """Mercurio's own events about a contact's messages: what they carry, and how one is stored.
 
-Every message event on a contact (Message Sent, Email Delivered, Email Opened, Email Link
-Clicked, Email Bounced, Email Complained, Email Unsubscribed) carries the message's id, its
+Every message event on a contact (Message Sent, Email Opened, Email Link Clicked, Email
+Bounced, Email Complained, Email Unsubscribed; a delivery stays on the message, see
+services/feedback.py) carries the message's id, its
 campaign (`campaign_id`) and template: domain/engagement.py sorts a campaign's recipients into
 its six groups from them, and segments read them (`message:` conditions). Each is stored under
 the contact's own partition (`contact:{id}`) with a messageId derived from its cause, so a

@@ -8,8 +8,8 @@ import abc
 from datetime import datetime
 
 from chalicelib.domain.messaging.consent import SuppressionEntry
-from chalicelib.domain.messaging.messages import Message, StatusChange
-from chalicelib.domain.messaging.policy import RateBudget, SendCounters
+from chalicelib.domain.messaging.messages import FAILED, SENT, SKIPPED, Message, StatusChange, rank
+from chalicelib.domain.messaging.policy import PastSend, RateBudget, SendCounters
 
 
 class MessageLog(abc.ABC):
@@ -46,6 +46,31 @@ class MessageLog(abc.ABC):
     @abc.abstractmethod
     def erase_contact(self, contact_id: str) -> int:
         """Delete every message of the contact (erasure); the number deleted."""
+
+    def record_once(self, message_id: str, change: StatusChange) -> tuple[str, Message | None]:
+        """Append `change` unless the very same entry is on the timeline already (a redelivered
+        provider notification): ("applied" | "duplicate" | "unknown", the message). A log may
+        do it in one conditional write, without reading the message first."""
+        message = self.get(message_id)
+        if message is None:
+            return "unknown", None
+        if change in message.timeline:
+            return "duplicate", message
+        return "applied", self.advance(message_id, change)
+
+    def sends_of(self, contact_id: str, since: datetime, limit: int = 200) -> list[tuple[str, PastSend]]:
+        """What the frequency caps read: (message id, the send) of the contact's messages
+        requested since `since` that were sent (and did not end skipped or failed). A log may
+        answer it from an index without reading the messages."""
+        rows, _ = self.for_contact(contact_id, since=since, limit=limit)
+        sends = []
+        for row in rows:
+            if rank(row.status) < rank(SENT) or row.status in (SKIPPED, FAILED):
+                continue
+            at = next((c.at for c in row.timeline if c.status == SENT), None)
+            if at is not None:
+                sends.append((row.id, PastSend(at, row.channel, row.lane)))
+        return sends
 
 
 class SuppressionStore(abc.ABC):

@@ -57,7 +57,6 @@ from chalicelib.domain.messaging.messages import (
     Message,
     StatusChange,
     message_id,
-    rank,
 )
 from chalicelib.domain.messaging.mime import EmailContent, InvalidEmail, build_email
 from chalicelib.domain.messaging.policy import (
@@ -66,7 +65,6 @@ from chalicelib.domain.messaging.policy import (
     BreakerState,
     ContactSendState,
     Decision,
-    PastSend,
     PolicySettings,
     Reason,
     SendHistory,
@@ -425,8 +423,9 @@ class MessagingService:
 
     def _outcome(self, message: Message, now: datetime, result: ChannelResult, **fields) -> SendOutcome:
         if result.status == ACCEPTED:
-            self.log.advance(message.id, StatusChange(SENT, now, {"provider_id": result.provider_id}),
-                             provider_id=result.provider_id, **fields)
+            # The provider's id is the message's own field (not repeated in the timeline entry:
+            # the item stays small, and every later write of it costs by its size).
+            self.log.advance(message.id, StatusChange(SENT, now), provider_id=result.provider_id, **fields)
             self.stats.add(message.channel, now, sent=1)
             self.count(SENT, None)
             self._sent_event(message, now)
@@ -474,15 +473,9 @@ class MessagingService:
 
     def _history(self, message: Message, now: datetime) -> SendHistory:
         longest = max((cap.period for cap in self.policy.caps), default=timedelta(days=7))
-        rows, _ = self.log.for_contact(message.contact_id, since=now - longest - self.policy.defer_horizon,
-                                       limit=200)
-        sends = []
-        for row in rows:
-            if row.id == message.id or rank(row.status) < rank(SENT) or row.status in (SKIPPED, FAILED):
-                continue
-            at = next((c.at for c in row.timeline if c.status == SENT), None)
-            if at is not None:
-                sends.append(PastSend(at, row.channel, row.lane))
+        sends = [send for mid, send in self.log.sends_of(message.contact_id,
+                                                         now - longest - self.policy.defer_horizon, 200)
+                 if mid != message.id]
         breakers = {}
         if message.lane == MARKETING:
             counters = self.stats.window(message.channel, now, BREAKER_WINDOW_HOURS)

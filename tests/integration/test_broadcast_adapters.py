@@ -12,7 +12,7 @@ import pytest
 from chalicelib.adapters.dynamodb_campaign_stats import DynamoDBCampaignStats
 from chalicelib.adapters.dynamodb_messages import DynamoDBMessageLog
 from chalicelib.adapters.sqs_fanout import SqsFanOutQueue, batch_of
-from chalicelib.domain.messaging.messages import CLICKED, DELIVERED, SENT, Message, StatusChange, message_id
+from chalicelib.domain.messaging.messages import CLICKED, DELIVERED, OPENED, SENT, Message, StatusChange, message_id
 from chalicelib.services.campaign_stats import CountingMessageLog
 
 NOW = datetime(2026, 12, 10, 9, 0, tzinfo=timezone.utc)
@@ -43,6 +43,22 @@ def test_counters_add_atomically_per_template_and_variant(parts):
     assert stats.read("other")[0]["variant"] is None and stats.read("nobody") == []
 
 
+def test_a_batch_writes_each_counter_row_once(parts):
+    store, stats, log = parts
+    writes = []
+    real = stats.table.update_item
+    stats.table.update_item = lambda **kw: writes.append(kw["Key"]["sk"]) or real(**kw)
+    with stats.batched():
+        for contact in ("c1", "c2", "c3"):
+            m = message(contact=contact)
+            log.create(m)
+            log.advance(m.id, StatusChange(SENT, NOW))
+        log.create(message(contact="c4", variant="b"))
+    assert sorted(writes) == ["funnel#welcome#a", "funnel#welcome#b"]
+    rows = {r["variant"]: r["counts"] for r in stats.read("dec")}
+    assert rows == {"a": {"requested": 3, "sent": 3}, "b": {"requested": 1}}
+
+
 def test_a_status_is_counted_once_however_often_it_arrives(parts):
     store, stats, log = parts
     first = message()
@@ -61,9 +77,11 @@ def test_an_advance_that_read_before_a_mark_does_not_erase_it(parts):
     store, _, _ = parts
     first = message(contact="c2")
     store.create(first)
+    store.advance(first.id, StatusChange(OPENED, NOW))
     stale = store._item(first.id)
     assert store.first_time(first.id, "delivered")
-    # An advance racing the mark: its read is older, so its conditional put must retry.
+    # An out-of-order advance (a late delivery after the open) reads, then puts conditionally;
+    # racing the mark, its read is older, so its conditional put must retry.
     table = store.table
     real_get = store._item
     calls = []
@@ -73,7 +91,8 @@ def test_an_advance_that_read_before_a_mark_does_not_erase_it(parts):
         return stale if len(calls) == 1 else real_get(message_id)
 
     store._item = racing
-    store.advance(first.id, StatusChange(SENT, NOW))
+    late = store.advance(first.id, StatusChange(DELIVERED, NOW))
+    assert late.status == OPENED and late.timeline[-1].status == DELIVERED
     assert len(calls) == 2  # the stale version was refused once
     assert "delivered" in table.get_item(Key={"id": first.id})["Item"]["counted"]
     assert store.first_time(first.id, "delivered") is False

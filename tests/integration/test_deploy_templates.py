@@ -385,10 +385,11 @@ TABLE_CALLS = {
     # dynamodb_deliveries.py: conditional updates (claim, attempt, reopen), reads, and the
     # listing through its indexes (INDEXED_TABLES)
     "MERCURIO_DELIVERIES_TABLE": ("UpdateItem", "GetItem", "Query"),
-    # dynamodb_messages.py: conditional create (put) and claim/release (update), optimistic
-    # advance (get then conditional put), per-contact and provider-id queries through its
-    # indexes, erasure by batch deletes
-    "MERCURIO_MESSAGES_TABLE": ("PutItem", "GetItem", "UpdateItem", "Query", "BatchWriteItem"),
+    # dynamodb_messages.py: conditional create (put), claim/release/advance (conditional
+    # update; an out-of-order advance reads, then puts conditionally), per-contact and
+    # provider-id queries through its indexes, the listed messages read by key (batch get),
+    # erasure by batch deletes
+    "MERCURIO_MESSAGES_TABLE": ("PutItem", "GetItem", "UpdateItem", "Query", "BatchGetItem", "BatchWriteItem"),
     # dynamodb_suppressions.py: first-come conditional puts, found by hash
     "MERCURIO_SUPPRESSIONS_TABLE": ("PutItem", "Query"),
     # dynamodb_channel_stats.py (ADD counters, window queries), dynamodb_campaign_stats.py

@@ -11,7 +11,7 @@ from bench.messaging import (
     Prices,
     billed_seconds,
     cost_per_1000,
-    index_write_units,
+    index_units_of_write,
     lambda_estimate_seconds,
     percentile,
     zone_at_local_hours,
@@ -22,10 +22,31 @@ def test_lambda_bills_each_invocation_rounded_up_to_the_millisecond():
     assert billed_seconds([0.0101, 0.002, 0.0]) == pytest.approx(0.011 + 0.002 + 0.0)
 
 
-def test_index_units_count_every_message_write_again_by_size_and_one_per_provider_id():
-    # 300 B and 1,024 B: 1 WRU each; 1,025 B: 2 WRU; two provider ids set: 2 key-only writes.
-    assert index_write_units([300, 1024, 1025], 2) == 1 + 1 + 2 + 2
-    assert index_write_units([], 0) == 0
+BY_CONTACT = {"IndexName": "by_contact", "KeySchema": [{"AttributeName": "contact_id"}, {"AttributeName": "at"}],
+              "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["lane", "sent_at"]}}
+BY_PROVIDER = {"IndexName": "by_provider", "KeySchema": [{"AttributeName": "provider_id"}],
+               "Projection": {"ProjectionType": "KEYS_ONLY"}}
+ALL = {**BY_CONTACT, "Projection": {"ProjectionType": "ALL"}}
+
+
+def item(**attrs):
+    return {"id": {"S": "m1"}, "contact_id": {"S": "c1"}, "at": {"S": "t"}, **{k: {"S": v} for k, v in attrs.items()}}
+
+
+def test_an_index_is_written_only_when_the_write_changes_what_it_projects():
+    queued, claimed = item(lane="m", status="queued"), item(lane="m", status="sending", body="x" * 2000)
+    sent = item(lane="m", status="sent", body="x" * 2000, sent_at="t2", provider_id="p1")
+    assert index_units_of_write(None, queued, BY_CONTACT, ["id"]) == 1  # the item appears
+    assert index_units_of_write(queued, claimed, BY_CONTACT, ["id"]) == 0  # nothing projected changed
+    assert index_units_of_write(claimed, sent, BY_CONTACT, ["id"]) == 1  # sent_at appears
+    assert index_units_of_write(claimed, sent, BY_PROVIDER, ["id"]) == 1  # sparse: the key appears
+    assert index_units_of_write(queued, claimed, BY_PROVIDER, ["id"]) == 0
+    # ALL: every change rewrites the index item, by its size (2,0xx bytes: 2 WRU)
+    assert index_units_of_write(queued, claimed, ALL, ["id"]) == 2
+    # a changed index key: the old index item deleted and a new one put
+    moved = {**queued, "contact_id": {"S": "c2"}}
+    assert index_units_of_write(queued, moved, BY_CONTACT, ["id"]) == 2
+    assert index_units_of_write(queued, None, BY_CONTACT, ["id"]) == 1  # deleted
 
 
 def test_cost_per_1000_adds_each_service_at_its_price():

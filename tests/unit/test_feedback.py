@@ -244,7 +244,6 @@ def test_a_missing_or_short_salt_is_refused_at_once_not_at_the_first_bounce(salt
 
 
 @pytest.mark.parametrize("record,event,extra", [
-    (DELIVERY_EVENT, "Email Delivered", {}),
     (BOUNCE_EVENT, "Email Bounced", {"bounce_type": "hard"}),
     (TRANSIENT_EVENT, "Email Bounced", {"bounce_type": "soft"}),
     (COMPLAINT_EVENT, "Email Complained", {}),
@@ -260,6 +259,14 @@ def test_feedback_becomes_the_email_event_on_the_contact_once(world, record, eve
     assert world.process().counters[event]["total"] == 1
 
 
+def test_a_delivery_is_recorded_on_the_message_and_appends_no_event_to_the_contact(world):
+    # Nothing reads "Email Delivered" on a contact (segments' message: conditions, the six
+    # groups); one per email cost an event write and a contact read and write in the stream.
+    assert world.handle(DELIVERY_EVENT).status == "applied"
+    assert world.messages.get("msg_1").status == "delivered"
+    assert world.events.inserted == []
+
+
 def test_the_tag_the_sender_sets_is_the_one_feedback_reads(world):
     # The sender tags each email with its message id (services/messaging.py); SES hands the
     # tags back in every event's mail.tags. A record found by its tag needs no lookup by SES's id.
@@ -270,3 +277,38 @@ def test_the_tag_the_sender_sets_is_the_one_feedback_reads(world):
     record = copy.deepcopy(DELIVERY_EVENT)
     record["mail"]["tags"] = {MESSAGE_TAG: ["msg_1"]}
     assert world.handle(record).status == "applied" and looked_up == []
+
+
+def test_a_tagged_delivery_is_recorded_once_without_reading_the_message_first(world):
+    from chalicelib.services.message_events import MESSAGE_TAG
+
+    record = copy.deepcopy(DELIVERY_EVENT)
+    record["mail"]["tags"] = {MESSAGE_TAG: ["msg_1"]}
+    world.messages.get = None  # the delivery path must not read the message itself (the log may)
+    asked = []
+    real = type(world.messages).record_once
+
+    def record_once(mid, change):
+        asked.append(mid)
+        world.messages.get = type(world.messages).get.__get__(world.messages)
+        try:
+            return real(world.messages, mid, change)
+        finally:
+            world.messages.get = None
+
+    world.messages.record_once = record_once
+    assert world.handle(record).status == "applied"
+    assert world.handle(record).status == "duplicate"  # redelivered by SQS
+    assert asked == ["msg_1", "msg_1"]
+    del world.messages.get
+    delivered = [c for c in world.messages.get("msg_1").timeline if c.status == "delivered"]
+    assert len(delivered) == 1 and delivered[0].detail["smtpResponse"].startswith("250")
+
+
+def test_a_delivery_whose_tag_names_no_message_is_found_by_the_ses_id(world):
+    from chalicelib.services.message_events import MESSAGE_TAG
+
+    record = copy.deepcopy(DELIVERY_EVENT)
+    record["mail"]["tags"] = {MESSAGE_TAG: ["msg_gone"]}
+    assert world.handle(record).status == "applied"
+    assert world.messages.get("msg_1").status == "delivered"
