@@ -10,7 +10,8 @@ message that was sent) in `properties`:
 event                  properties besides campaign_id and message_id
 =====================  ==========================================================
 Message Sent           channel ("email", "sms"…), journey_id?, template_id?
-Email Delivered        –
+Email Delivered        – (read if present; deliveries are kept on the message only, see
+                       services/feedback.py: nothing here classifies by them)
 Email Opened           –
 Email Link Clicked     link_id, url, click_id
 Email Bounced          bounce_type: "hard" | "soft"
