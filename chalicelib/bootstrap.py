@@ -448,7 +448,8 @@ class Services:
 
         return Privacy(self.contact_repository, self.event_store, self.membership_store, self.definition_store,
                        self.clock, self.suppression_salt, messages=lambda: self.message_log,
-                       suppressions=lambda: self.suppression_store, score_of=self.score_of)
+                       suppressions=lambda: self.suppression_store, score_of=self.score_of,
+                       exports=self.audience_exporter)
 
 
 class _Later:

@@ -19,6 +19,8 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from chalicelib.services.privacy_ports import ExportErasure
 from typing import Callable
 
 SPOOL_BYTES = 8 * 1024 * 1024
@@ -93,7 +95,7 @@ class _CountingWriter(io.RawIOBase):
         return len(data)
 
 
-class S3AudienceExporter:
+class S3AudienceExporter(ExportErasure):
     def __init__(self, bucket: str, client=None):
         self.bucket = bucket
         self._client = client
@@ -171,3 +173,23 @@ class S3AudienceExporter:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=int(expires_seconds),
         )
+
+    # -- erasure (services/privacy.py) -------------------------------------------------------
+
+    def exports_of(self, segment_id: str) -> list[str]:
+        prefix = f"exports/{segment_id}/"  # where AudienceExports writes a segment's files and parts
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+        return keys
+
+    def delete(self, keys: list[str]) -> int:
+        deleted = 0
+        for start in range(0, len(keys), 1000):  # DeleteObjects' limit
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
+            failed = answer.get("Errors") or []
+            if failed:
+                raise RuntimeError(f"{len(failed)} export file(s) not deleted: {failed[0].get('Message')}")
+            deleted += len(keys[start:start + 1000])
+        return deleted

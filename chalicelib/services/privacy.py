@@ -14,13 +14,15 @@ shows where one stands):
 4. events — every event stored under its identifiers and under `contact:{id}` is deleted,
    for the contact and the profiles merged into it;
 5. identities — each identifier that still points at the contact is deleted;
-6. contacts — the contact item, and the merged-away items that pointed at it, are deleted.
+6. contacts — the contact item, and the merged-away items that pointed at it, are deleted;
+7. exports — the audience export files of every segment the contact was in (a file holds the
+   segment's members when it was taken) are deleted: a marketer who still needs one exports
+   the segment again, without the person.
 The job's record holds the contact id and counts; the partitions still to erase (the
 identifiers) are kept only while it runs and dropped when it ends.
 
-Not erased: audience export files already written to the bucket (CSV/JSON snapshots of a
-segment's members) — they are files a marketer took, not records Mercurio keeps; the erasure's
-report names that limit.
+Not erased: what left Mercurio before the request (a file a marketer downloaded, a CRM that
+received a webhook): the erasure's report names that limit.
 """
 from __future__ import annotations
 
@@ -36,14 +38,14 @@ from chalicelib.services.contacts import EVENT_PARTITION_KINDS, NotFound, contac
 from chalicelib.services.interactions import checked_salt
 from chalicelib.services.message_ports import MessageLog, SuppressionStore
 from chalicelib.services.ports import Clock, ContactRepository, DefinitionStore, EventStore, MembershipStore
-from chalicelib.services.privacy_ports import ContactErasure, EventErasure
+from chalicelib.services.privacy_ports import ContactErasure, EventErasure, ExportErasure
 from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE
 
 RUNNING = "erasures-running"
-STEPS = ("suppress", "memberships", "messages", "events", "identities", "contacts")
+STEPS = ("suppress", "memberships", "messages", "events", "identities", "contacts", "exports")
 MAX_EXPORT_EVENTS = 20_000  # a Lambda answer is at most 6 MB; the export says when it stopped
 PAGE = 200
-NOT_ERASED = ("audience export files already written to the data bucket",)
+NOT_ERASED = ("copies that left Mercurio before the request: downloaded export files, webhooks a CRM received",)
 
 
 def _state_name(erasure_id: str) -> str:
@@ -67,7 +69,8 @@ class Privacy:
     def __init__(self, contacts: ContactRepository, events: EventStore, memberships: MembershipStore,
                  state: DefinitionStore, clock: Clock, salt: bytes,
                  messages: Callable[[], MessageLog], suppressions: Callable[[], SuppressionStore],
-                 score_of=None, new_id: Callable[[], str] = lambda: uuid.uuid4().hex):
+                 score_of=None, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+                 exports: ExportErasure | None = None):
         self.contacts = contacts
         self.events = events
         self.memberships = memberships
@@ -79,6 +82,7 @@ class Privacy:
         self._suppressions = suppressions
         self.score_of = score_of
         self.new_id = new_id
+        self.exports = exports
 
     # -- export ----------------------------------------------------------------------------
 
@@ -250,6 +254,16 @@ class Privacy:
 
     def _step_contacts(self, job: dict) -> bool:
         self._count(job, "contacts", sum(int(self.contacts.delete_contact(cid)) for cid in job["pending"]["contacts"]))
+        return True
+
+
+    def _step_exports(self, job: dict) -> bool:
+        if self.exports is None:
+            return True
+        deleted = 0
+        for segment_id in job["pending"]["segments"]:
+            deleted += self.exports.delete(self.exports.exports_of(segment_id))
+        self._count(job, "export_files", deleted)
         return True
 
 

@@ -22,3 +22,15 @@ class ContactErasure(abc.ABC):
     @abc.abstractmethod
     def delete_contact(self, contact_id: str) -> bool:
         """Delete the contact item (a live or a merged-away one); True when there was one."""
+
+
+class ExportErasure(abc.ABC):
+    """Audience export files (adapters/s3_exports.py): a segment's files hold its members then."""
+
+    @abc.abstractmethod
+    def exports_of(self, segment_id: str) -> list[str]:
+        """The keys of every export file (and part) written for the segment."""
+
+    @abc.abstractmethod
+    def delete(self, keys: list[str]) -> int:
+        """Delete these export files; how many were deleted."""

@@ -450,23 +450,25 @@ BUCKET_PREFIX_CALLS = {
     # AbortMultipartUpload when it fails; the download link is a presigned GetObject, which
     # works only while the signer may read the object. An export job writes its parts under
     # exports/<segment>/.parts/ the same way and reads them back (GetObject) to compose the
-    # file; the bucket's lifecycle expires them, nothing deletes them.
+    # file; the bucket's lifecycle expires them. An erasure (services/privacy.py) deletes the
+    # export files of the segments the person was in (DeleteObjects is s3:DeleteObject).
     "exports/": {"PutObject": ["s3:PutObject"], "CreateMultipartUpload": ["s3:PutObject"],
                  "UploadPart": ["s3:PutObject"], "CompleteMultipartUpload": ["s3:PutObject"],
                  "AbortMultipartUpload": ["s3:AbortMultipartUpload"], "GetObject (presigned)": ["s3:GetObject"],
-                 "GetObject (export parts)": ["s3:GetObject"]},
+                 "GetObject (export parts)": ["s3:GetObject"], "DeleteObjects (erasure)": ["s3:DeleteObject"]},
 }
 # Listed prefixes: uploaded definitions, the templates' upload inbox and their accepted versions
 # (services/templates.py; s3_templates.py lists a prefix to judge its changes).
-LIST_PREFIXES = ("definitions/", "templates/", "accepted-templates/")
+LIST_PREFIXES = ("definitions/", "templates/", "accepted-templates/", "exports/")
 # Webhook signing secrets named by destination definitions (chalicelib/domain/destinations.py).
 DESTINATION_SECRETS = "/mercurio/{stage}/destinations/"
 STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                   "dynamodb:ListStreams"]
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
 TRACE_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
-# Nothing in the code drops or reconfigures tables, deletes uploads or exports, or deletes
-# secrets; granting it would only widen what a bug could do. (It writes the destinations'
+# Nothing in the code drops or reconfigures tables, deletes uploads (exports only, for an
+# erasure: BUCKET_PREFIX_CALLS), or deletes secrets; granting it would only widen what a bug
+# could do. (It writes the destinations'
 # signing secrets only: ssm:PutParameter and kms:Encrypt are checked on those below.)
 NEVER_GRANTED = ["dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:PartiQLDelete",
                  "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:DeleteBucket", "s3:PutBucketPolicy",
@@ -624,7 +626,7 @@ def test_policy_grants_nothing_more(stage):
             problems.append(f"queue {queue}: grants {sorted(granted - expected)} more, "
                             f"{sorted(expected - granted)} less than the code calls")
 
-    probes = ["*", bucket, f"{bucket}/definitions/x.yaml", f"{bucket}/exports/x.csv",
+    probes = ["*", bucket, f"{bucket}/definitions/x.yaml", f"{bucket}/templates/x.html.j2",
               *(_table_arn(env[variable]) for variable in TABLE_CALLS)]
     for action in NEVER_GRANTED:
         if any(_allowing(policy, action, probe) for probe in probes):

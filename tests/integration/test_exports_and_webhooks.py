@@ -334,3 +334,13 @@ def test_an_injected_opener_replaces_the_http_client():
                                                                allow_private=True)
     assert result == WebhookAttempt(True, 204, "HTTP 204", retryable=False)
     assert seen == [("http://127.0.0.1/x", "POST", 2, b'{"a":1}')]
+
+
+def test_a_segments_export_files_are_listed_and_deleted_for_an_erasure(s3):
+    exporter = S3AudienceExporter(BUCKET, client=s3)
+    for key in ("exports/vip/vip-csv-1.csv", "exports/vip/.parts/j1/000001.csv", "exports/vips/x.csv"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"id\n")
+    keys = exporter.exports_of("vip")
+    assert sorted(keys) == ["exports/vip/.parts/j1/000001.csv", "exports/vip/vip-csv-1.csv"]
+    assert exporter.delete(keys) == 2 and exporter.exports_of("vip") == []
+    assert exporter.exports_of("vips") == ["exports/vips/x.csv"]  # another segment's files stay

@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from chalicelib.services.privacy_ports import ExportErasure
+
 from chalicelib.domain.messaging.consent import suppression_key
 from chalicelib.domain.messaging.messages import SENT, Message, StatusChange
 from chalicelib.domain.segments.language import parse_segment
@@ -33,6 +35,18 @@ def ev(messageId, etype="track", **fields):
             "context": {}, "source": "default", **fields}
 
 
+class FakeExports(ExportErasure):
+    def __init__(self, keys):
+        self.keys = set(keys)
+
+    def exports_of(self, segment_id):
+        return sorted(k for k in self.keys if k.startswith(f"exports/{segment_id}/"))
+
+    def delete(self, keys):
+        self.keys -= set(keys)
+        return len(keys)
+
+
 class World:
     def __init__(self):
         self.clock = FakeClock()
@@ -45,9 +59,11 @@ class World:
                                      lambda c, now: 0.0)
         self.processor = EventProcessor(self.contacts, self.clock, sleep=lambda s: None,
                                         rules=ProfileRules(lambda: catalog), publisher=publisher)
+        self.exports = FakeExports({"exports/buyers/buyers-csv-1.csv", "exports/buyers/.parts/j1/000001.csv",
+                                    "exports/others/others-csv-1.csv"})
         self.privacy = Privacy(self.contacts, self.events, self.memberships, self.state, self.clock, SALT,
                                messages=lambda: self.messages, suppressions=lambda: self.suppressions,
-                               new_id=lambda: "e1")
+                               new_id=lambda: "e1", exports=self.exports)
 
     def store_and_process(self, event):
         from chalicelib.domain.events import event_key
@@ -107,6 +123,8 @@ def test_erasure_removes_everything_but_hashed_suppressions(world):
     assert not [k for k in world.events.items if k[0] in ("user:ada", "anon:anon-1", f"contact:{ada}")]
     assert world.messages.get("msg_1") is None
     assert world.memberships.size("buyers") == 1
+    # The export files of the segments Ada was in held her: they go; the others stay.
+    assert world.exports.keys == {"exports/others/others-csv-1.csv"} and job["counts"]["export_files"] == 2
     reasons = {(e.channel, e.address_hash): e.reason for e in world.suppressions.entries.values()}
     assert reasons == {("email", suppression_key("email", "ada@example.com", SALT)): "erased",
                        ("email", suppression_key("email", "ada.old@example.com", SALT)): "erased",
