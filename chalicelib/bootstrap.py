@@ -330,7 +330,7 @@ class Services:
             templates=self.templates, contacts=self.contact_repository, queue=self.message_queue,
             clock=self.clock, email=self.email_sender, sms=self.sms_sender, push=self.push_sender,
             tracker=lambda: self.link_tracker, salt=lambda: self.suppression_salt, policy=self.send_policy,
-            from_address=s.default_from_address, sms_max_segments=s.sms_max_segments, count=count_message_outcome,
+            from_address=s.default_from_address, sms_max_segments=s.sms_max_segments, count=message_counter(s),
             events=self.event_store, event_ttl_days=s.event_ttl_days,
             push_endpoint_gone=lambda contact, endpoint, mid: self.push_devices.endpoint_disabled(contact, endpoint,
                                                                                                   mid))
@@ -508,6 +508,15 @@ def _quiet_hours(text: str | None):
         return QuietHours(start, end)
     except ValueError as exc:
         raise ValueError(f"MERCURIO_QUIET_HOURS={text!r} is not like 21:00-08:00") from exc
+
+
+def message_counter(settings: Settings):
+    """How message outcomes are counted: a metric each, unless metrics are off."""
+    return count_message_outcome if settings.metrics_enabled else _not_counted
+
+
+def _not_counted(outcome: str, code: str | None) -> None:
+    """Metrics off (POWERTOOLS_METRICS_DISABLED, as the local stack runs): nothing printed."""
 
 
 def count_message_outcome(outcome: str, code: str | None) -> None:

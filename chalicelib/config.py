@@ -145,6 +145,9 @@ class Settings:
     default_time_zone: str = "UTC"
     # SES's MaxSendRate, read from GetAccount when not set here.
     email_rate_per_second: float | None = None
+    # Powertools' own switch, read here too: the per-message metrics are flushed one by one
+    # (each with its reason), which Powertools' switch does not silence by itself.
+    metrics_enabled: bool = True
     # Push: the SNS platform application of each device type (MERCURIO_PUSH_PLATFORMS,
     # {"ios": "<APNs platform application ARN>", "android": "<FCM one>"}).
     push_platforms: tuple = ()
@@ -206,6 +209,7 @@ def settings() -> Settings:
         default_time_zone=_env("MERCURIO_DEFAULT_TIME_ZONE", "UTC"),
         email_rate_per_second=_seconds("MERCURIO_EMAIL_RATE_PER_SECOND", 1.0)
         if _env("MERCURIO_EMAIL_RATE_PER_SECOND") else None,
+        metrics_enabled=not _bool("POWERTOOLS_METRICS_DISABLED", False),
         push_platforms=_push_platforms(_env("MERCURIO_PUSH_PLATFORMS")),
         consent_forms=_consent_forms(_env("MERCURIO_CONSENT_FORMS")),
     )

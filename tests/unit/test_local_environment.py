@@ -99,3 +99,21 @@ def test_the_stop_handler_survives_a_second_signal_inside_the_first():
     assert _survives_a_signal_at_every_line(stop) and stop.requested
     event = threading.Event()  # what the handler used to call: it hangs under the same test
     assert not _survives_a_signal_at_every_line(lambda signum, frame: event.set())
+
+
+def test_with_metrics_off_a_send_prints_no_metric(monkeypatch, capsys):
+    # The local stack turns Powertools' metrics off: the console shows what happens, not EMF.
+    from chalicelib import config
+    from chalicelib.bootstrap import message_counter
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    config.settings.cache_clear()
+    try:
+        message_counter(config.settings())("sent", None)
+        assert capsys.readouterr().out == ""
+        monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+        config.settings.cache_clear()
+        message_counter(config.settings())("sent", None)
+        assert '"MessagesSent"' in capsys.readouterr().out  # on AWS: one EMF line per outcome
+    finally:
+        config.settings.cache_clear()
