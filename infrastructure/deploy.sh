@@ -18,7 +18,8 @@
 #   1. deploys infrastructure/template.yaml as the stack mercurio-<stage>-data;
 #   2. reads the table names, the events stream ARN, the data bucket name and the dead-letter
 #      queue ARN from it;
-#   3. creates the admin token SecureString parameter if it does not exist yet;
+#   3. creates the admin token, link signing secret and suppression salt SecureString
+#      parameters if they do not exist yet (never changes an existing one);
 #   4. runs `chalice deploy --stage <stage>` with the real stream ARN and bucket name written
 #      into the stage's environment in .chalice/config.json for the duration of the command
 #      (the committed file keeps placeholders, because the ARN embeds the account id and the
@@ -26,7 +27,8 @@
 #   5. turns on ReportBatchItemFailures (plus bounded retries and the dead-letter queue) on the
 #      stream's event source mapping Chalice created, and ReportBatchItemFailures on the effects
 #      queue's, which Chalice itself cannot configure;
-#   6. prints the API URL.
+#   6. uploads templates/ to the data bucket's inbox (accepted by the app within minutes);
+#   7. prints the API URL.
 set -euo pipefail
 
 readonly APP_NAME="mercurio"
@@ -163,27 +165,43 @@ stack_output() {
 
 # --- admin token -----------------------------------------------------------------------
 
-ensure_admin_token() {
-  local name error
-  name="$(config_env MERCURIO_ADMIN_TOKEN_PARAMETER)"
-  [[ -n "${name}" ]] || die "MERCURIO_ADMIN_TOKEN_PARAMETER is not set for stage '${STAGE}'"
+ensure_secret_parameter() {
+  # $1: the config variable naming the parameter, $2: what it is (for the log and description).
+  # Created once with a random value; an existing one is never changed (a new suppression salt
+  # would forget every opt-out, a new link secret would break every link already sent).
+  local variable="$1" what="$2" name error
+  name="$(config_env "${variable}")"
+  [[ -n "${name}" ]] || die "${variable} is not set for stage '${STAGE}'"
   if error="$(aws ssm get-parameter --name "${name}" --query Parameter.Name --output text 2>&1 >/dev/null)"; then
-    log "admin token parameter ${name} exists (left unchanged)"
+    log "${what} parameter ${name} exists (left unchanged)"
     return
   fi
   [[ "${error}" == *ParameterNotFound* ]] || die "cannot read SSM parameter ${name}: ${error}"
 
-  log "creating admin token parameter ${name} (SecureString, random value)"
+  log "creating ${what} parameter ${name} (SecureString, random value)"
   # The value travels through a private temporary file (mktemp: mode 0600), never through
   # the command line, where other users could see it.
   TOKEN_FILE="$(mktemp)"
   "${PYTHON}" -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(32))' >"${TOKEN_FILE}"
   aws ssm put-parameter --name "${name}" --type SecureString \
     --value "file://${TOKEN_FILE}" \
-    --description "Mercurio ${STAGE} admin API bearer token" \
+    --description "Mercurio ${STAGE} ${what}" \
     --tags "Key=project,Value=${APP_NAME}" "Key=stage,Value=${STAGE}" >/dev/null
   rm -f "${TOKEN_FILE}"
   TOKEN_FILE=""
+}
+
+ensure_admin_token() {
+  ensure_secret_parameter MERCURIO_ADMIN_TOKEN_PARAMETER "admin API bearer token"
+  ensure_secret_parameter MERCURIO_LINK_SECRET_PARAMETER "link signing secret"
+  ensure_secret_parameter MERCURIO_SUPPRESSION_SALT_PARAMETER "suppression salt"
+}
+
+upload_templates() {
+  # The default templates into the data bucket's inbox (validated here first); the app accepts
+  # each at its next segment-jobs run, as it does a marketer's upload.
+  log "uploading templates/ to s3://$1/templates/"
+  (cd "${REPO_ROOT}" && "${PYTHON}" -m local.upload_templates --bucket "$1")
 }
 
 print_admin_token() {
@@ -405,6 +423,7 @@ deploy_two_stacks() {
   configure_queue_mapping "${transactional_queue_arn}" send_transactional_messages
   configure_queue_mapping "${feedback_queue_arn}" ses_feedback
   configure_queue_mapping "${fanout_queue_arn}" broadcast_fanout
+  upload_templates "${bucket}"
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"
   finish "${url}"
@@ -442,6 +461,7 @@ deploy_single_stack() {
     --tags "project=${APP_NAME}" "stage=${STAGE}" \
     --no-fail-on-empty-changeset
 
+  upload_templates "$(stack_output "${stack}" DataBucketName)"
   url="$(stack_output "${stack}" EndpointURL)"
   finish "${url}"
 }
