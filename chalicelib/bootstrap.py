@@ -280,8 +280,11 @@ class Services:
 
     @cached_property
     def sms_sender(self):
-        from chalicelib.adapters.sms_senders import SnsSmsSender
+        from chalicelib.adapters.sms_senders import EndUserMessagingSmsSender, SnsSmsSender
 
+        s = self.settings
+        if s.sms_provider == "end-user-messaging":
+            return EndUserMessagingSmsSender(s.sms_origination_identity, configuration_set=s.sms_configuration_set)
         return SnsSmsSender()
 
     @cached_property

@@ -148,12 +148,30 @@ class Settings:
     # Powertools' own switch, read here too: the per-message metrics are flushed one by one
     # (each with its reason), which Powertools' switch does not silence by itself.
     metrics_enabled: bool = True
+    # SMS: through SNS (default), or AWS End User Messaging SMS with its origination identity
+    # (a phone number, sender id or pool ARN) and, optionally, its configuration set.
+    sms_provider: str = "sns"
+    sms_origination_identity: str | None = None
+    sms_configuration_set: str | None = None
     # Push: the SNS platform application of each device type (MERCURIO_PUSH_PLATFORMS,
     # {"ios": "<APNs platform application ARN>", "android": "<FCM one>"}).
     push_platforms: tuple = ()
     # The consent forms the public write key may grant through (MERCURIO_CONSENT_FORMS,
     # {"footer-newsletter": {"shown": "<the wording>", "collects": ["email/newsletter"]}}).
     consent_forms: dict = field(default_factory=dict)
+
+
+SMS_PROVIDERS = ("sns", "end-user-messaging")
+
+
+def _sms_provider() -> str:
+    provider = (_env("MERCURIO_SMS_PROVIDER", "sns") or "sns").strip().lower()
+    if provider not in SMS_PROVIDERS:
+        raise SourceConfigError(f"MERCURIO_SMS_PROVIDER={provider!r} is not one of {', '.join(SMS_PROVIDERS)}")
+    if provider == "end-user-messaging" and not _env("MERCURIO_SMS_ORIGINATION_IDENTITY"):
+        raise SourceConfigError("MERCURIO_SMS_PROVIDER=end-user-messaging needs MERCURIO_SMS_ORIGINATION_IDENTITY "
+                                "(a phone number, sender id or pool of AWS End User Messaging SMS)")
+    return provider
 
 
 @lru_cache(maxsize=1)
@@ -210,6 +228,9 @@ def settings() -> Settings:
         email_rate_per_second=_seconds("MERCURIO_EMAIL_RATE_PER_SECOND", 1.0)
         if _env("MERCURIO_EMAIL_RATE_PER_SECOND") else None,
         metrics_enabled=not _bool("POWERTOOLS_METRICS_DISABLED", False),
+        sms_provider=_sms_provider(),
+        sms_origination_identity=_env("MERCURIO_SMS_ORIGINATION_IDENTITY"),
+        sms_configuration_set=_env("MERCURIO_SMS_CONFIGURATION_SET"),
         push_platforms=_push_platforms(_env("MERCURIO_PUSH_PLATFORMS")),
         consent_forms=_consent_forms(_env("MERCURIO_CONSENT_FORMS")),
     )

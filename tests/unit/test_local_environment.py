@@ -117,3 +117,31 @@ def test_with_metrics_off_a_send_prints_no_metric(monkeypatch, capsys):
         assert '"MessagesSent"' in capsys.readouterr().out  # on AWS: one EMF line per outcome
     finally:
         config.settings.cache_clear()
+
+
+def test_the_sms_provider_is_chosen_by_setting_and_refused_when_incomplete(monkeypatch):
+    import pytest
+
+    from chalicelib import config
+    from chalicelib.adapters.sms_senders import EndUserMessagingSmsSender, SnsSmsSender
+    from chalicelib.bootstrap import bootstrap
+    from chalicelib.domain.sources import SourceConfigError
+
+    try:
+        config.settings.cache_clear()
+        assert isinstance(bootstrap(config.settings()).sms_sender, SnsSmsSender)  # the default
+        monkeypatch.setenv("MERCURIO_SMS_PROVIDER", "end-user-messaging")
+        monkeypatch.setenv("MERCURIO_SMS_ORIGINATION_IDENTITY", "+12065550100")
+        config.settings.cache_clear()
+        sender = bootstrap(config.settings()).sms_sender
+        assert isinstance(sender, EndUserMessagingSmsSender) and sender.origination_identity == "+12065550100"
+        monkeypatch.delenv("MERCURIO_SMS_ORIGINATION_IDENTITY")
+        config.settings.cache_clear()
+        with pytest.raises(SourceConfigError, match="ORIGINATION_IDENTITY"):
+            config.settings()
+        monkeypatch.setenv("MERCURIO_SMS_PROVIDER", "pigeon")
+        config.settings.cache_clear()
+        with pytest.raises(SourceConfigError, match="pigeon"):
+            config.settings()
+    finally:
+        config.settings.cache_clear()
