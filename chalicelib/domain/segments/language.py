@@ -901,3 +901,16 @@ class _Parser:
         if campaign is None or not groups:
             return None
         return CampaignGroupCondition(campaign, tuple(dict.fromkeys(groups)))
+
+
+def read_condition(node: object, path: str) -> tuple[Condition | None, list[str], tuple[Reference, ...]]:
+    """One condition in the segment language, embedded in another document (a journey's
+    branch): a mapping, or a list of conditions that must all hold. Returns the condition
+    (None when it has problems), every problem as `path: problem`, and the references it
+    makes (segments, campaigns, stages...), placed under `path`."""
+    parser = _Parser()
+    if isinstance(node, list):
+        condition = parser.conjunction(node, path, AllOf, collapse=True)
+    else:
+        condition = parser.condition(node, path)
+    return (condition if not parser.problems else None), parser.problems, tuple(parser.references)
