@@ -1,0 +1,112 @@
+"""Run a journey for one described contact against a scripted timeline, on a virtual clock.
+
+Days of journey pass in milliseconds: the clock jumps from one moment to the next (the next
+scripted event, or the earliest wait that ends), through the same node semantics as
+production (engine.py), sending nothing. Events fold into the contact as the stream would
+(`apply_event`), so branch conditions see them; profile updates the journey makes apply too.
+The result is every enrollment with its trace and the actions it asked for.
+
+At one instant, waits that end then are resumed before an event of that instant is applied.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from chalicelib.domain.contact import Contact, apply_event, set_traits
+from chalicelib.domain.contact_state import iso_ms
+from chalicelib.domain.journeys.engine import (
+    ContactView,
+    Enrollment,
+    ProfileUpdate,
+    Step,
+    WaitUntil,
+    advance,
+    enroll,
+    key_of,
+    may_enter,
+    react,
+    triggers,
+)
+from chalicelib.domain.journeys.language import Journey
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """An event of the timeline: `after` the simulation's start."""
+
+    after: timedelta
+    event: dict  # {"event": "Order Completed", "properties": {...}}; type track by default
+
+
+@dataclass
+class Simulation:
+    enrollments: list[Enrollment] = field(default_factory=list)
+    actions: list[tuple[datetime, str, object]] = field(default_factory=list)  # (at, enrollment id, action)
+    refused: list[tuple[datetime, str]] = field(default_factory=list)  # entries refused, with the reason
+
+    def enrollment(self, key: str | None = None) -> Enrollment:
+        return next(e for e in self.enrollments if e.key == key)
+
+    def sends(self, enrollment_id: str | None = None) -> list[tuple[datetime, str, str]]:
+        """(when, channel, template) of every send requested."""
+        return [(at, a.channel, a.template) for at, eid, a in self.actions
+                if hasattr(a, "template") and (enrollment_id is None or eid == enrollment_id)]
+
+
+def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start: datetime,
+             until: timedelta = timedelta(days=60), score: float = 0.0) -> Simulation:
+    """The journey as it would run for `contact` (left unchanged) from `start` until `start + until`."""
+    contact = copy.deepcopy(contact)
+    end = start + until
+    result = Simulation()
+    events = sorted(((start + s.after, i, s.event) for i, s in enumerate(timeline)), key=lambda t: (t[0], t[1]))
+    position = 0
+
+    def view() -> ContactView:
+        return ContactView(contact, score=score)
+
+    def record(step: Step, index: int, at: datetime) -> None:
+        result.enrollments[index] = step.enrollment
+        for action in step.actions:
+            result.actions.append((at, step.enrollment.id, action))
+            if isinstance(action, ProfileUpdate):
+                _apply_update(contact, action, at)
+
+    while True:
+        due = [(e.waiting.until if isinstance(e.waiting, WaitUntil) else e.waiting.deadline, i)
+               for i, e in enumerate(result.enrollments) if not e.finished and e.waiting is not None]
+        next_wait = min(due) if due else None
+        next_event = events[position] if position < len(events) else None
+        if next_wait is not None and (next_event is None or next_wait[0] <= next_event[0]) and next_wait[0] <= end:
+            at, index = next_wait
+            record(advance(journey, result.enrollments[index], view(), at), index, at)
+            continue
+        if next_event is None or next_event[0] > end:
+            return result
+        at, number, raw = next_event
+        position += 1
+        event = {"type": "track", "messageId": f"sim-{number}", "timestamp": iso_ms(at), **raw}
+        apply_event(contact, event)
+        for index, enrollment in enumerate(list(result.enrollments)):
+            step = react(journey, enrollment, view(), event, at)
+            if step is not None:
+                record(step, index, at)
+        if triggers(journey, event):
+            key = key_of(journey, event)
+            allowed, reason = may_enter(journey, view(), tuple(result.enrollments), at, key)
+            if not allowed:
+                result.refused.append((at, reason))
+                continue
+            enrollment = enroll(journey, f"{journey.id}:{contact.id}:{len(result.enrollments) + 1}", contact.id, at,
+                                key)
+            result.enrollments.append(enrollment)
+            record(advance(journey, enrollment, view(), at), len(result.enrollments) - 1, at)
+
+
+def _apply_update(contact: Contact, update: ProfileUpdate, at: datetime) -> None:
+    set_traits(contact, dict(update.traits), iso_ms(at))
+    tags = [t for t in contact.tags if t not in update.remove_tags]
+    contact.tags = tags + [t for t in update.add_tags if t not in tags]
+
