@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from chalicelib.domain.contact import Contact, apply_event, set_traits
 from chalicelib.domain.contact_state import iso_ms
