@@ -164,6 +164,13 @@ def test_a_journey_waits_until_a_time_for_an_event_and_for_a_timeout_then_ends(r
     after_timeout = runner.receive(runner.advance_queue)
     assert after_timeout["after"]["kind"] == "event" and "event" not in after_timeout["after"]
     assert after_timeout["after"]["timeout"]["Error"] == "States.Timeout"
+    # A late answer to the timed-out registration must not move the enrollment: AWS refuses it
+    # with TaskTimedOut; moto 5.2.5 accepts it and drops it. Either way the states visited
+    # (asserted below) show it changed nothing.
+    try:
+        runner.answer(unanswered, {"event": "Order Completed", "message_id": "m-late"})
+    except ClientError as refused:
+        assert refused.response["Error"]["Code"] == "TaskTimedOut"
     runner.answer(after_timeout, {"kind": "done"})
 
     assert runner.finished(started["executionArn"])["status"] == "SUCCEEDED"
@@ -175,10 +182,6 @@ def test_a_journey_waits_until_a_time_for_an_event_and_for_a_timeout_then_ends(r
                       "Advance", "Route", "Done"]
     assert transitions_per_wait(states) == [3, 3, 3]
     assert [event["type"] for event in history].count("TaskTimedOut") == 1
-    # The late answer to the timed-out registration is refused: the enrollment moved on.
-    with pytest.raises(ClientError) as refused:
-        runner.answer(unanswered, {"event": "Order Completed"})
-    assert refused.value.response["Error"]["Code"] in {"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"}
 
 
 def test_a_repeated_start_with_the_same_name_and_input_is_the_same_execution(runner):
