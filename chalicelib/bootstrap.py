@@ -368,6 +368,12 @@ class Services:
         return ContactQueries(self.contact_repository, self.event_store, self.clock, score_of=self.score_of)
 
     @cached_property
+    def journey_simulations(self):
+        from chalicelib.services.journeys import JourneySimulations
+
+        return JourneySimulations(self.definitions, self.contact_queries, self.clock, score_of=self.score_of)
+
+    @cached_property
     def contact_importer(self):
         from chalicelib.services.imports import ContactImporter
 

@@ -74,6 +74,10 @@ class ContactQueries:
             raise NotFound(f"no contact is known by {normalised}")
         return contact_view(self._resolve(owner), self.clock, self.score_of)
 
+    def contact(self, contact_id: str) -> Contact:
+        """The contact itself (followed to where it was merged), read only."""
+        return self._resolve(contact_id)
+
     def by_id(self, contact_id: str) -> dict:
         return contact_view(self._resolve(contact_id), self.clock, self.score_of)
 

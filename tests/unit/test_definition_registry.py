@@ -41,7 +41,7 @@ def problems_of(call, *args) -> list[str]:
 
 def test_every_kind_is_registered_once_by_name_and_plural():
     assert REGISTRY.names() == ("segment", "campaign", "destination", "scoring", "rfm", "personas", "content",
-                                "broadcast", "trigger")
+                                "broadcast", "trigger", "journey")
     assert REGISTRY.get("segments") is REGISTRY.get("segment") is segment.KIND
     assert REGISTRY.get("campaigns") is campaign.KIND and REGISTRY.get("destination") is destination.KIND
     assert {k.name for k in REGISTRY if k.singleton} == {"scoring", "rfm", "personas"}

@@ -6,7 +6,8 @@ admin routes, the definition files and the S3 uploads all take their kinds from 
 """
 from __future__ import annotations
 
-from chalicelib.domain.definition_kinds import broadcast, campaign, content, destination, personas, rfm, scoring, segment, trigger
+from chalicelib.domain.definition_kinds import broadcast, campaign, content, destination, journey, personas, rfm, \
+    scoring, segment, trigger
 from chalicelib.domain.definition_kinds.base import DefinitionKind, Reading
 from chalicelib.domain.definition_kinds.registry import KindRegistry
 
@@ -20,6 +21,7 @@ REGISTRY = KindRegistry([
     content.KIND,
     broadcast.KIND,
     trigger.KIND,
+    journey.KIND,  # stored, validated and simulated; not executed yet
 ])
 
 __all__ = ["REGISTRY", "DefinitionKind", "KindRegistry", "Reading"]

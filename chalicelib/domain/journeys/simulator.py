@@ -45,6 +45,7 @@ class Simulation:
     enrollments: list[Enrollment] = field(default_factory=list)
     actions: list[tuple[datetime, str, object]] = field(default_factory=list)  # (at, enrollment id, action)
     refused: list[tuple[datetime, str]] = field(default_factory=list)  # entries refused, with the reason
+    stopped_at: datetime | None = None  # set when max_steps ended the run before `until`
 
     def enrollment(self, key: str | None = None) -> Enrollment:
         return next(e for e in self.enrollments if e.key == key)
@@ -56,13 +57,17 @@ class Simulation:
 
 
 def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start: datetime,
-             until: timedelta = timedelta(days=60), score: float = 0.0) -> Simulation:
-    """The journey as it would run for `contact` (left unchanged) from `start` until `start + until`."""
+             until: timedelta = timedelta(days=60), score: float = 0.0, max_steps: int | None = None) -> Simulation:
+    """The journey as it would run for `contact` (left unchanged) from `start` until `start + until`.
+
+    `max_steps` bounds the work (each resumed wait and each scripted event is one step): a
+    loop through a short wait over a long span stops there, with `stopped_at` saying when."""
     contact = copy.deepcopy(contact)
     end = start + until
     result = Simulation()
     events = sorted(((start + s.after, i, s.event) for i, s in enumerate(timeline)), key=lambda t: (t[0], t[1]))
     position = 0
+    steps = 0
 
     def view() -> ContactView:
         return ContactView(contact, score=score)
@@ -81,11 +86,19 @@ def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start
         next_event = events[position] if position < len(events) else None
         if next_wait is not None and (next_event is None or next_wait[0] <= next_event[0]) and next_wait[0] <= end:
             at, index = next_wait
+            if max_steps is not None and steps >= max_steps:
+                result.stopped_at = at
+                return result
+            steps += 1
             record(advance(journey, result.enrollments[index], view(), at), index, at)
             continue
         if next_event is None or next_event[0] > end:
             return result
         at, number, raw = next_event
+        if max_steps is not None and steps >= max_steps:
+            result.stopped_at = at
+            return result
+        steps += 1
         position += 1
         event = {"type": "track", "messageId": f"sim-{number}", "timestamp": iso_ms(at), **raw}
         apply_event(contact, event)
