@@ -1,0 +1,101 @@
+"""The simulate use case: a stored journey run for a described or an existing contact, read
+only, with every problem of the body named at once and the work bounded."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chalicelib.domain.contact import Contact
+from chalicelib.domain.definition_errors import DefinitionError
+from chalicelib.domain.journeys.language import parse_journey
+from chalicelib.domain.journeys.simulator import Scripted, simulate
+from chalicelib.services.contacts import ContactQueries, NotFound
+from chalicelib.services.definitions import DefinitionService
+from chalicelib.services.journeys import MAX_STEPS, JourneySimulations
+from tests.unit.fakes import FakeClock, FakeDefinitionStore
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+LOOP = {"id": "nagging", "name": "Nagging", "trigger": {"event": "Signed Up"}, "start": "pause",
+        "nodes": {"pause": {"wait": "1 minute", "next": "nag"},
+                  "nag": {"send": {"template": "nag", "channel": "email"}, "next": "pause"}}}
+
+
+class Contacts:
+    """ContactQueries' read of one contact, over a dict."""
+
+    def __init__(self, *contacts: Contact):
+        self.known = {c.id: c for c in contacts}
+
+    def contact(self, contact_id: str) -> Contact:
+        if contact_id not in self.known:
+            raise NotFound(f"no contact {contact_id}")
+        return self.known[contact_id]
+
+
+@pytest.fixture
+def definitions():
+    service = DefinitionService(FakeDefinitionStore(), FakeClock(NOW), cache_seconds=0)
+    service.put("journey", "abandoned-cart", yaml.safe_load((EXAMPLES / "abandoned-cart.yaml").read_text()))
+    service.put("journey", "nagging", LOOP)
+    return service
+
+
+def added(at: str, cart: str) -> dict:
+    return {"at": at, "event": {"event": "Product Added", "properties": {"cart_id": cart}}}
+
+
+def test_an_existing_contact_is_read_and_left_unchanged(definitions):
+    shopper = Contact(id="c1", created_at="2026-01-01T00:00:00Z", traits={"timezone": "Europe/Paris"},
+                      consent={"sms": {"status": "granted", "at": "2026-01-01T00:00:00Z"}})
+    before = repr(shopper)
+    result = JourneySimulations(definitions, Contacts(shopper), FakeClock(NOW)).simulate(
+        "abandoned-cart", {"contact_id": "c1", "timeline": [added("2026-03-02T10:00:00Z", "k1")]})
+    assert [(a["channel"], a["template"]) for a in result["actions"]] == [("email", "cart-reminder"),
+                                                                         ("sms", "cart-reminder-sms")]
+    assert result["start"] == "2026-03-02T10:00:00.000Z" and result["until"] == "2026-04-01T10:00:00.000Z"
+    assert repr(shopper) == before
+
+
+def test_the_contact_reader_is_the_contact_queries_one(definitions):
+    class Repo:
+        def get(self, contact_id, consistent=False):
+            return {"old": Contact(id="old", created_at="", merged_into="new"),
+                    "new": Contact(id="new", created_at="")}.get(contact_id)
+
+    queries = ContactQueries(Repo(), None, FakeClock(NOW))
+    result = JourneySimulations(definitions, queries, FakeClock(NOW)).simulate("abandoned-cart", {"contact_id": "old"})
+    assert result["contact"] == {"id": "new"}  # followed to where it was merged
+
+
+def test_a_loop_through_a_short_wait_stops_after_max_steps(definitions):
+    result = JourneySimulations(definitions, Contacts(), FakeClock(NOW)).simulate("nagging", {
+        "contact": {}, "timeline": [{"at": "2026-03-02T10:00:00Z", "event": {"event": "Signed Up"}}],
+        "until": "2026-05-31T10:00:00Z"})
+    assert result["stopped_at"] is not None
+    assert len(result["actions"]) == MAX_STEPS - 1  # the event, then one nag per resumed wait
+
+
+def test_the_simulator_stops_at_max_steps_and_says_when():
+    run = simulate(parse_journey(LOOP), Contact(id="c", created_at=""), [], NOW, timedelta(days=1), max_steps=0)
+    assert run.stopped_at is None  # nothing to do: no step was needed
+    signed_up = [Scripted(timedelta(0), {"event": "Signed Up"})]
+    run = simulate(parse_journey(LOOP), Contact(id="c", created_at=""), signed_up, NOW, timedelta(days=1), max_steps=3)
+    assert run.stopped_at == NOW + timedelta(minutes=3) and len(run.sends()) == 2
+
+
+def test_every_problem_of_the_body_is_named(definitions):
+    with pytest.raises(DefinitionError) as caught:
+        JourneySimulations(definitions, Contacts(), FakeClock(NOW)).simulate("abandoned-cart", {
+            "contact": {"score": "high", "tags": [1]}, "until": "2026-03-01T00:00:00Z",
+            "timeline": [{"at": "later", "event": {"event": "X", "properties": []}}]})
+    places = [p.split(":", 1)[0] for p in caught.value.problems]
+    assert places == ["until", "timeline[0].at", "timeline[0].event.properties", "contact.tags", "contact.score"]
+
+
+def test_an_unknown_journey_is_not_found(definitions):
+    with pytest.raises(NotFound):
+        JourneySimulations(definitions, Contacts(), FakeClock(NOW)).simulate("nowhere", {"contact": {}})
