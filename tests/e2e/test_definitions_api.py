@@ -38,6 +38,11 @@ KINDS = [
      {"personas": [{"id": "everyone", "name": "Everyone", "when": []}]},
      {"personas": [{"id": "buyer", "name": "Buyer", "when": ["traits.orders >= 1"]},
                    {"id": "everyone", "name": "Everyone", "when": []}]}),
+    ("journey", "/v1/admin/journeys", "welcome",
+     {"name": "Welcome", "trigger": {"event": "Signed Up"}, "start": "hello",
+      "nodes": {"hello": {"send": {"template": "welcome", "channel": "email"}}}},
+     {"name": "Welcome", "trigger": {"event": "Signed Up"}, "start": "pause",
+      "nodes": {"pause": {"wait": "1 hour", "next": "hello"}, "hello": {"send": {"template": "welcome"}}}}),
 ]
 
 

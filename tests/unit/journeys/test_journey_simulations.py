@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chalicelib.domain.contact import Contact
 from chalicelib.domain.definition_errors import DefinitionError
@@ -15,6 +17,7 @@ from chalicelib.domain.journeys.simulator import Scripted, simulate
 from chalicelib.services.contacts import ContactQueries, NotFound
 from chalicelib.services.definitions import DefinitionService
 from chalicelib.services.journeys import MAX_STEPS, JourneySimulations
+from tests.property_runs import examples
 from tests.unit.fakes import FakeClock, FakeDefinitionStore
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
@@ -99,3 +102,25 @@ def test_every_problem_of_the_body_is_named(definitions):
 def test_an_unknown_journey_is_not_found(definitions):
     with pytest.raises(NotFound):
         JourneySimulations(definitions, Contacts(), FakeClock(NOW)).simulate("nowhere", {"contact": {}})
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | \
+    st.sampled_from(["", "2026-03-02T10:00:00Z", "2026-03-03T10:00:00+02:00", "Europe/Paris", "sms", "k1",
+                     "Product Added", "Order Completed", "track", "identify", "later"]) | st.text(max_size=8)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(["at", "event", "properties", "cart_id", "traits", "segments", "timezone", "consent", "tags",
+                     "score", "stage", "id", "type", "context"]), inner, max_size=4), max_leaves=12)
+bodies = st.dictionaries(st.sampled_from(["contact", "contact_id", "timeline", "start", "until", "other"]), values,
+                         max_size=5) | values
+
+
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=bodies)
+def test_any_body_gives_a_trace_or_named_problems(definitions, body):
+    simulations = JourneySimulations(definitions, Contacts(Contact(id="k1", created_at="")), FakeClock(NOW))
+    try:
+        result = simulations.simulate("abandoned-cart", body)
+    except DefinitionError as exc:
+        assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+    else:
+        assert isinstance(result["enrollments"], list)
