@@ -21,7 +21,6 @@ from chalicelib.adapters.counter_batches import counter_batch
 from chalicelib.adapters.sqs_messages import message_id_of
 from chalicelib.domain.messaging.consent import MARKETING, TRANSACTIONAL
 from chalicelib.entrypoints.runtime import flush_metrics, logger, metrics, services, tracer
-from chalicelib.services.messaging import MessagingService
 
 INVALID_MESSAGE_RETRY = 900.0  # an unreadable queue message waits long, then the redrive policy parks it
 
@@ -59,7 +58,7 @@ class SendLater(Exception):
     """Reported as a batch item failure: the message stays on the queue."""
 
 
-def handle_messages(event: dict, context, service: MessagingService, queue, lane: str, logger=None,
+def handle_messages(event: dict, context, service, queue, lane: str, logger=None,
                     metrics=None) -> dict:
     counts: dict[str, int] = {}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from chalicelib.domain.contact import Contact
 from chalicelib.domain.definition_kinds.content import SlotContent
 from chalicelib.domain.identity import InvalidIdentifier, make_identifier
-from chalicelib.domain.messaging.templates import TemplateRenderError, normalise_locale
+from chalicelib.domain.messaging.locales import normalise_locale
 from chalicelib.domain.sources import Source, find_source
 from chalicelib.services.ingest import OriginNotAllowed, Unauthorized, write_key_from_basic_auth
 from chalicelib.services.ports import Clock, ContactRepository
@@ -167,6 +167,8 @@ class ContentService:
                 why = self.templates.broken.get(f"{variant}.{SLOT_FORMAT}.j2", "missing from the template store")
                 problems.append(f"{variant}.slot.j2: {why}")
                 continue
+            from chalicelib.domain.messaging.templates import TemplateRenderError  # loaded with the template
+
             try:
                 rendered = compiled.render(variables, locale=locale, timezone=timezone, now=self.clock.now())
             except TemplateRenderError as exc:

@@ -15,9 +15,12 @@ import abc
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from chalicelib.domain.messaging.templates import CompiledTemplate, TemplateEngine, locale_chain
+from chalicelib.domain.messaging.locales import locale_chain
+
+if TYPE_CHECKING:  # the engine (Jinja2, Babel) loads when a template is first compiled
+    from chalicelib.domain.messaging.templates import CompiledTemplate, TemplateEngine
 
 
 class StoredTemplate(NamedTuple):
@@ -64,7 +67,11 @@ class TemplateLibrary:
     def __init__(self, store: TemplateStore, engine: TemplateEngine | None = None, max_age: float = 60.0,
                  monotonic: Callable[[], float] = time.monotonic):
         self.store, self.max_age, self.monotonic = store, max_age, monotonic
-        self.engine = engine or TemplateEngine()
+        if engine is None:
+            from chalicelib.domain.messaging.templates import TemplateEngine
+
+            engine = TemplateEngine()
+        self.engine = engine
         self._looked_up: dict[str, tuple[float, StoredTemplate | None]] = {}
         self._compiled: dict[tuple[str, str], CompiledTemplate | None] = {}
         self.broken: dict[str, str] = {}  # filename -> why the stored version does not compile

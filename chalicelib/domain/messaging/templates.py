@@ -59,6 +59,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import Namespace
 
 from chalicelib.domain.messaging import links as link_rules
+from chalicelib.domain.messaging.locales import choose_variant, locale_chain, normalise_locale  # noqa: F401
 
 EMAIL, SMS, PUSH, ONSITE = "email", "sms", "push", "onsite"
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
@@ -422,45 +423,6 @@ def _meter(node: nodes.Node) -> nodes.Node:
 
 
 # ---------------------------------------------------------------------------- locale
-
-
-def normalise_locale(tag: object) -> str | None:
-    """`it_ch`, `it-CH`, `IT-ch` → `it-CH`; anything unusable → None."""
-    if not isinstance(tag, str) or not tag.strip():
-        return None
-    parts = [p for p in re.split(r"[-_]", tag.strip().split(".")[0].split("@")[0]) if p]
-    if not parts or not re.fullmatch(r"[A-Za-z]{2,3}", parts[0]):
-        return None
-    out = [parts[0].lower()]
-    for part in parts[1:]:
-        if re.fullmatch(r"[A-Za-z]{2}|\d{3}", part):
-            out.append(part.upper())
-        elif re.fullmatch(r"[A-Za-z]{4}", part):
-            out.append(part.title())
-        elif re.fullmatch(r"[A-Za-z0-9]{2,8}", part):
-            out.append(part.lower())
-        else:
-            break
-    return "-".join(out)
-
-
-def locale_chain(tag: object) -> list[str | None]:
-    """Which variants to try, most specific first: `it-CH` → [`it-CH`, `it`, None (the default)]."""
-    tag = normalise_locale(tag)
-    chain: list[str | None] = []
-    if tag:
-        parts = tag.split("-")
-        chain = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
-    return chain + [None]
-
-
-def choose_variant(variants: Mapping, tag: object):
-    """The variant for a contact's locale, falling back to the language, then the default."""
-    normalised = {normalise_locale(k) if k else None: v for k, v in variants.items()}
-    for candidate in locale_chain(tag):
-        if candidate in normalised:
-            return normalised[candidate]
-    return None
 
 
 @functools.lru_cache(maxsize=256)
