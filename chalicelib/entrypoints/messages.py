@@ -31,13 +31,7 @@ message_handlers = Blueprint(__name__)
 @tracer.capture_method(capture_response=False)
 def send_messages(event):
     """Marketing messages (triggers, broadcasts), one attempt per receive."""
-    try:
-        wired = services()
-        with counter_batch(wired.campaign_stats, wired.channel_stats):  # one counter write per batch
-            return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, MARKETING,
-                                   logger, metrics)
-    finally:
-        flush_metrics()
+    return _consume(event, MARKETING)
 
 
 @message_handlers.on_sqs_message(queue=config.transactional_queue_name(), batch_size=10,
@@ -45,10 +39,14 @@ def send_messages(event):
 @tracer.capture_method(capture_response=False)
 def send_transactional_messages(event):
     """Transactional messages (receipts, confirmations), on their own queue."""
+    return _consume(event, TRANSACTIONAL)
+
+
+def _consume(event, lane: str) -> dict:
     try:
         wired = services()
         with counter_batch(wired.campaign_stats, wired.channel_stats):  # one counter write per batch
-            return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, TRANSACTIONAL,
+            return handle_messages(event.to_dict(), event.context, wired.messaging, wired.message_queue, lane,
                                    logger, metrics)
     finally:
         flush_metrics()

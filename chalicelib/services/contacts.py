@@ -53,11 +53,7 @@ class ContactQueries:
         self.score_of = score_of  # (contact, now) -> decayed lead score
 
     def _resolve(self, contact_id: str) -> Contact:
-        seen = set()
-        contact = self.repo.get(contact_id, consistent=True)
-        while contact is not None and contact.merged_into and contact.id not in seen:
-            seen.add(contact.id)
-            contact = self.repo.get(contact.merged_into, consistent=True)
+        contact = self.repo.survivor(contact_id)
         if contact is None:
             raise NotFound(f"no contact {contact_id}")
         return contact

@@ -26,7 +26,6 @@ from chalicelib.services.template_store import TemplateLibrary
 log = logging.getLogger(__name__)
 SLOT = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 SLOT_FORMAT = "slot"
-MAX_MERGE_HOPS = 8
 
 
 class BadContentRequest(ValueError):
@@ -121,12 +120,7 @@ class ContentService:
         anonymousId), following merges; None for a visitor not (yet) known."""
         owners = self.contacts.lookup(identifiers)
         owner = next((owners[i] for i in identifiers if i in owners), None)
-        contact = self.contacts.get(owner) if owner else None
-        hops = 0
-        while contact is not None and contact.merged_into and hops < MAX_MERGE_HOPS:
-            contact = self.contacts.get(contact.merged_into)
-            hops += 1
-        return contact
+        return self.contacts.survivor(owner, consistent=False) if owner else None
 
     def _variables(self, contact: Contact | None, locale: str | None, timezone: str | None) -> dict:
         if contact is None:

@@ -359,11 +359,7 @@ class Interactions:
         return message, None
 
     def _consent_of(self, contact_id: str) -> ConsentState:
-        contact = self.contacts.get(contact_id, consistent=True)
-        seen = set()
-        while contact is not None and contact.merged_into and contact.id not in seen:
-            seen.add(contact.id)
-            contact = self.contacts.get(contact.merged_into, consistent=True)
+        contact = self.contacts.survivor(contact_id)
         return ConsentState.from_document(contact.consent if contact is not None else {})
 
     def _choices(self, message: Message, state: ConsentState) -> list:

@@ -465,11 +465,7 @@ class MessagingService:
     # -- reading ----------------------------------------------------------------------------
 
     def _contact(self, contact_id: str) -> Contact | None:
-        contact = self.contacts.get(contact_id, consistent=True)
-        hops = 0
-        while contact is not None and contact.merged_into and hops < 5:  # the survivor of a merge
-            contact, hops = self.contacts.get(contact.merged_into, consistent=True), hops + 1
-        return contact
+        return self.contacts.survivor(contact_id)
 
     def _history(self, message: Message, now: datetime) -> SendHistory:
         longest = max((cap.period for cap in self.policy.caps), default=timedelta(days=7))

@@ -109,6 +109,17 @@ class ContactRepository(abc.ABC):
                 found[contact_id] = contact
         return found
 
+    def survivor(self, contact_id: str, consistent: bool = True, max_hops: int = 8) -> Contact | None:
+        """The contact that holds this one now: itself, or where merges pointed it (a chain
+        of at most `max_hops`, a pointer cycle stops it). None for an unknown id; a contact
+        still merged after the hops is returned as it is, for the caller to judge."""
+        contact = self.get(contact_id, consistent=consistent)
+        seen: set[str] = set()
+        while contact is not None and contact.merged_into and contact.id not in seen and len(seen) < max_hops:
+            seen.add(contact.id)
+            contact = self.get(contact.merged_into, consistent=consistent)
+        return contact
+
 
 class DefinitionStore(abc.ABC):
     """Versioned definitions (segments, scoring, RFM, personas, campaigns) and their stats."""

@@ -87,11 +87,7 @@ class Privacy:
     # -- export ----------------------------------------------------------------------------
 
     def _resolve(self, contact_id: str) -> Contact:
-        seen = set()
-        contact = self.contacts.get(contact_id, consistent=True)
-        while contact is not None and contact.merged_into and contact.id not in seen:
-            seen.add(contact.id)
-            contact = self.contacts.get(contact.merged_into, consistent=True)
+        contact = self.contacts.survivor(contact_id)
         if contact is None:
             raise NotFound(f"no contact {contact_id}")
         return contact

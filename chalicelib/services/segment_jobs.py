@@ -47,11 +47,7 @@ class SegmentJobs:
 
     def _update(self, contact_id: str, change: Callable[[Contact], None]) -> Contact | None:
         for _ in range(MAX_ATTEMPTS):
-            contact = self.repo.get(contact_id, consistent=True)
-            hops = 0
-            while contact is not None and contact.merged_into and hops < 8:
-                contact = self.repo.get(contact.merged_into, consistent=True)
-                hops += 1
+            contact = self.repo.survivor(contact_id)
             if contact is None or contact.merged_into:
                 return None
             if contact.outbox:  # the previous write's effects, published before new ones

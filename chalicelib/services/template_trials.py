@@ -82,10 +82,7 @@ class TemplateTrials:
                 "lane": message.lane, "test": True}
 
     def _contact(self, contact_id: str):
-        contact = self.contacts.get(contact_id, consistent=True)
-        hops = 0
-        while contact is not None and contact.merged_into and hops < 5:
-            contact, hops = self.contacts.get(contact.merged_into, consistent=True), hops + 1
+        contact = self.contacts.survivor(contact_id)
         if contact is None:
             raise NotFound(f"no contact {contact_id!r}")
         return contact

@@ -172,3 +172,20 @@ def test_an_identify_cannot_set_the_traits_only_mercurio_writes():
                    "push_devices": [{"endpoint": "arn:aws:sns:us-east-1:1:endpoint/APNS/x/evil"}]}})
     assert applied and contact.traits.get("first_name") == "Eve"
     assert "push_endpoints" not in contact.traits and "push_devices" not in contact.traits
+
+
+def test_the_survivor_follows_merge_pointers_and_stops_on_a_cycle():
+    from chalicelib.domain.contact import Contact
+    from tests.unit.fakes import FakeContactRepository
+
+    repo = FakeContactRepository()
+    for cid, into in (("a", "b"), ("b", "c"), ("c", None), ("x", "y"), ("y", "x")):
+        contact = Contact(id=cid, created_at="2026-11-01T00:00:00.000Z")
+        repo.create(contact)
+        if into:
+            contact.merged_into = into
+            repo.save(contact)
+    assert repo.survivor("a").id == "c" and repo.survivor("c").id == "c"
+    assert repo.survivor("nobody") is None
+    assert repo.survivor("x").merged_into is not None  # a cycle ends, still merged, for the caller to judge
+    assert repo.survivor("a", max_hops=1).id == "b"

@@ -64,12 +64,15 @@ def test_an_existing_contact_is_read_and_left_unchanged(definitions):
 
 
 def test_the_contact_reader_is_the_contact_queries_one(definitions):
-    class Repo:
-        def get(self, contact_id, consistent=False):
-            return {"old": Contact(id="old", created_at="", merged_into="new"),
-                    "new": Contact(id="new", created_at="")}.get(contact_id)
+    from tests.unit.fakes import FakeContactRepository
 
-    queries = ContactQueries(Repo(), None, FakeClock(NOW))
+    repo = FakeContactRepository()
+    repo.create(Contact(id="new", created_at=""))
+    old = Contact(id="old", created_at="")
+    repo.create(old)
+    old.merged_into = "new"
+    repo.save(old)
+    queries = ContactQueries(repo, None, FakeClock(NOW))
     result = JourneySimulations(definitions, queries, FakeClock(NOW)).simulate("abandoned-cart", {"contact_id": "old"})
     assert result["contact"] == {"id": "new"}  # followed to where it was merged
 
