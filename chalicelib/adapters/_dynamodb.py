@@ -18,6 +18,16 @@ class LazyTable:
             self._table = resource.Table(self.table_name)
         return self._table
 
+    def query_all(self, **params) -> list[dict]:
+        """Every item a Query answers, page after page."""
+        items = []
+        while True:
+            answer = self.table.query(**params)
+            items.extend(answer.get("Items", []))
+            if "LastEvaluatedKey" not in answer:
+                return items
+            params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
     @property
     def client(self):
         """A plain client (wire-format attribute values): a resource's own client converts

@@ -45,13 +45,7 @@ class DynamoDBCampaignStats(LazyTable, CampaignStats, BatchedAdds):
             ExpressionAttributeValues={**values, ":t": template, ":v": variant or _NO_VARIANT})
 
     def read(self, campaign: str) -> list[dict]:
-        rows, params = [], {"KeyConditionExpression": Key("channel").eq(_pk(campaign)) & Key("sk").begins_with("funnel#")}
-        while True:
-            answer = self.table.query(**params)
-            rows.extend(answer.get("Items", []))
-            if "LastEvaluatedKey" not in answer:
-                break
-            params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        rows = self.query_all(KeyConditionExpression=Key("channel").eq(_pk(campaign)) & Key("sk").begins_with("funnel#"))
         skip = {"channel", "sk", "template_name", "variant_name"}
         return [{"template": row.get("template_name", ""),
                  "variant": None if row.get("variant_name") in (None, _NO_VARIANT) else row["variant_name"],

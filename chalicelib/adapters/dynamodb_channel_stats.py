@@ -25,6 +25,10 @@ def hour_key(at: datetime) -> str:
 
 
 class DynamoDBChannelStats(LazyTable, ChannelStats, BatchedAdds):
+    def __init__(self, table_name: str, resource=None, client=None):
+        super().__init__(table_name, resource, client)
+        self._window_cache: dict = {}  # (channel, first hour, last hour) -> (read at, rows)
+
     def add(self, channel: str, at: datetime, sent: int = 0, bounced: int = 0, complained: int = 0) -> None:
         if not (sent or bounced or complained):
             return
@@ -41,23 +45,17 @@ class DynamoDBChannelStats(LazyTable, ChannelStats, BatchedAdds):
             self._write(channel, row["at"], row.get("sent", 0), row.get("bounced", 0), row.get("complained", 0))
 
     def _stored_rows(self, channel: str, start: str, end: str, now: datetime) -> list[dict]:
-        cache = self.__dict__.setdefault("_window_cache", {})
+        cache = self._window_cache
         cached = cache.get((channel, start, end))
         if cached is not None and cached[0] <= now <= cached[0] + WINDOW_CACHE:
             return cached[1]
-        rows, params = [], {"KeyConditionExpression": Key("channel").eq(channel) & Key("sk").between(start, end)}
-        while True:
-            answer = self.table.query(**params)
-            rows.extend(answer.get("Items", []))
-            if "LastEvaluatedKey" not in answer:
-                break
-            params["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        rows = self.query_all(KeyConditionExpression=Key("channel").eq(channel) & Key("sk").between(start, end))
         cache.clear()  # one window per channel is all a sender asks
         cache[(channel, start, end)] = (now, rows)
         return rows
 
     def _write(self, channel: str, at: datetime, sent: int, bounced: int, complained: int) -> None:
-        self.__dict__.get("_window_cache", {}).clear()  # what it read no longer has this addition
+        self._window_cache.clear()  # what it read no longer has this addition
         self.table.update_item(
             Key={"channel": channel, "sk": hour_key(at)},
             UpdateExpression="ADD sent :s, bounced :b, complained :c SET expires = if_not_exists(expires, :e)",
