@@ -445,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="once everything answers, write the URLs there as JSON (for tests and scripts)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Every new AWS client announces where it found its endpoint: not news on the console.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
     stack = LocalStack(
         host=args.host, port=args.port,
