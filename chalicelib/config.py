@@ -70,6 +70,22 @@ def fanout_queue_name() -> str:
     return _env("MERCURIO_FANOUT_QUEUE", f"mercurio-{stage()}-broadcast-fanout")
 
 
+def journey_events_queue_name() -> str:
+    """Journey signals (events, segment changes, entries, stops), a FIFO queue grouped by
+    contact; read at import time by its consumer's decorator."""
+    return _env("MERCURIO_JOURNEY_EVENTS_QUEUE", f"mercurio-{stage()}-journey-events.fifo")
+
+
+def journey_advance_queue_name() -> str:
+    """The enrollment runner's Advance task messages; read at import time by its consumer."""
+    return _env("MERCURIO_JOURNEY_ADVANCE_QUEUE", f"mercurio-{stage()}-journey-advance")
+
+
+def journey_waits_queue_name() -> str:
+    """The enrollment runner's wait-for-event task messages; read at import time by its consumer."""
+    return _env("MERCURIO_JOURNEY_WAITS_QUEUE", f"mercurio-{stage()}-journey-event-waits")
+
+
 def _secrets(name: str) -> tuple[bytes, ...]:
     """Comma-separated secrets, newest first (a rotation keeps the older ones readable)."""
     value = _env(name)
@@ -159,6 +175,17 @@ class Settings:
     # The consent forms the public write key may grant through (MERCURIO_CONSENT_FORMS,
     # {"footer-newsletter": {"shown": "<the wording>", "collects": ["email/newsletter"]}}).
     consent_forms: dict = field(default_factory=dict)
+    # Journeys (services/journey_runtime.py): the enrollments table, the three queues and the
+    # enrollment runner state machine (infrastructure/enrollment-runner.asl.json).
+    enrollments_table: str = "mercurio-dev-enrollments"
+    journey_events_queue: str = "mercurio-dev-journey-events.fifo"
+    journey_advance_queue: str = "mercurio-dev-journey-advance"
+    journey_waits_queue: str = "mercurio-dev-journey-event-waits"
+    enrollment_runner_arn: str | None = None
+    # How much faster than the wall clock the machine's waits pass (1 on AWS). The local
+    # stack sets it so that an hour's wait takes seconds; it is applied where the runtime
+    # turns the engine's wait into the machine's wait, nowhere else.
+    journey_time_scale: float = 1.0
 
 
 SMS_PROVIDERS = ("sns", "end-user-messaging")
@@ -233,7 +260,24 @@ def settings() -> Settings:
         sms_configuration_set=_env("MERCURIO_SMS_CONFIGURATION_SET"),
         push_platforms=_push_platforms(_env("MERCURIO_PUSH_PLATFORMS")),
         consent_forms=_consent_forms(_env("MERCURIO_CONSENT_FORMS")),
+        enrollments_table=_env("MERCURIO_ENROLLMENTS_TABLE", f"mercurio-{st}-enrollments"),
+        journey_events_queue=journey_events_queue_name(),
+        journey_advance_queue=journey_advance_queue_name(),
+        journey_waits_queue=journey_waits_queue_name(),
+        enrollment_runner_arn=_env("MERCURIO_ENROLLMENT_RUNNER_ARN"),
+        journey_time_scale=_scale("MERCURIO_JOURNEY_TIME_SCALE"),
     )
+
+
+def _scale(name: str) -> float:
+    value = _env(name)
+    try:
+        scale = float(value) if value is not None else 1.0
+    except ValueError as exc:
+        raise SourceConfigError(f"{name}={value!r} is not a number") from exc
+    if not 1.0 <= scale <= 1_000_000.0:
+        raise SourceConfigError(f"{name}={value!r} must be between 1 (real time) and 1000000")
+    return scale
 
 
 def _json_setting(name: str, text: str | None) -> dict:
