@@ -12,6 +12,7 @@ from chalicelib.entrypoints.effects import effects_handlers
 from chalicelib.entrypoints.feedback import feedback_handlers
 from chalicelib.entrypoints.http import observe_http
 from chalicelib.entrypoints.journeys import journeys_api
+from chalicelib.entrypoints.journey_runner import journey_runner
 from chalicelib.entrypoints.messages import message_handlers
 from chalicelib.entrypoints.messages_public import PIXEL_ACCEPT_TYPES, messages_public
 from chalicelib.entrypoints.privacy import privacy_api
@@ -40,3 +41,4 @@ app.register_blueprint(privacy_api)
 app.register_blueprint(broadcasts_api)
 app.register_blueprint(confirmations_api)
 app.register_blueprint(journeys_api)
+app.register_blueprint(journey_runner)

@@ -118,7 +118,8 @@ class Services:
         from chalicelib.services.effects import EffectsPublisher
 
         return EffectsPublisher(self.membership_store, self.event_store, self.recheck_schedule, self.message_bus,
-                                self.score_of, ttl_days=self.settings.event_ttl_days)
+                                self.score_of, ttl_days=self.settings.event_ttl_days,
+                                journeys=_Lazy(lambda: self.journey_queue))
 
     @cached_property
     def event_processor(self):
@@ -152,7 +153,8 @@ class Services:
         from chalicelib.domain.events import iso
         from chalicelib.domain.messaging.links import CONFIRM
         from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, \
-            enqueue_push_registration, record_conversion, request_confirmation, request_triggered_messages
+            enqueue_journey_segment_signal, enqueue_push_registration, record_conversion, request_confirmation, \
+            request_triggered_messages
         from chalicelib.services.messagebus import MessageBus
 
         dependencies = {
@@ -164,6 +166,8 @@ class Services:
                 "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs)},
             record_conversion: {"messages": _Lazy(lambda: self.message_log)},
             enqueue_push_registration: {"queue": self.effects_queue, "now": lambda: iso(self.clock.now())},
+            enqueue_journey_segment_signal: {"segments": lambda: self.definitions.catalog().journey_interest()[1],
+                                             "queue": _Lazy(lambda: self.journey_queue)},
             request_confirmation: {
                 "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs),
                 "confirm_url": lambda mid, expires: self.link_tracker.page_url(CONFIRM, mid, expires)},
@@ -372,6 +376,37 @@ class Services:
         from chalicelib.services.journeys import JourneySimulations
 
         return JourneySimulations(self.definitions, self.contact_queries, self.clock, score_of=self.score_of)
+
+    @cached_property
+    def enrollment_store(self):
+        from chalicelib.adapters.dynamodb_enrollments import DynamoDBEnrollmentStore
+
+        return DynamoDBEnrollmentStore(self.settings.enrollments_table)
+
+    @cached_property
+    def enrollment_runner(self):
+        from chalicelib.adapters.sfn_runner import StepFunctionsRunner
+
+        return StepFunctionsRunner(self.settings.enrollment_runner_arn)
+
+    @cached_property
+    def journey_queue(self):
+        from chalicelib.adapters.sqs_journeys import SqsJourneyQueue
+
+        return SqsJourneyQueue(self.settings.journey_events_queue)
+
+    @cached_property
+    def journey_runtime(self):
+        from chalicelib.services.journey_runtime import JourneyRuntime
+
+        s = self.settings
+        return JourneyRuntime(definitions=self.definitions, store=self.enrollment_store, runner=self.enrollment_runner,
+                              queue=self.journey_queue, contacts=self.contact_repository, messaging=self.messaging,
+                              message_log=self.message_log, effects_queue=self.effects_queue, events=self.event_store,
+                              clock=self.clock, score_of=self.score_of,
+                              coupons=_Lazy(lambda: self.coupon_pools) if hasattr(type(self), "coupon_pools") else None,
+                              time_scale=s.journey_time_scale, default_zone=s.default_time_zone,
+                              event_ttl_days=s.event_ttl_days)
 
     @cached_property
     def contact_importer(self):

@@ -422,6 +422,18 @@ def apply_event(config: ScoringConfig, contact: Contact, event: dict, now: datet
     return emitted
 
 
+def add_points(config: ScoringConfig, contact: Contact, delta: float, now: datetime, reason: str) -> list[dict]:
+    """Points given by hand (a journey's update node): added to the decayed score, then the
+    stages move as they would after an event. Returns the internal events to emit."""
+    score = contact.score if contact.score is not None else {}
+    _add_points(config, score, delta, now)
+    contact.score = score
+    emitted = [{"event": SCORE_CHANGED, "properties": {
+        "points": round(_raw_score(config, score, now), PRECISION), "delta": delta, "rule": reason}}]
+    emitted.extend(_move_stage(config, contact, None, {}, now))
+    return emitted
+
+
 def _within_cap(rule: ScoringRule, score: dict, moment: datetime) -> float:
     """What the rule may still add in this period: all of it, part of it, or nothing."""
     caps = score.setdefault("caps", {})

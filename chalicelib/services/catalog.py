@@ -50,6 +50,17 @@ class Catalog:
         """Filtered matchers whose counters this event may move (segments and scoring)."""
         return list(self._matchers.get(event_name, {}).values())
 
+    def journey_interest(self) -> tuple[set[str], set[str]]:
+        """The event names and segment ids the live journeys listen to (computed once)."""
+        cached = self.__dict__.get("_journey_interest")
+        if cached is None:
+            from chalicelib.domain.journeys.interest import events_heard, segments_heard
+
+            journeys = list((getattr(self, "journeys", None) or {}).values())
+            cached = (events_heard(journeys), segments_heard(journeys))
+            self.__dict__["_journey_interest"] = cached
+        return cached
+
     def unreadable_ids(self, kind: str) -> set[str]:
         """Stored definitions of this kind that no longer parse: their state on contacts
         (a segment's memberships) is kept, not dropped as if they had been deleted."""

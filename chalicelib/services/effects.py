@@ -29,6 +29,7 @@ class EffectsPublisher:
     bus: MessageBus
     score_of: Callable[[Contact, datetime], float]  # the decayed score, as the admin API shows it
     ttl_days: int = 395
+    journeys: object = None  # JourneyQueue: the signals live journeys listen to (services/journey_runtime.py)
 
     def publish(self, contact: Contact, now: datetime) -> int:
         """Publish the outbox: memberships and recheck entries, then the typed events to the
@@ -36,7 +37,7 @@ class EffectsPublisher:
         events are all stored was published whole (`publish_stored` relies on it)."""
         if not contact.outbox:
             return 0
-        internal = []
+        internal, signals = [], []
         for effect in contact.outbox:
             kind = effect["kind"]
             member = effect.get("contact_id", contact.id)
@@ -48,6 +49,10 @@ class EffectsPublisher:
                 self.schedule.schedule(contact.id, parse_timestamp(effect["at"]))
             elif kind == "event":
                 internal.append(effect["event"])
+            elif kind == "journey" and self.journeys is not None:
+                signals.append(effect["signal"])
+        if signals:  # deduplicated by signal id: publishing twice enrolls and resumes once
+            self.journeys.send(signals)
         if internal:
             seen = snapshot(contact, self.score_of(contact, now))
             for event in internal:

@@ -110,11 +110,22 @@ def request_confirmation(event: ConfirmationRequested, *, request: Callable,
             data={"confirm_url": url, "channel": event.channel, "topic": event.topic, "token_id": event.token_id})
 
 
+def enqueue_journey_segment_signal(event: ContactEvent, *, segments: Callable[[], set], queue) -> bool:
+    """A segment change a live journey listens to (its trigger, an exit, its goal) becomes a
+    signal on the journey-events queue; the journeys' consumer enrolls and ends enrollments."""
+    segment_id = getattr(event, "segment_id", "")
+    if not segment_id or segment_id not in segments():
+        return False
+    queue.send([{"kind": "segment", "id": event.cause, "contact_id": event.contact.id, "segment_id": segment_id,
+                 "entered": isinstance(event, SegmentEntered), "at": event.at}])
+    return True
+
+
 EVENT_HANDLERS: dict[type, list[Callable]] = {
     MessageTriggered: [request_triggered_messages],
     MessageConverted: [record_conversion],
-    SegmentEntered: [enqueue_destination_deliveries, request_triggered_messages],
-    SegmentExited: [enqueue_destination_deliveries],
+    SegmentEntered: [enqueue_destination_deliveries, request_triggered_messages, enqueue_journey_segment_signal],
+    SegmentExited: [enqueue_destination_deliveries, enqueue_journey_segment_signal],
     ScoreChanged: [enqueue_destination_deliveries],
     StageChanged: [enqueue_destination_deliveries],
     TagAdded: [enqueue_destination_deliveries],

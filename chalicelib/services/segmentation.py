@@ -16,9 +16,11 @@ from datetime import datetime
 
 from chalicelib.domain import engagement, personas, rfm, scoring
 from chalicelib.domain.contact import INTERNAL_LIBRARY as CONTACT_INTERNAL_LIBRARY
-from chalicelib.domain.contact import Contact, bump_counter, counter_name
+from chalicelib.domain.contact import Contact, bump_counter, counter_name, set_traits
 from chalicelib.domain.contact_events import CONFIRMATION_REQUESTED, CONTACTS_MERGED, MESSAGE_CONVERTED, MESSAGE_TRIGGERED
 from chalicelib.domain.contact_state import MergeContext
+from chalicelib.domain.journeys.interest import JOURNEY_PROFILE_UPDATED
+from chalicelib.domain.journeys.interest import signal_of as journey_signal
 from chalicelib.domain.messaging import consent as consent_rules
 from chalicelib.domain.messaging import push_devices
 from chalicelib.domain.events import iso, parse_timestamp
@@ -141,6 +143,14 @@ class ProfileRules:
         self._push_device(contact, event, name, now)
         if name:
             self._triggered(catalog, contact, name, event, now)
+        updated_traits: set[str] = set()
+        if name == JOURNEY_PROFILE_UPDATED and event.get("contactId"):
+            updated_traits, more = self._journey_update(catalog, contact, event, now)
+            kinds |= more
+        elif name and name in catalog.journey_interest()[0]:
+            # A live journey listens to this event: a signal for the journey-events queue,
+            # published with the outbox after the contact is saved (never sent from here).
+            contact.outbox.append({"kind": "journey", "signal": journey_signal(contact.id, event)})
         if event["type"] in ("identify", "alias") or (event.get("context") or {}).get("clickId"):
             kinds.add("identifiers")  # may have linked an email or phone: `reachable` can change
         if catalog.personas is not None and contact.persona is None and event["type"] == "identify":
@@ -153,7 +163,7 @@ class ProfileRules:
         else:
             if name:
                 affected |= set(catalog.index.affected_by_event(name))
-            affected |= set(catalog.index.affected_by_traits(trait_names(event)))
+            affected |= set(catalog.index.affected_by_traits(trait_names(event) | updated_traits))
             for kind in kinds:
                 affected |= set(catalog.index.affected_by(kind))
         self.evaluate(contact, now, affected, cause, catalog)
@@ -371,6 +381,35 @@ class ProfileRules:
         if contact.next_check is None or upcoming < contact.next_check or fired:
             contact.next_check = upcoming
             contact.outbox.append({"kind": "schedule", "at": upcoming})
+
+    def _journey_update(self, catalog: Catalog, contact: Contact, event: dict, now: datetime) -> tuple[set[str], set[str]]:
+        """A journey's update node: traits, tags and points, recorded as an internal event by
+        the journey runtime (so the stream applies it like any other change)."""
+        properties = event.get("properties") or {}
+        kinds: set[str] = set()
+        traits = properties.get("traits") if isinstance(properties.get("traits"), dict) else {}
+        if traits:
+            set_traits(contact, traits, event["timestamp"])
+        removed = [t for t in properties.get("remove_tags") or [] if isinstance(t, str)]
+        added = [t for t in properties.get("add_tags") or [] if isinstance(t, str)]
+        if removed or added:
+            before = list(contact.tags)
+            contact.tags = [t for t in contact.tags if t not in removed]
+            contact.tags += [t for t in added if t not in contact.tags]
+            for tag in added:
+                if tag not in before:
+                    self._emit(contact, scoring.TAG_ADDED, {"tag": tag}, now, event["messageId"])
+            kinds.add("tag")
+        points = properties.get("score")
+        if isinstance(points, (int, float)) and not isinstance(points, bool) and points and catalog.scoring:
+            stage_before = contact.stage
+            for emitted in scoring.add_points(catalog.scoring, contact, float(points), now,
+                                              f"journey {properties.get('journey_id')}"):
+                self._emit(contact, emitted["event"], emitted.get("properties", {}), now, event["messageId"])
+            kinds.add("score")
+            if contact.stage != stage_before:
+                kinds.add("stage")
+        return set(traits), kinds
 
     def _triggered(self, catalog: Catalog, contact: Contact, name: str, event: dict, now: datetime) -> None:
         """Trigger definitions that hear this event record a Message Triggered on the outbox:
