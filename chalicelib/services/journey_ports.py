@@ -81,7 +81,8 @@ class EnrollmentRunner(abc.ABC):
 
     @abc.abstractmethod
     def stop(self, execution_arn: str, cause: str) -> bool:
-        """StopExecution; False when it had ended already."""
+        """StopExecution; False when there is no such execution (stopping one that ended is
+        harmless)."""
 
 
 class JourneyQueue(abc.ABC):

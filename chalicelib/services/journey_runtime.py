@@ -376,7 +376,9 @@ class JourneyRuntime:
             held = TraceEntry(now, enrollment.node, "held", "the journey is paused: looking again in "
                                                              f"{_hours(HOLD)}")
             until = self._machine_until(now + HOLD, now)
-            last = {"after": key, "answer": {"kind": "until", "at": until, "hold": True}, "actions": []}
+            number = _round(record)
+            last = {"after": key, "answer": {"kind": "until", "at": until, "hold": True, "round": number},
+                    "actions": [], "round": number}
             self.store.save(replace(record.with_enrollment(replace(enrollment, trace=enrollment.trace + (held,))),
                                     last=last))
             return self._finish_advance(record, token, last)
@@ -410,10 +412,13 @@ class JourneyRuntime:
         else:
             step = advance(journey, enrollment, self.view(contact), now)
         actions = [_action_doc(a, step.enrollment) for a in step.actions]
-        answer = self._answer_for(step.enrollment, now)
+        number = _round(record)
+        # The answer becomes the machine's `$.wait`, so the next Advance's `after` carries the
+        # round: two rounds that end alike (two 1-second timeouts) are never taken for a retry.
+        answer = {**self._answer_for(step.enrollment, now), "round": number}
         messages = [message_id(a["id"], enrollment.contact_id, a["template"], a["channel"])
                     for a in actions if a["kind"] == "send"]
-        last = {"after": key, "answer": answer, "actions": actions}
+        last = {"after": key, "answer": answer, "actions": actions, "round": number}
         updated = record.with_enrollment(step.enrollment).sent(messages)
         updated = replace(updated, last=last, task_token=None,
                           pending_event=record.pending_event if _wait_id(step.enrollment) == _wait_id(enrollment)
@@ -578,6 +583,11 @@ class JourneyRuntime:
 def journey_campaign(journey_id: str, node: str) -> str:
     """The campaign a journey's send reports under: its funnel per node (and per arm)."""
     return f"journey:{journey_id}:{node}"
+
+
+def _round(record: EnrollmentRecord) -> int:
+    """The number of this Advance in the enrollment (1 for the first)."""
+    return int((record.last or {}).get("round", 0)) + 1
 
 
 def _start_input(eid: str) -> dict:

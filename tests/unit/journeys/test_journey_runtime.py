@@ -263,6 +263,24 @@ def test_a_retried_advance_sends_once_and_answers_the_same():
     assert world.store.counts("abandoned-cart")["sent:email-reminder"] == 1
 
 
+def test_two_rounds_that_end_alike_are_two_rounds_not_a_retry():
+    """Two waits of the same length that both time out hand Advance the same outcome; the
+    round the machine carries back keeps the second from being taken for a retry of the first."""
+    doc = {"id": "nag", "name": "Nag", "trigger": {"event": "Signed Up"}, "start": "first",
+           "nodes": {"first": {"wait_for": {"event": "Paid"}, "timeout": "1 hour", "on_event": "done",
+                               "on_timeout": "second"},
+                     "second": {"wait_for": {"event": "Paid"}, "timeout": "1 hour", "on_event": "done",
+                                "on_timeout": "nag"},
+                     "nag": {"send": {"template": "nag", "channel": "email"}},
+                     "done": {"exit": "paid"}}}
+    world = World(doc)
+    world.contact()
+    world.event("c1", "Signed Up")
+    world.run(hours=3)
+    assert world.messaging.sent() == [("c1", "email", "nag")]
+    assert world.only().enrollment.status == "completed"
+
+
 def test_an_advance_for_an_unknown_enrollment_fails_its_execution():
     world = World(CART)
     world.machine.executions["ghost"] = {"arn": "x", "name": "ghost", "status": "RUNNING", "history": [],
@@ -385,7 +403,7 @@ def test_the_time_scale_shortens_the_machine_waits_only():
     world.runtime.on_signal(world.signal("c1", "Product Added", cart_id="k1"))
     world.runtime.on_advance(world.machine.advance_queue.pop(0))
     record = world.only()
-    assert world.machine.executions[record.id]["wait"] == {"kind": "event", "timeout_seconds": 1}
+    assert world.machine.executions[record.id]["wait"] == {"kind": "event", "timeout_seconds": 1, "round": 1}
     assert record.enrollment.waiting.deadline == NOW + timedelta(hours=1)  # the journey's time is unchanged
     world.run(seconds=2)
     assert world.messaging.sent() == [("c1", "email", "cart-reminder")]
