@@ -153,8 +153,8 @@ class Services:
         from chalicelib.domain.events import iso
         from chalicelib.domain.messaging.links import CONFIRM
         from chalicelib.services.handlers import EVENT_HANDLERS, enqueue_destination_deliveries, \
-            enqueue_journey_segment_signal, enqueue_push_registration, record_conversion, request_confirmation, \
-            request_triggered_messages
+            enqueue_journey_merge_signal, enqueue_journey_segment_signal, enqueue_push_registration, \
+            record_conversion, request_confirmation, request_triggered_messages
         from chalicelib.services.messagebus import MessageBus
 
         dependencies = {
@@ -168,6 +168,8 @@ class Services:
             enqueue_push_registration: {"queue": self.effects_queue, "now": lambda: iso(self.clock.now())},
             enqueue_journey_segment_signal: {"segments": lambda: self.definitions.catalog().journey_interest()[1],
                                              "queue": _Lazy(lambda: self.journey_queue)},
+            enqueue_journey_merge_signal: {"journeys_live": lambda: bool(self.definitions.catalog().journeys),
+                                           "queue": _Lazy(lambda: self.journey_queue)},
             request_confirmation: {
                 "request": lambda *args, **kwargs: self.messaging.request(*args, **kwargs),
                 "confirm_url": lambda mid, expires: self.link_tracker.page_url(CONFIRM, mid, expires)},

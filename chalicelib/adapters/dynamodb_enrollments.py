@@ -103,6 +103,34 @@ class DynamoDBEnrollmentStore(LazyTable, EnrollmentStore):
                 raise EnrollmentConflict(f"enrollment {e.id} exists, or the contact's entries moved") from None
             raise
 
+    def move_entries(self, from_contact: str, to_contact: str) -> int:
+        moved = 0
+        for journey_id, losing in self.entries(from_contact).items():
+            keeping = self.entries_of(to_contact, journey_id)
+            known = {e["id"] for e in (keeping["entries"] if keeping else [])}
+            entries = sorted((keeping["entries"] if keeping else []) + [e for e in losing["entries"] if e["id"] not in known],
+                             key=lambda e: e["entered_at"])[-ENTRIES_KEPT:]
+            keep_condition = ({"ConditionExpression": "attribute_not_exists(pk)"} if keeping is None else
+                              {"ConditionExpression": "#v = :k", "ExpressionAttributeNames": {"#v": "version"},
+                               "ExpressionAttributeValues": {":k": keeping["version"]}})
+            try:
+                self.table.meta.client.transact_write_items(TransactItems=[
+                    {"Delete": {"TableName": self.table_name, "Key": {"pk": f"c#{from_contact}", "sk": journey_id},
+                                "ConditionExpression": "#v = :l", "ExpressionAttributeNames": {"#v": "version"},
+                                "ExpressionAttributeValues": {":l": losing["version"]}}},
+                    {"Put": {"TableName": self.table_name,
+                             "Item": {"pk": f"c#{to_contact}", "sk": journey_id,
+                                      "entries": json.dumps(entries, separators=(",", ":")),
+                                      "version": (keeping["version"] if keeping else 0) + 1},
+                             **keep_condition}},
+                ])
+            except ClientError as exc:
+                if _conflict(exc):
+                    raise EnrollmentConflict(f"the entries of {from_contact} or {to_contact} moved") from None
+                raise
+            moved += len(losing["entries"])
+        return moved
+
     def entries_of(self, contact_id: str, journey_id: str) -> dict | None:
         item = self.table.get_item(Key={"pk": f"c#{contact_id}", "sk": journey_id}, ConsistentRead=True).get("Item")
         return {"entries": json.loads(item["entries"]), "version": int(item["version"])} if item else None

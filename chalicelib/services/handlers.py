@@ -121,6 +121,15 @@ def enqueue_journey_segment_signal(event: ContactEvent, *, segments: Callable[[]
     return True
 
 
+def enqueue_journey_merge_signal(event: ContactsMerged, *, journeys_live: Callable[[], bool], queue) -> bool:
+    """Contacts merged while journeys are live: the merged contacts' enrollments are moved to
+    the survivor (by the journeys' consumer), so its events reach them."""
+    if not event.merged or not journeys_live():
+        return False
+    queue.send([{"kind": "merged", "id": event.cause, "contact_id": event.contact.id, "merged": list(event.merged)}])
+    return True
+
+
 EVENT_HANDLERS: dict[type, list[Callable]] = {
     MessageTriggered: [request_triggered_messages],
     MessageConverted: [record_conversion],
@@ -129,7 +138,7 @@ EVENT_HANDLERS: dict[type, list[Callable]] = {
     ScoreChanged: [enqueue_destination_deliveries],
     StageChanged: [enqueue_destination_deliveries],
     TagAdded: [enqueue_destination_deliveries],
-    ContactsMerged: [enqueue_destination_deliveries],
+    ContactsMerged: [enqueue_destination_deliveries, enqueue_journey_merge_signal],
     PushTokenSeen: [enqueue_push_registration],
     ConfirmationRequested: [request_confirmation],
 }

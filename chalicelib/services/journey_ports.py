@@ -32,6 +32,11 @@ class EnrollmentStore(abc.ABC):
         existed). EnrollmentConflict when the enrollment exists or the entries moved."""
 
     @abc.abstractmethod
+    def move_entries(self, from_contact: str, to_contact: str) -> int:
+        """A merge: the merged contact's entries join the survivor's (per journey, at once);
+        how many entries moved. EnrollmentConflict when either side moved meanwhile."""
+
+    @abc.abstractmethod
     def save(self, record: EnrollmentRecord) -> EnrollmentRecord:
         """Write the enrollment if nobody did since it was read (its `version`); the record
         written, with the next version. EnrollmentConflict otherwise."""

@@ -152,6 +152,13 @@ class JourneyRuntime:
             return self._on_event(contact, signal)
         if kind == "segment":
             return self._on_segment(contact, signal)
+        if kind == "merged":
+            # The merged contacts' enrollments now answer to the survivor's events (their
+            # Advance already follows the merge to the survivor's profile).
+            for loser in signal.get("merged") or []:
+                if loser != contact.id:
+                    self.store.move_entries(loser, contact.id)
+            return Outcome()
         if kind == "enroll":
             journey = self.live_journeys().get(signal["journey_id"])
             if journey is None:

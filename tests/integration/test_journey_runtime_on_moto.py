@@ -294,3 +294,15 @@ def test_the_runner_starts_an_execution_once_per_name_and_stops_it(aws):
     with pytest.raises(Exception) as caught:
         StepFunctionsRunner(None).start("e2", payload)
     assert "MERCURIO_ENROLLMENT_RUNNER_ARN" in str(caught.value)
+
+
+def test_a_merge_moves_the_entries_to_the_survivor(aws):
+    create_table(boto3.client("dynamodb"))
+    store = DynamoDBEnrollmentStore(TABLE)
+    when = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    store.create(record_for("anon", "k1", when), None)
+    store.create(record_for("known", "k2", when + timedelta(minutes=1)), None)
+    assert store.move_entries("anon", "known") == 1
+    assert [e["key"] for e in store.entries("known")["abandoned-cart"]["entries"]] == ["k1", "k2"]
+    assert store.entries("anon") == {}
+    assert store.move_entries("anon", "known") == 0  # again: nothing left to move

@@ -46,6 +46,22 @@ class FakeEnrollmentStore(EnrollmentStore):
         self.contact_entries[(e.contact_id, e.journey_id)] = {"entries": entries, "version": (entries_version or 0) + 1}
         self.records[e.id] = EnrollmentRecord(**{**copy.deepcopy(record).__dict__, "version": 1})
 
+    def move_entries(self, from_contact, to_contact):
+        moved = 0
+        for (contact, journey), losing in list(self.contact_entries.items()):
+            if contact != from_contact:
+                continue
+            keeping = self.contact_entries.get((to_contact, journey))
+            known = {e["id"] for e in (keeping["entries"] if keeping else [])}
+            merged = sorted((keeping["entries"] if keeping else []) + [e for e in losing["entries"]
+                                                                       if e["id"] not in known],
+                            key=lambda e: e["entered_at"])
+            self.contact_entries[(to_contact, journey)] = {"entries": merged,
+                                                           "version": (keeping["version"] if keeping else 0) + 1}
+            del self.contact_entries[(contact, journey)]
+            moved += len(losing["entries"])
+        return moved
+
     def save(self, record):
         stored = self.records.get(record.id)
         if stored is None or stored.version != record.version:

@@ -467,3 +467,18 @@ def test_the_interest_of_journeys_names_their_events_and_segments():
     journeys = [parse_journey(CART), parse_journey(PROFILE), parse_journey(LEAVE)]
     assert events_heard(journeys) == {"Product Added", "Order Completed", "Signed Up", "Profile Completed"}
     assert segments_heard(journeys) == {"vip"}
+
+
+def test_after_a_merge_the_survivors_events_reach_the_merged_contacts_enrollments():
+    world = World(CART)
+    world.contact("anon")
+    world.contact("known")
+    world.event("anon", "Product Added", cart_id="k1")  # an anonymous visitor's cart
+    world.runtime.on_signal({"kind": "merged", "id": "merge-1", "contact_id": "known", "merged": ["anon"]})
+    world.runtime.on_signal({"kind": "merged", "id": "merge-1", "contact_id": "known", "merged": ["anon"]})  # again
+    world.event("known", "Order Completed", cart_id="k1")  # bought once identified
+    world.run(days=2)
+    assert world.messaging.sent() == []
+    assert world.only().enrollment.status == "exited"
+    assert [e["key"] for e in world.store.entries("known")["abandoned-cart"]["entries"]] == ["k1"]
+    assert world.store.entries("anon") == {}

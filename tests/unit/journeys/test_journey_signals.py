@@ -94,3 +94,16 @@ def test_a_journey_update_sets_traits_tags_and_points_through_the_profile_rules(
     emitted = [e["event"]["event"] for e in person.outbox if e["kind"] == "event"]
     assert "Tag Added" in emitted and "Score Changed" in emitted and "Stage Changed" in emitted
     assert not [e for e in person.outbox if e["kind"] == "journey"]  # its own update never signals back
+
+
+def test_a_merge_while_journeys_are_live_becomes_a_signal():
+    from chalicelib.domain.contact_events import ContactsMerged
+    from chalicelib.services.handlers import enqueue_journey_merge_signal
+
+    assert enqueue_journey_merge_signal in EVENT_HANDLERS[ContactsMerged]
+    queue = FakeJourneyQueue()
+    merged = ContactsMerged(cause="x", at="2026-03-02T10:00:00.000Z", contact=ContactSnapshot(id="c1"),
+                            merged=("anon",))
+    assert not enqueue_journey_merge_signal(merged, journeys_live=lambda: False, queue=queue)
+    assert enqueue_journey_merge_signal(merged, journeys_live=lambda: True, queue=queue)
+    assert queue.sent == [{"kind": "merged", "id": "x", "contact_id": "c1", "merged": ["anon"]}]
