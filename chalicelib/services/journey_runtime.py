@@ -68,6 +68,7 @@ HOLD = timedelta(hours=1)  # a paused journey's enrollments look again this ofte
 MAX_MACHINE_WAIT = timedelta(days=364)  # Step Functions: a Wait or a task waits at most a year
 ATTEMPTS = 5  # optimistic-lock rounds before the queue's redelivery takes over
 DATA_ITEMS_KEPT = 50
+DATA_BYTES_KEPT = 32_000  # the items' JSON, oldest dropped first (an enrollment item stays far below 400 KB)
 LIVE, PAUSED, STOPPED = "live", "paused", "stopped"
 
 
@@ -256,7 +257,7 @@ class JourneyRuntime:
         if version is None:
             return Outcome(refused=1)
         if event is not None:
-            data = {**data, "items": [dict(event.get("properties") or {})]}
+            data = {**data, "items": _bounded_items([dict(event.get("properties") or {})])}
         record = EnrollmentRecord(enroll(journey, eid, contact.id, now, key), journey_version=version, data=data,
                                   execution_arn=None)
         try:
@@ -280,7 +281,7 @@ class JourneyRuntime:
                     items = list(record.data.get("items") or [])
                     items.append(dict(event.get("properties") or {}))
                     try:
-                        self.store.save(replace(record, data={**record.data, "items": items[-DATA_ITEMS_KEPT:]}))
+                        self.store.save(replace(record, data={**record.data, "items": _bounded_items(items)}))
                         return
                     except EnrollmentConflict:
                         continue
@@ -378,28 +379,27 @@ class JourneyRuntime:
         now = self.clock.now()
         enrollment = record.enrollment
         journey = self.journey(enrollment.journey_id, record.journey_version)
+        if after.get("hold"):
+            after = after.get("held") or {"kind": "start"}  # back from a pause: what the wait really was
         kind = after.get("kind")
         if self.state(enrollment.journey_id) == PAUSED:
-            held = TraceEntry(now, enrollment.node, "held", "the journey is paused: looking again in "
-                                                             f"{_hours(HOLD)}")
-            until = self._machine_until(now + HOLD, now)
+            # Hold: nothing runs, nothing is sent; the outcome of the wait that just ended is
+            # carried in the answer and taken up by the first Advance after the resume.
+            trace = enrollment.trace
+            if not trace or trace[-1].decision != "held":
+                trace += (TraceEntry(now, enrollment.node, "held",
+                                     f"the journey is paused: looking again every {_hours(HOLD)}"),)
             number = _round(record)
-            last = {"after": key, "answer": {"kind": "until", "at": until, "hold": True, "round": number},
-                    "actions": [], "round": number}
-            self.store.save(replace(record.with_enrollment(replace(enrollment, trace=enrollment.trace + (held,))),
-                                    last=last))
+            answer = {"kind": "until", "at": self._machine_until(now + HOLD, now), "hold": True,
+                      "held": {k: v for k, v in after.items() if k not in ("hold", "held")}, "round": number}
+            last = {"after": key, "answer": answer, "actions": [], "round": number}
+            self.store.save(replace(record.with_enrollment(replace(enrollment, trace=trace)), last=last))
             return self._finish_advance(record, token, last)
-        if after.get("hold") and kind == "until":
-            kind = "start" if enrollment.waiting is None else "until-held"
         contact = self.contacts.survivor(enrollment.contact_id)
         if contact is None:
             gone = TraceEntry(now, enrollment.node, "exited", "the contact no longer exists (erased)")
             step = Step(replace(enrollment, status="exited", waiting=None, trace=enrollment.trace + (gone,)),
                         trace=(gone,))
-        elif kind == "until-held":
-            step = Step(enrollment)  # back from a pause: the wait it held resumes on its own terms below
-            if isinstance(enrollment.waiting, WaitUntil) and enrollment.waiting.until <= now:
-                step = advance(journey, enrollment, self.view(contact), now)
         elif kind == "until" and after.get("partial") and isinstance(enrollment.waiting, WaitUntil) \
                 and enrollment.waiting.until > now + timedelta(seconds=self.time_scale):
             step = Step(enrollment)  # a wait longer than the machine allows, in pieces
@@ -590,6 +590,18 @@ class JourneyRuntime:
 def journey_campaign(journey_id: str, node: str) -> str:
     """The campaign a journey's send reports under: its funnel per node (and per arm)."""
     return f"journey:{journey_id}:{node}"
+
+
+def _bounded_items(items: list[dict]) -> list[dict]:
+    """The newest items, at most DATA_ITEMS_KEPT and DATA_BYTES_KEPT of JSON."""
+    import json
+
+    kept = list(items[-DATA_ITEMS_KEPT:])
+    while len(kept) > 1 and len(json.dumps(kept, default=str)) > DATA_BYTES_KEPT:
+        kept.pop(0)
+    if kept and len(json.dumps(kept, default=str)) > DATA_BYTES_KEPT:
+        kept = [{"truncated": True}]
+    return kept
 
 
 def _round(record: EnrollmentRecord) -> int:

@@ -482,3 +482,28 @@ def test_after_a_merge_the_survivors_events_reach_the_merged_contacts_enrollment
     assert world.only().enrollment.status == "exited"
     assert [e["key"] for e in world.store.entries("known")["abandoned-cart"]["entries"]] == ["k1"]
     assert world.store.entries("anon") == {}
+
+
+def test_an_event_that_ends_a_wait_during_a_pause_is_acted_on_after_the_resume():
+    world = World(PROFILE)
+    world.contact()
+    world.event("c1", "Signed Up")
+    world.store.set_control("complete-profile", "paused", iso_ms(NOW), "checking")
+    world.event("c1", "Profile Completed")  # answers the wait: the Advance holds, keeping the outcome
+    world.run(hours=30)  # paused for longer than the wait's timeout
+    assert world.messaging.sent() == []
+    assert [d for d in world.decisions() if d[1] == "held"] == [("wait-profile", "held")]
+    world.store.set_control("complete-profile", "live", iso_ms(world.clock.now()), "resumed")
+    world.run(hours=2)
+    assert world.messaging.sent() == [("c1", "email", "thanks")]  # the event's branch, not the timeout's
+
+
+def test_a_cart_keeps_its_newest_items_within_a_bounded_size():
+    world = World(CART)
+    world.contact()
+    world.event("c1", "Product Added", cart_id="k1", description="x" * 20_000)
+    for n in range(60):
+        world.event("c1", "Product Added", cart_id="k1", n=n)
+    items = world.only().data["items"]
+    assert len(items) == 50 and items[-1] == {"cart_id": "k1", "n": 59}
+    assert all("description" not in i for i in items)
