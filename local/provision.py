@@ -1,12 +1,13 @@
 """Create the resources of infrastructure/template.yaml in any AWS endpoint (the emulator).
 
 The same CloudFormation file is deployed on AWS, so the local tables, streams and TTLs are
-the ones production has.
+the ones production has, and the enrollment runner is the state machine production runs.
 """
 from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -66,10 +67,52 @@ def table_names(stage: str, template: dict | None = None) -> dict[str, str]:
     }
 
 
-def provision(stage: str, endpoint_url: str | None = None, region: str = "us-east-1") -> dict:
-    """Create every resource the template declares; return {logical id: physical name or ARN}."""
+def substitute_definition(definition: str, substitutions: dict) -> str:
+    """What CloudFormation does with a state machine's DefinitionSubstitutions: each
+    `${Name}` of the definition becomes the value given for Name."""
+    def value(match):
+        if match.group(1) not in substitutions:
+            raise ValueError(f"the definition uses ${{{match.group(1)}}}, which DefinitionSubstitutions does not give")
+        return str(substitutions[match.group(1)])
+
+    return re.sub(r"\$\{([A-Za-z0-9_]+)\}", value, definition)
+
+
+def execute_state_machines(endpoint_url: str) -> None:
+    """Turn on moto's executing Step Functions in a moto server (by default it only records
+    executions). moto keeps executing and non-executing state machines in two separate
+    backends, so this must happen before the machines are created; the configuration is
+    global to the server process. In-process moto takes it as
+    `mock_aws(config={"stepfunctions": {"execute_state_machine": True}})` instead."""
+    request = urllib.request.Request(
+        f"{endpoint_url.rstrip('/')}/moto-api/config", method="POST",
+        data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass  # moto answers with its batch and lambda settings only, never the stepfunctions one
+
+
+def _queue_attribute(value) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def provision(stage: str, endpoint_url: str | None = None, region: str = "us-east-1",
+              execute: bool = False) -> dict:
+    """Create every resource the template declares; return {logical id: physical name or ARN}.
+
+    `execute`: the state machines really run (moto server only, see execute_state_machines;
+    the local stack asks for it, tests that only need the resources do not)."""
     template = load_template()
     params = {"Stage": stage, "AWS::Region": region, "AWS::AccountId": "000000000000"}
+    if execute:
+        if endpoint_url is None:
+            raise ValueError("execute=True needs a moto server's endpoint_url; in-process moto takes "
+                             "mock_aws(config={'stepfunctions': {'execute_state_machine': True}})")
+        execute_state_machines(endpoint_url)
     ddb = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region)
     created: dict[str, str] = {}
     for logical, resource in template["Resources"].items():
@@ -100,8 +143,9 @@ def provision(stage: str, endpoint_url: str | None = None, region: str = "us-eas
             created[logical] = props["BucketName"]
         elif kind == "AWS::SQS::Queue":
             sqs = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
-            attributes = {k: (json.dumps(props[k]) if isinstance(props[k], dict) else str(props[k]))
-                          for k in ("VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy") if k in props}
+            attributes = {k: _queue_attribute(props[k]) for k in (
+                "VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "FifoQueue",
+                "ContentBasedDeduplication") if k in props}
             url = sqs.create_queue(QueueName=props["QueueName"], Attributes=attributes)["QueueUrl"]
             created[logical] = url
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -136,6 +180,29 @@ def provision(stage: str, endpoint_url: str | None = None, region: str = "us-eas
             # The emulator keeps configuration sets but publishes no events from them: the local
             # runner's stand-in (local/ses_events.py) publishes the same records to the same topic.
             created[logical] = "emulated by local/ses_events.py"
+        elif kind == "AWS::IAM::Role":
+            # Created in the emulator's IAM (which enforces nothing) so the state machine has a
+            # real role ARN; named after the stage as CloudFormation would name it after the stack.
+            iam = boto3.client("iam", endpoint_url=endpoint_url, region_name=region)
+            name = props.get("RoleName") or f"mercurio-{stage}-{logical}"
+            try:
+                arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(
+                    props["AssumeRolePolicyDocument"]))["Role"]["Arn"]
+            except iam.exceptions.EntityAlreadyExistsException:
+                arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+            for policy in props.get("Policies", []):
+                iam.put_role_policy(RoleName=name, PolicyName=policy["PolicyName"],
+                                    PolicyDocument=json.dumps(policy["PolicyDocument"]))
+            created[logical] = params[logical] = name
+            created[f"{logical}.Arn"] = params[f"{logical}.Arn"] = arn
+        elif kind == "AWS::StepFunctions::StateMachine":
+            sfn = boto3.client("stepfunctions", endpoint_url=endpoint_url, region_name=region)
+            definition = substitute_definition(props["DefinitionString"], props.get("DefinitionSubstitutions", {}))
+            arn = sfn.create_state_machine(name=props["StateMachineName"], definition=definition,
+                                           roleArn=props["RoleArn"],
+                                           type=props.get("StateMachineType", "STANDARD"))["stateMachineArn"]
+            created[logical] = params[logical] = arn
+            created[f"{logical}.Name"] = params[f"{logical}.Name"] = props["StateMachineName"]
         elif kind == "AWS::CloudWatch::Alarm":
             cloudwatch = boto3.client("cloudwatch", endpoint_url=endpoint_url, region_name=region)
             cloudwatch.put_metric_alarm(**{k: props[k] for k in (
