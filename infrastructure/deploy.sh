@@ -15,15 +15,17 @@
 #   ASSUME_YES         set to 1 to skip the teardown confirmation
 #
 # The default (two-stack) path:
-#   1. deploys infrastructure/template.yaml as the stack mercurio-<stage>-data;
-#   2. reads the table names, the events stream ARN, the data bucket name and the dead-letter
-#      queue ARN from it;
+#   1. deploys infrastructure/template.yaml as the stack mercurio-<stage>-data (with
+#      CAPABILITY_IAM: it holds the enrollment runner state machine's role);
+#   2. checks the table and queue names against it, and reads the events stream ARN, the
+#      data bucket name, the enrollment runner's ARN and the queue ARNs from it;
 #   3. creates the admin token, link signing secret and suppression salt SecureString
 #      parameters if they do not exist yet (never changes an existing one);
-#   4. runs `chalice deploy --stage <stage>` with the real stream ARN and bucket name written
-#      into the stage's environment in .chalice/config.json for the duration of the command
-#      (the committed file keeps placeholders, because the ARN embeds the account id and the
-#      stream's creation time and the bucket name the account id; it is restored afterwards);
+#   4. runs `chalice deploy --stage <stage>` with the real stream ARN, bucket name and
+#      enrollment runner ARN written into the stage's environment in .chalice/config.json for
+#      the duration of the command (the committed file keeps placeholders, because the ARNs
+#      embed the account id and region, the stream's also its creation time, and the bucket
+#      name the account id; it is restored afterwards);
 #   5. turns on ReportBatchItemFailures (plus bounded retries and the dead-letter queue) on the
 #      stream's event source mapping Chalice created, and ReportBatchItemFailures on the effects
 #      queue's, which Chalice itself cannot configure;
@@ -264,6 +266,10 @@ check_table_names() {
     MERCURIO_TRANSACTIONAL_QUEUE:TransactionalMessagesQueueName \
     MERCURIO_FEEDBACK_QUEUE:FeedbackQueueName \
     MERCURIO_FANOUT_QUEUE:FanOutQueueName \
+    MERCURIO_ENROLLMENTS_TABLE:EnrollmentsTableName \
+    MERCURIO_JOURNEY_EVENTS_QUEUE:JourneyEventsQueueName \
+    MERCURIO_JOURNEY_ADVANCE_QUEUE:JourneyAdvanceQueueName \
+    MERCURIO_JOURNEY_WAITS_QUEUE:JourneyEventWaitsQueueName \
     MERCURIO_SES_CONFIGURATION_SET:SesConfigurationSetName; do
     variable="${pair%%:*}"
     output="${pair#*:}"
@@ -381,6 +387,7 @@ finish() {
 
 deploy_two_stacks() {
   local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn feedback_queue_arn bucket url
+  local runner_arn
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -388,10 +395,13 @@ deploy_two_stacks() {
   fi
 
   log "deploying data stack ${data_stack}"
+  # CAPABILITY_IAM: the stack creates the enrollment runner's role (unnamed, so not
+  # CAPABILITY_NAMED_IAM). No package step: the state machine's definition is inline.
   aws cloudformation deploy \
     --stack-name "${data_stack}" \
     --template-file "${DATA_TEMPLATE}" \
     --parameter-overrides "Stage=${STAGE}" \
+    --capabilities CAPABILITY_IAM \
     --tags "project=${APP_NAME}" "stage=${STAGE}" \
     --no-fail-on-empty-changeset
 
@@ -404,14 +414,16 @@ deploy_two_stacks() {
   feedback_queue_arn="$(stack_output "${data_stack}" FeedbackQueueArn)"
   fanout_queue_arn="$(stack_output "${data_stack}" FanOutQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
+  runner_arn="$(stack_output "${data_stack}" EnrollmentRunnerArn)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
+  log "enrollment runner ${runner_arn}"
 
   ensure_admin_token
 
   log "chalice deploy --stage ${STAGE}"
   write_deploy_values_into_config "MERCURIO_EVENTS_STREAM_ARN=${stream_arn}" \
-    "MERCURIO_DATA_BUCKET=${bucket}"
+    "MERCURIO_DATA_BUCKET=${bucket}" "MERCURIO_ENROLLMENT_RUNNER_ARN=${runner_arn}"
   (cd "${REPO_ROOT}" && "${CHALICE}" deploy --stage "${STAGE}")
   restore_chalice_config
   install_not_found_response
@@ -453,9 +465,14 @@ deploy_single_stack() {
     --output-template-file "${out_dir}/packaged.yaml" >/dev/null
 
   log "deploying stack ${stack}"
+  # The packaged template (the REST API's definition, every function, the data resources
+  # with the state machine's definition) is far beyond the 51,200 bytes a deploy request
+  # may carry: CloudFormation reads it from the artifact bucket.
   aws cloudformation deploy \
     --stack-name "${stack}" \
     --template-file "${out_dir}/packaged.yaml" \
+    --s3-bucket "${ARTIFACT_BUCKET}" \
+    --s3-prefix "${APP_NAME}/${STAGE}" \
     --parameter-overrides "Stage=${STAGE}" \
     --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
     --tags "project=${APP_NAME}" "stage=${STAGE}" \
@@ -493,7 +510,8 @@ teardown() {
   cat >&2 <<EOF
 Done. Kept (DeletionPolicy Retain / not managed by CloudFormation):
   DynamoDB tables ${APP_NAME}-${STAGE}-events, ${APP_NAME}-${STAGE}-contacts, ${APP_NAME}-${STAGE}-identities,
-    ${APP_NAME}-${STAGE}-definitions, ${APP_NAME}-${STAGE}-memberships, ${APP_NAME}-${STAGE}-deliveries
+    ${APP_NAME}-${STAGE}-definitions, ${APP_NAME}-${STAGE}-memberships, ${APP_NAME}-${STAGE}-deliveries,
+    ${APP_NAME}-${STAGE}-messages, ${APP_NAME}-${STAGE}-suppressions, ${APP_NAME}-${STAGE}-enrollments
   S3 bucket ${APP_NAME}-${STAGE}-data-<account id> (uploaded definitions, exports)
   SSM parameters ${parameter} and /${APP_NAME}/${STAGE}/destinations/*
 Deleting them destroys the data for good; see docs/DEPLOY.md, Tearing down.

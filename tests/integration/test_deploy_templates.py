@@ -34,6 +34,10 @@ CHALICE_DIR = ROOT / ".chalice"
 DATA_TEMPLATE = ROOT / "infrastructure" / "template.yaml"
 MERGE_TEMPLATE = ROOT / "infrastructure" / "single-stack.yaml"
 DEPLOY_SCRIPT = ROOT / "infrastructure" / "deploy.sh"
+ENROLLMENT_RUNNER_ASL = ROOT / "infrastructure" / "enrollment-runner.asl.json"
+# `aws cloudformation deploy` sends a template of at most this many bytes in the request;
+# a larger one needs --s3-bucket, which the data stack's deploy does not use.
+TEMPLATE_BODY_LIMIT = 51_200
 STAGES = ("dev", "prod")
 PACKAGED_STAGE = "prod"
 
@@ -244,6 +248,10 @@ def test_single_stack_wires_the_stream_processor(single_stack_package):
     expected["MERCURIO_DATA_BUCKET"] = {"Ref": "DataBucket"}
     expected["MERCURIO_EVENTS_STREAM_ARN"] = {"Fn::GetAtt": ["EventsTable", "StreamArn"]}
     expected["MERCURIO_EFFECTS_QUEUE"] = {"Fn::GetAtt": ["EffectsQueue", "QueueName"]}
+    expected["MERCURIO_JOURNEY_EVENTS_QUEUE"] = {"Fn::GetAtt": ["JourneyEventsQueue", "QueueName"]}
+    expected["MERCURIO_JOURNEY_ADVANCE_QUEUE"] = {"Fn::GetAtt": ["JourneyAdvanceQueue", "QueueName"]}
+    expected["MERCURIO_JOURNEY_WAITS_QUEUE"] = {"Fn::GetAtt": ["JourneyEventWaitsQueue", "QueueName"]}
+    expected["MERCURIO_ENROLLMENT_RUNNER_ARN"] = {"Ref": "EnrollmentRunner"}
     for function, (logical, _, _) in FUNCTIONS.items():
         props = resources[logical]["Properties"]
         assert props["FunctionName"] == {"Fn::Sub": f"mercurio-${{Stage}}-{function}"}
@@ -263,6 +271,18 @@ def test_single_stack_wires_the_stream_processor(single_stack_package):
     script = DEPLOY_SCRIPT.read_text()
     assert "configure_queue_mapping \"${effects_queue_arn}\"" in script
     assert 'effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"' in script
+
+
+def test_the_single_stack_template_is_deployed_from_the_artifact_bucket(single_stack_package):
+    """`aws cloudformation deploy` refuses a template over 51,200 bytes unless it is given an
+    S3 bucket to upload it to; the packaged single stack is far larger."""
+    assert len(single_stack_package.read_bytes()) > TEMPLATE_BODY_LIMIT
+    script = DEPLOY_SCRIPT.read_text()
+    single = script[script.index("deploy_single_stack() {"):script.index("teardown() {")]
+    deploy = single[single.index("aws cloudformation deploy"):]
+    deploy = deploy[:deploy.index("--no-fail-on-empty-changeset")]
+    assert '--template-file "${out_dir}/packaged.yaml"' in deploy
+    assert '--s3-bucket "${ARTIFACT_BUCKET}"' in deploy
 
 
 def test_an_unknown_route_answers_404_with_a_fixed_body_however_the_stage_is_deployed(single_stack_package):
@@ -292,7 +312,104 @@ def test_single_stack_copy_of_the_data_resources_matches_the_data_template():
         assert merge["Outputs"].get(name) == output, f"output {name} differs between the two files"
 
 
+def test_data_template_fits_in_a_deploy_request():
+    """The data stack is deployed with `aws cloudformation deploy` and no --s3-bucket, so its
+    template (the state machine's definition inline) must fit in the request."""
+    assert len(DATA_TEMPLATE.read_bytes()) < TEMPLATE_BODY_LIMIT
+
+
+# --- the enrollment runner ------------------------------------------------------------------
+
+def test_the_enrollment_runner_is_the_asl_file_with_the_two_queue_urls_substituted():
+    resources = _load_template(DATA_TEMPLATE)["Resources"]
+    machine = resources["EnrollmentRunner"]
+    assert machine["Type"] == "AWS::StepFunctions::StateMachine"
+    props = machine["Properties"]
+    assert props["StateMachineName"] == {"Fn::Sub": "mercurio-${Stage}-enrollment-runner"}
+    assert props["StateMachineType"] == "STANDARD"
+    # Inline, character for character the file docs/JOURNEYS.md and test_enrollment_runner.py
+    # describe and run (no package step deploys the data stack).
+    assert "DefinitionS3Location" not in props and "Definition" not in props
+    assert props["DefinitionString"] == ENROLLMENT_RUNNER_ASL.read_text()
+    placeholders = set(re.findall(r"\$\{(\w+)\}", ENROLLMENT_RUNNER_ASL.read_text()))
+    assert props["DefinitionSubstitutions"] == {
+        "AdvanceQueueUrl": {"Fn::GetAtt": ["JourneyAdvanceQueue", "QueueUrl"]},
+        "EventWaitQueueUrl": {"Fn::GetAtt": ["JourneyEventWaitsQueue", "QueueUrl"]},
+    }
+    assert set(props["DefinitionSubstitutions"]) == placeholders
+    assert props["RoleArn"] == {"Fn::GetAtt": ["EnrollmentRunnerRole", "Arn"]}
+    # Its role: assumed by Step Functions of this account, sends the two task messages, no more.
+    role = resources["EnrollmentRunnerRole"]["Properties"]
+    assert "RoleName" not in role, "a named role would need CAPABILITY_NAMED_IAM"
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "states.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    assert statements == [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": [
+        {"Fn::GetAtt": ["JourneyAdvanceQueue", "Arn"]}, {"Fn::GetAtt": ["JourneyEventWaitsQueue", "Arn"]}]}]
+    assert "ManagedPolicyArns" not in role
+    outputs = _load_template(DATA_TEMPLATE)["Outputs"]
+    assert outputs["EnrollmentRunnerArn"]["Value"] == {"Ref": "EnrollmentRunner"}
+
+
+def test_the_journey_queues_and_the_enrollments_table_follow_the_shared_contract():
+    resources = _load_template(DATA_TEMPLATE)["Resources"]
+    table = resources["EnrollmentsTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    props = table["Properties"]
+    assert props["TableName"] == {"Fn::Sub": "mercurio-${Stage}-enrollments"}
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert props["GlobalSecondaryIndexes"] == [{
+        "IndexName": "running",
+        "KeySchema": [{"AttributeName": "running_journey", "KeyType": "HASH"},
+                      {"AttributeName": "running_node", "KeyType": "RANGE"}],
+        "Projection": {"ProjectionType": "KEYS_ONLY"}}]
+    assert {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]} == {
+        "pk": "S", "sk": "S", "running_journey": "S", "running_node": "S"}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+
+    def queue(logical):
+        return resources[logical]["Properties"]
+
+    events, events_dlq = queue("JourneyEventsQueue"), queue("JourneyEventsDeadLetterQueue")
+    assert events["QueueName"] == {"Fn::Sub": "mercurio-${Stage}-journey-events.fifo"}
+    assert events_dlq["QueueName"] == {"Fn::Sub": "mercurio-${Stage}-journey-events-dlq.fifo"}
+    assert events["FifoQueue"] is True and events["ContentBasedDeduplication"] is False
+    assert events_dlq["FifoQueue"] is True
+    assert events["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["JourneyEventsDeadLetterQueue", "Arn"]},
+                                       "maxReceiveCount": 10}
+    for logical, name in (("JourneyAdvanceQueue", "journey-advance"), ("JourneyEventWaitsQueue", "journey-event-waits")):
+        props = queue(logical)
+        assert props["QueueName"] == {"Fn::Sub": f"mercurio-${{Stage}}-{name}"}
+        assert "FifoQueue" not in props
+        assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["JourneysDeadLetterQueue", "Arn"]},
+                                          "maxReceiveCount": 10}
+    assert queue("JourneysDeadLetterQueue")["QueueName"] == {"Fn::Sub": "mercurio-${Stage}-journeys-dlq"}
+    # Consumed by Lambda functions of 60 s: visibility six times that, as for the other queues.
+    lambda_timeout = _config()["lambda_functions"]["deliver_effects"]["lambda_timeout"]
+    for logical in ("JourneyEventsQueue", "JourneyAdvanceQueue", "JourneyEventWaitsQueue"):
+        assert queue(logical)["VisibilityTimeout"] == 6 * lambda_timeout == queue("EffectsQueue")["VisibilityTimeout"]
+        assert queue(logical)["SqsManagedSseEnabled"] is True
+
+
 # --- IAM policies ---------------------------------------------------------------------------
+
+def test_task_token_actions_name_no_resource_in_iam():
+    """SendTaskSuccess/Failure/Heartbeat authorize by task token, which is no IAM resource:
+    the service authorization reference lists no resource type for them, so "*" is the only
+    Resource that grants them."""
+    states = _iam_catalogue()["states"]["Actions"]
+    for action in TASK_TOKEN_ACTIONS:
+        assert not states[action.partition(":")[2].lower()].get("Resources"), action
+    for stage in STAGES:
+        statements = _allowing(_policy(stage), TASK_TOKEN_ACTIONS[0], "*")
+        assert statements and all(_as_list(s["Resource"]) == ["*"] for s in statements)
+        assert {a for s in statements for a in _as_list(s["Action"])} == set(TASK_TOKEN_ACTIONS)
+
 
 def _iam_catalogue() -> dict:
     """cfn-lint's copy of the IAM service authorization reference: service → action → resources."""
@@ -327,6 +444,21 @@ def _bucket(stage: str, account: str = ACCOUNT) -> str:
     buckets = _physical_names("AWS::S3::Bucket", "BucketName", stage, account)
     assert len(buckets) == 1, buckets
     return buckets.pop()
+
+
+def _states_arn(kind: str, machine: str) -> str:
+    """A state machine's ARN, or one of its executions' (kind "execution")."""
+    if kind == "execution":
+        return f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine}:enr-0123456789abcdef"
+    return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}"
+
+
+def _index_names(stage: str) -> dict[str, set[str]]:
+    """Physical table name → the names of its global secondary indexes."""
+    resources = _load_template(DATA_TEMPLATE)["Resources"]
+    return {_resolve_sub(r["Properties"]["TableName"], stage, ACCOUNT_PATTERN):
+            {index["IndexName"] for index in r["Properties"].get("GlobalSecondaryIndexes", [])}
+            for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"}
 
 
 def _parameter_arn(name: str) -> str:
@@ -396,9 +528,17 @@ TABLE_CALLS = {
     # (ADD funnel counters, one query per campaign) and dynamodb_send_rate.py (read, then one
     # conditional update of the bucket)
     "MERCURIO_CHANNELS_TABLE": ("UpdateItem", "Query", "GetItem"),
+    # dynamodb_enrollments.py: enrollments, a contact's entries, node counters (ADD), journey
+    # controls and coupon pools; conditional puts and updates, deletes, queries, batch reads,
+    # and transactions (an entry with its enrollment, a coupon claim with its code)
+    "MERCURIO_ENROLLMENTS_TABLE": ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem",
+                                   "TransactWriteItems(ConditionCheck)", "TransactWriteItems(Put)",
+                                   "TransactWriteItems(Update)", "TransactWriteItems(Delete)"),
 }
 # Tables queried through secondary indexes: Query must be allowed on `<table>/index/*` too.
 INDEXED_TABLES = ("MERCURIO_DELIVERIES_TABLE", "MERCURIO_MESSAGES_TABLE")
+# Secondary indexes granted by name: Query on `<table>/index/<name>`, nothing else there.
+NAMED_INDEXES = {"MERCURIO_ENROLLMENTS_TABLE": "running"}
 # SQS actions on each queue of the data template (by name pattern): the stream mapping
 # reports failed batches to the events dead-letter queue through the function's role; the
 # effects are enqueued in batches (sqs:SendMessage authorizes SendMessageBatch), consumed by
@@ -426,13 +566,38 @@ QUEUE_CALLS = {
                                           "sqs:deletemessage", "sqs:changemessagevisibility",
                                           "sqs:getqueueattributes"},
     "mercurio-{stage}-broadcast-fanout-dlq": set(),
+    # Journeys: signals are enqueued (sqs_journeys.py, SendMessageBatch included) and consumed
+    # by journey_events; the enrollment runner's two task queues are fed by the state
+    # machine's own role and only consumed by the app (journey_advance, journey_event_waits)
+    "mercurio-{stage}-journey-events.fifo": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage",
+                                             "sqs:deletemessage", "sqs:changemessagevisibility",
+                                             "sqs:getqueueattributes"},
+    "mercurio-{stage}-journey-events-dlq.fifo": set(),
+    "mercurio-{stage}-journey-advance": {"sqs:receivemessage", "sqs:deletemessage", "sqs:changemessagevisibility",
+                                         "sqs:getqueueattributes"},
+    "mercurio-{stage}-journey-event-waits": {"sqs:receivemessage", "sqs:deletemessage",
+                                             "sqs:changemessagevisibility", "sqs:getqueueattributes"},
+    "mercurio-{stage}-journeys-dlq": set(),
 }
+# Step Functions, by state machine name: what the app may do on the machine itself and on
+# its executions (adapters/sfn_runner.py starts one execution per enrollment, stops it when
+# a journey is stopped, reads its status). Answering task tokens (SendTaskSuccess/Failure/
+# Heartbeat) names no resource in IAM: see NEEDS_ANY_RESOURCE.
+STATE_MACHINE_CALLS = {
+    "mercurio-{stage}-enrollment-runner": {"stateMachine": {"states:startexecution"},
+                                           "execution": {"states:stopexecution", "states:describeexecution"}},
+}
+TASK_TOKEN_ACTIONS = ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"]
 # Actions that support resource-level permissions but must be granted on "*" for a call the
 # code makes, with the reason.
 NEEDS_ANY_RESOURCE = {
     # sms_senders.py publishes an SMS to a phone number, which no IAM resource names
     "sns:Publish": "SMS to a phone number",
 }
+# (states:SendTaskSuccess, SendTaskFailure and SendTaskHeartbeat need "*" too, but for another
+# reason: IAM defines no resource type for them, so test_policy_grants_nothing_more accepts
+# them on "*" without being listed here; test_task_token_actions_name_no_resource_in_iam
+# proves it from the service authorization reference.)
 # Messaging secrets (bootstrap.py): the link-signing secret and the suppression salt.
 MESSAGING_SECRETS = ("MERCURIO_LINK_SECRET_PARAMETER", "MERCURIO_SUPPRESSION_SALT_PARAMETER")
 # Object actions on the data bucket, by key prefix. Listing is s3:ListBucket on the bucket,
@@ -467,12 +632,15 @@ STREAM_ACTIONS = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:Ge
 LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
 TRACE_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
 # Nothing in the code drops or reconfigures tables, deletes uploads (exports only, for an
-# erasure: BUCKET_PREFIX_CALLS), or deletes secrets; granting it would only widen what a bug
-# could do. (It writes the destinations'
-# signing secrets only: ssm:PutParameter and kms:Encrypt are checked on those below.)
+# erasure: BUCKET_PREFIX_CALLS), deletes secrets, or changes the state machine (or hands a
+# role to one); granting it would only widen what a bug could do. (It writes the
+# destinations' signing secrets only: ssm:PutParameter and kms:Encrypt are checked on those
+# below.)
 NEVER_GRANTED = ["dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:PartiQLDelete",
                  "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:DeleteBucket", "s3:PutBucketPolicy",
-                 "ssm:DeleteParameter", "sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:SetQueueAttributes"]
+                 "ssm:DeleteParameter", "sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:SetQueueAttributes",
+                 "states:CreateStateMachine", "states:UpdateStateMachine", "states:DeleteStateMachine",
+                 "iam:PassRole"]
 
 
 def _list_prefix_conditions(statement: dict) -> list[str]:
@@ -502,6 +670,8 @@ def test_policy_allows_every_call_the_code_makes(stage):
                 need(action, _table_arn(env[variable]))
     for variable in INDEXED_TABLES:
         need("dynamodb:Query", _table_arn(env[variable]) + "/index/by_status")
+    for variable, index in NAMED_INDEXES.items():
+        need("dynamodb:Query", _table_arn(env[variable]) + f"/index/{index}")
     stream = _table_arn(env["MERCURIO_EVENTS_TABLE"]) + "/stream/2026-01-01T00:00:00.000"
     for action in STREAM_ACTIONS:
         need(action, stream)
@@ -545,6 +715,14 @@ def test_policy_allows_every_call_the_code_makes(stage):
         for action in actions:
             need(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue.format(stage=stage)}")
     assert env["MERCURIO_EFFECTS_QUEUE"] == f"mercurio-{stage}-effects"
+    assert {m.format(stage=stage) for m in STATE_MACHINE_CALLS} == _physical_names(
+        "AWS::StepFunctions::StateMachine", "StateMachineName", stage)
+    for machine, calls in STATE_MACHINE_CALLS.items():
+        for kind, actions in calls.items():
+            for action in actions:
+                need(action, _states_arn(kind, machine.format(stage=stage)))
+    for action in TASK_TOKEN_ACTIONS:
+        need(action, "*")
     # Messaging: raw email through SES v2 (from a verified identity, with a configuration set),
     # its quota, and SMS and push through SNS.
     for action in ("ses:SendEmail", "ses:SendRawEmail"):
@@ -619,6 +797,20 @@ def test_policy_grants_nothing_more(stage):
     for name in (env["MERCURIO_ADMIN_TOKEN_PARAMETER"], f"/mercurio/{stage}/other", "/other/secret"):
         if _allowing(policy, "ssm:PutParameter", _parameter_arn(name)):
             problems.append(f"ssm:PutParameter on {name}")
+    # On a named index: Query only.
+    for variable, index in NAMED_INDEXES.items():
+        granted = _granted(policy, "dynamodb", _table_arn(env[variable]) + f"/index/{index}")
+        if granted != {"dynamodb:query"}:
+            problems.append(f"index {index} of {env[variable]}: grants {sorted(granted)}")
+    # Per state machine and its executions: exactly the calls made there.
+    for machine, calls in STATE_MACHINE_CALLS.items():
+        for kind in ("stateMachine", "execution"):
+            granted = _granted(policy, "states", _states_arn(kind, machine.format(stage=stage)))
+            if granted != calls.get(kind, set()):
+                problems.append(f"{kind} {machine}: grants {sorted(granted)}, expected {sorted(calls.get(kind, set()))}")
+        for other_stage in other:
+            if _granted(policy, "states", _states_arn("stateMachine", machine.format(stage=other_stage))):
+                problems.append(f"starts the {other_stage} state machine")
     # Per queue: exactly the actions of the calls made there.
     for queue, expected in QUEUE_CALLS.items():
         granted = _granted(policy, "sqs", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue.format(stage=stage)}")
@@ -644,6 +836,8 @@ def test_policy_resources_name_resources_the_templates_define(stage):
     tables = _physical_names("AWS::DynamoDB::Table", "TableName", stage)
     queues = _physical_names("AWS::SQS::Queue", "QueueName", stage)
     buckets = _physical_names("AWS::S3::Bucket", "BucketName", stage, ACCOUNT_PATTERN)
+    machines = _physical_names("AWS::StepFunctions::StateMachine", "StateMachineName", stage)
+    indexes = _index_names(stage)
     env = _stage_env(stage)
     parameters = {f"arn:aws:ssm:*:*:parameter{env['MERCURIO_ADMIN_TOKEN_PARAMETER']}",
                   f"arn:aws:ssm:*:*:parameter{DESTINATION_SECRETS.format(stage=stage)}*",
@@ -652,8 +846,14 @@ def test_policy_resources_name_resources_the_templates_define(stage):
     for statement in _policy(stage)["Statement"]:
         for resource in _as_list(statement["Resource"]):
             if resource.startswith("arn:aws:dynamodb:"):
-                match = re.fullmatch(r"arn:aws:dynamodb:\*:\*:table/([^/]+)(/stream/\*|/index/\*)?", resource)
-                if not match or match.group(1) not in tables:
+                match = re.fullmatch(r"arn:aws:dynamodb:\*:\*:table/([^/]+)(/stream/\*|/index/\*|/index/([\w.-]+))?",
+                                     resource)
+                if not match or match.group(1) not in tables or \
+                        (match.group(3) and match.group(3) not in indexes.get(match.group(1), ())):
+                    unknown.append(resource)
+            elif resource.startswith("arn:aws:states:"):
+                match = re.fullmatch(r"arn:aws:states:\*:\*:(?:stateMachine:([^:]+)|execution:([^:]+):\*)", resource)
+                if not match or (match.group(1) or match.group(2)) not in machines:
                     unknown.append(resource)
             elif resource.startswith("arn:aws:sqs:"):
                 match = re.fullmatch(r"arn:aws:sqs:\*:\*:([^:]+)", resource)
@@ -706,10 +906,44 @@ def test_deploy_script_checks_and_fills_in_every_data_stack_name():
     assert re.search(r'bucket="\$\(stack_output "\$\{data_stack\}" DataBucketName\)"', script)
     assert outputs["DataBucketName"]["Value"] == {"Ref": "DataBucket"}
     assert resources["DataBucket"]["Type"] == "AWS::S3::Bucket"
+    assert re.search(r'"MERCURIO_ENROLLMENT_RUNNER_ARN=\$\{runner_arn\}"', script)
+    assert re.search(r'runner_arn="\$\(stack_output "\$\{data_stack\}" EnrollmentRunnerArn\)"', script)
     for stage in STAGES:
         env = _stage_env(stage)
         assert env["MERCURIO_EVENTS_STREAM_ARN"].endswith("/stream/" + PLACEHOLDER)
         assert env["MERCURIO_DATA_BUCKET"].endswith("-" + PLACEHOLDER)
+        assert env["MERCURIO_ENROLLMENT_RUNNER_ARN"].startswith("arn:aws:states:")
+        assert env["MERCURIO_ENROLLMENT_RUNNER_ARN"].endswith(f":stateMachine:mercurio-{stage}-enrollment-runner-"
+                                                              + PLACEHOLDER)
+
+
+def test_deploy_script_checks_every_queue_name_the_app_reads():
+    """Every queue the stage's environment names (MERCURIO_*_QUEUE) is compared with the data
+    stack's output naming that queue, so code never talks to a queue the stack did not create."""
+    script = DEPLOY_SCRIPT.read_text()
+    data = _load_template(DATA_TEMPLATE)
+    checked = dict(re.findall(r"(MERCURIO_\w+_QUEUE):(\w+QueueName)", script))
+    for stage in STAGES:
+        env = _stage_env(stage)
+        by_name = {_resolve_sub(data["Resources"][output["Value"]["Fn::GetAtt"][0]]["Properties"]["QueueName"],
+                                stage, ACCOUNT): name
+                   for name, output in data["Outputs"].items()
+                   if isinstance(output["Value"], dict) and output["Value"].get("Fn::GetAtt", [None, None])[1] == "QueueName"}
+        expected = {variable: by_name[value] for variable, value in env.items()
+                    if re.fullmatch(r"MERCURIO_\w+_QUEUE", variable)}
+        assert checked == expected
+
+
+def test_deploy_script_deploys_the_data_stack_with_its_role():
+    """The data template creates an IAM role (the enrollment runner's), which CloudFormation
+    creates only when the deploy acknowledges CAPABILITY_IAM."""
+    script = DEPLOY_SCRIPT.read_text()
+    two_stacks = script[script.index("deploy_two_stacks() {"):script.index("deploy_single_stack() {")]
+    deploy = two_stacks[two_stacks.index("aws cloudformation deploy"):two_stacks.index("--no-fail-on-empty-changeset")]
+    roles = [r for r in _load_template(DATA_TEMPLATE)["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert roles and all("RoleName" not in r["Properties"] for r in roles)
+    assert '--template-file "${DATA_TEMPLATE}"' in deploy
+    assert "--capabilities CAPABILITY_IAM" in deploy
 
 
 def test_deploy_script_is_valid_bash():
