@@ -27,8 +27,9 @@
 #      embed the account id and region, the stream's also its creation time, and the bucket
 #      name the account id; it is restored afterwards);
 #   5. turns on ReportBatchItemFailures (plus bounded retries and the dead-letter queue) on the
-#      stream's event source mapping Chalice created, and ReportBatchItemFailures on the effects
-#      queue's, which Chalice itself cannot configure;
+#      stream's event source mapping Chalice created, and ReportBatchItemFailures on each
+#      queue consumer's (effects, messages, feedback, fan-out, journeys), which Chalice itself
+#      cannot configure;
 #   6. uploads templates/ to the data bucket's inbox (accepted by the app within minutes);
 #   7. prints the API URL.
 set -euo pipefail
@@ -387,7 +388,7 @@ finish() {
 
 deploy_two_stacks() {
   local data_stack="${APP_NAME}-${STAGE}-data" stream_arn dlq_arn effects_queue_arn feedback_queue_arn bucket url
-  local runner_arn
+  local runner_arn journey_events_queue_arn journey_advance_queue_arn journey_event_waits_queue_arn
   preflight
   check_sources
   if stack_exists "${APP_NAME}-${STAGE}"; then
@@ -415,6 +416,9 @@ deploy_two_stacks() {
   fanout_queue_arn="$(stack_output "${data_stack}" FanOutQueueArn)"
   bucket="$(stack_output "${data_stack}" DataBucketName)"
   runner_arn="$(stack_output "${data_stack}" EnrollmentRunnerArn)"
+  journey_events_queue_arn="$(stack_output "${data_stack}" JourneyEventsQueueArn)"
+  journey_advance_queue_arn="$(stack_output "${data_stack}" JourneyAdvanceQueueArn)"
+  journey_event_waits_queue_arn="$(stack_output "${data_stack}" JourneyEventWaitsQueueArn)"
   log "events stream ${stream_arn}"
   log "data bucket ${bucket}"
   log "enrollment runner ${runner_arn}"
@@ -435,6 +439,12 @@ deploy_two_stacks() {
   configure_queue_mapping "${transactional_queue_arn}" send_transactional_messages
   configure_queue_mapping "${feedback_queue_arn}" ses_feedback
   configure_queue_mapping "${fanout_queue_arn}" broadcast_fanout
+  # The journey runtime's consumers. The signals queue is FIFO: Lambda takes no batching
+  # window there (Chalice creates the mapping with the default, 0), and
+  # configure_queue_mapping changes nothing but the response types.
+  configure_queue_mapping "${journey_events_queue_arn}" journey_events
+  configure_queue_mapping "${journey_advance_queue_arn}" journey_advance
+  configure_queue_mapping "${journey_event_waits_queue_arn}" journey_event_waits
   upload_templates "${bucket}"
 
   url="$(cd "${REPO_ROOT}" && "${CHALICE}" url --stage "${STAGE}")"

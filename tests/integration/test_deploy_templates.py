@@ -58,6 +58,20 @@ FUNCTIONS = {
     "send_transactional_messages": ("SendTransactionalMessages", 512, 60),
     "ses_feedback": ("SesFeedback", 512, 60),
     "broadcast_fanout": ("BroadcastFanout", 512, 60),
+    "journey_events": ("JourneyEvents", 512, 60),
+    "journey_advance": ("JourneyAdvance", 512, 60),
+    "journey_event_waits": ("JourneyEventWaits", 512, 60),
+}
+# The queue consumers: function → (the data template's queue, FIFO or not).
+QUEUE_CONSUMERS = {
+    "deliver_effects": ("EffectsQueue", False),
+    "send_messages": ("MessagesQueue", False),
+    "send_transactional_messages": ("TransactionalMessagesQueue", False),
+    "ses_feedback": ("FeedbackQueue", False),
+    "broadcast_fanout": ("FanOutQueue", False),
+    "journey_events": ("JourneyEventsQueue", True),
+    "journey_advance": ("JourneyAdvanceQueue", False),
+    "journey_event_waits": ("JourneyEventWaitsQueue", False),
 }
 # How a policy names the data bucket (`mercurio-<stage>-data-<account id>`): IAM cannot
 # know the account id of a static policy file, `?` matches exactly one character.
@@ -271,6 +285,20 @@ def test_single_stack_wires_the_stream_processor(single_stack_package):
     script = DEPLOY_SCRIPT.read_text()
     assert "configure_queue_mapping \"${effects_queue_arn}\"" in script
     assert 'effects_queue_arn="$(stack_output "${data_stack}" EffectsQueueArn)"' in script
+    # Every queue consumer: from this stack's queue, reporting batch item failures, with no
+    # batching window on the FIFO queue (Lambda refuses one there).
+    data_resources = _load_template(DATA_TEMPLATE)["Resources"]
+    for function, (queue, fifo) in QUEUE_CONSUMERS.items():
+        logical = FUNCTIONS[function][0]
+        events = resources[logical]["Properties"]["Events"]
+        assert list(events) == [f"{logical}SqsEventSource"], logical
+        props = events[f"{logical}SqsEventSource"]["Properties"]
+        assert props["Queue"] == {"Fn::Sub": f"${{{queue}.Arn}}"}, logical
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"], logical
+        assert bool(data_resources[queue]["Properties"].get("FifoQueue")) is fifo, queue
+        if fifo:
+            assert props.get("MaximumBatchingWindowInSeconds", 0) == 0, logical
+            assert props["BatchSize"] <= 10, logical
 
 
 def test_the_single_stack_template_is_deployed_from_the_artifact_bucket(single_stack_package):
@@ -529,10 +557,11 @@ TABLE_CALLS = {
     # conditional update of the bucket)
     "MERCURIO_CHANNELS_TABLE": ("UpdateItem", "Query", "GetItem"),
     # dynamodb_enrollments.py: enrollments, a contact's entries, node counters (ADD), journey
-    # controls and coupon pools; conditional puts and updates, deletes, queries, batch reads,
-    # and transactions (an entry with its enrollment, a coupon claim with its code)
+    # controls and coupon pools; conditional puts and updates, deletes, queries (the `running`
+    # index: NAMED_INDEXES), batch reads, transactions (an enrollment with the contact's
+    # entries; a coupon claimed from its pool) and an erasure's batch deletes
     "MERCURIO_ENROLLMENTS_TABLE": ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem",
-                                   "TransactWriteItems(ConditionCheck)", "TransactWriteItems(Put)",
+                                   "BatchWriteItem", "TransactWriteItems(ConditionCheck)", "TransactWriteItems(Put)",
                                    "TransactWriteItems(Update)", "TransactWriteItems(Delete)"),
 }
 # Tables queried through secondary indexes: Query must be allowed on `<table>/index/*` too.
@@ -568,14 +597,15 @@ QUEUE_CALLS = {
     "mercurio-{stage}-broadcast-fanout-dlq": set(),
     # Journeys: signals are enqueued (sqs_journeys.py, SendMessageBatch included) and consumed
     # by journey_events; the enrollment runner's two task queues are fed by the state
-    # machine's own role and only consumed by the app (journey_advance, journey_event_waits)
+    # machine's own role and only consumed by the app (journey_advance, journey_event_waits),
+    # whose back-off finds the queue by name (GetQueueUrl) to delay a failed message
     "mercurio-{stage}-journey-events.fifo": {"sqs:sendmessage", "sqs:getqueueurl", "sqs:receivemessage",
                                              "sqs:deletemessage", "sqs:changemessagevisibility",
                                              "sqs:getqueueattributes"},
     "mercurio-{stage}-journey-events-dlq.fifo": set(),
-    "mercurio-{stage}-journey-advance": {"sqs:receivemessage", "sqs:deletemessage", "sqs:changemessagevisibility",
-                                         "sqs:getqueueattributes"},
-    "mercurio-{stage}-journey-event-waits": {"sqs:receivemessage", "sqs:deletemessage",
+    "mercurio-{stage}-journey-advance": {"sqs:getqueueurl", "sqs:receivemessage", "sqs:deletemessage",
+                                         "sqs:changemessagevisibility", "sqs:getqueueattributes"},
+    "mercurio-{stage}-journey-event-waits": {"sqs:getqueueurl", "sqs:receivemessage", "sqs:deletemessage",
                                              "sqs:changemessagevisibility", "sqs:getqueueattributes"},
     "mercurio-{stage}-journeys-dlq": set(),
 }
@@ -932,6 +962,25 @@ def test_deploy_script_checks_every_queue_name_the_app_reads():
         expected = {variable: by_name[value] for variable, value in env.items()
                     if re.fullmatch(r"MERCURIO_\w+_QUEUE", variable)}
         assert checked == expected
+
+
+def test_deploy_script_reports_batch_item_failures_on_every_queue_consumer():
+    """Chalice creates the queue mappings without ReportBatchItemFailures; deploy.sh turns it
+    on for each consumer, on the queue the data stack created, and sets nothing else there (a
+    batching window would be refused on the FIFO queue)."""
+    script = DEPLOY_SCRIPT.read_text()
+    outputs = _load_template(DATA_TEMPLATE)["Outputs"]
+    configured = {(function or "deliver_effects"): variable for variable, function in
+                  re.findall(r'^\s*configure_queue_mapping "\$\{(\w+)\}"(?: (\w+))?$', script, re.M)}
+    assert set(configured) == set(QUEUE_CONSUMERS)
+    for function, variable in configured.items():
+        queue = QUEUE_CONSUMERS[function][0]
+        (output,) = [name for name, o in outputs.items() if o["Value"] == {"Fn::GetAtt": [queue, "Arn"]}]
+        assert f'{variable}="$(stack_output "${{data_stack}}" {output})"' in script, function
+    body = script[script.index("configure_queue_mapping() {"):]
+    body = body[:body.index("\n}\n")]
+    assert "--function-response-types ReportBatchItemFailures" in body
+    assert "batching-window" not in body
 
 
 def test_deploy_script_deploys_the_data_stack_with_its_role():
