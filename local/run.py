@@ -1,10 +1,12 @@
 """`make run`: the whole of Mercurio on one machine, on the embedded AWS emulator.
 
-1. starts moto in server mode on loopback (its own process: the embedded AWS);
-2. creates every resource of infrastructure/template.yaml in it (the file deployed on AWS);
+1. starts moto in server mode on loopback (its own process, on UTC: the embedded AWS);
+2. creates every resource of infrastructure/template.yaml in it (the file deployed on AWS),
+   the enrollment runner state machine included, executed by moto's Step Functions;
 3. bridges the events table's DynamoDB stream to the app's `process_events` handler, and
-   the effects queue to its `deliver_effects` handler, the way Lambda's event source
-   mappings do (partial batch failures and message visibility honoured);
+   each queue to its consumer (effects, messages, feedback, fan-out, and the journeys'
+   signals, Advance tasks and event waits), the way Lambda's event source mappings do
+   (partial batch failures and message visibility honoured);
 4. serves the Chalice app's HTTP API and a small demo shop that embeds the snippet, with the
    local inbox (/_inbox: every email, SMS and push the emulator received) beside it.
 
@@ -32,6 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = Path(__file__).resolve().parent / "demo"
 DEFAULT_WRITE_KEY = "mercurio-dev-write-key"
 STAGE = "local"
+# Journeys locally: the machine's waits pass this many times faster than the journey's (an
+# hour's wait takes 6 s), unless MERCURIO_JOURNEY_TIME_SCALE says otherwise (1: real time).
+DEFAULT_JOURNEY_TIME_SCALE = "600"
 log = logging.getLogger("mercurio.local")
 
 
@@ -149,6 +154,7 @@ def configure_environment(emulator_url: str, write_key: str, admin_token: str) -
         "MERCURIO_DEFINITIONS_CACHE_SECONDS": os.environ.get("MERCURIO_DEFINITIONS_CACHE_SECONDS", "2"),
         # Deliveries locally: retried for 15 minutes, not 24 hours, unless the operator says otherwise.
         "MERCURIO_DELIVERY_HORIZON_SECONDS": os.environ.get("MERCURIO_DELIVERY_HORIZON_SECONDS", "900"),
+        "MERCURIO_JOURNEY_TIME_SCALE": os.environ.get("MERCURIO_JOURNEY_TIME_SCALE") or DEFAULT_JOURNEY_TIME_SCALE,
     })
     # MERCURIO_WEBHOOKS_ALLOW_PRIVATE is the operator's choice (a CRM on loopback needs it):
     # inherited from the environment as it is, never turned on here.
@@ -258,8 +264,9 @@ class LocalStack:
         sys.path.insert(0, str(ROOT))
         from local.provision import provision
 
-        created = provision(STAGE, endpoint_url=self.emulator.url)
+        created = provision(STAGE, endpoint_url=self.emulator.url, execute=True)
         os.environ["MERCURIO_EVENTS_STREAM_ARN"] = created["EventsTable.StreamArn"]
+        os.environ["MERCURIO_ENROLLMENT_RUNNER_ARN"] = created["EnrollmentRunner"]
         os.environ["MERCURIO_SES_CONFIGURATION_SET"] = created["SesConfigurationSet"]
         from local.push_platforms import create_push_platforms, push_platforms_setting
 
@@ -311,6 +318,18 @@ class LocalStack:
 
         self.message_bridges.append(QueueBridge(created["FanOutQueue"], invoker("broadcast_fanout", broadcast_fanout),
                                                 endpoint_url=self.emulator.url))
+        # The journey runtime: its signals (a FIFO queue, grouped by contact), and the
+        # enrollment runner's Advance tasks and event-wait registrations, which the state
+        # machine sends to the queues substituted into its definition.
+        from chalicelib.entrypoints.journey_runner import journey_advance, journey_event_waits, journey_events
+
+        self.message_bridges += [
+            QueueBridge(created["JourneyEventsQueue"], invoker("journey_events", journey_events),
+                        endpoint_url=self.emulator.url),
+            QueueBridge(created["JourneyAdvanceQueue"], invoker("journey_advance", journey_advance),
+                        endpoint_url=self.emulator.url),
+            QueueBridge(created["JourneyEventWaitsQueue"], invoker("journey_event_waits", journey_event_waits),
+                        endpoint_url=self.emulator.url)]
         for message_bridge in self.message_bridges:
             message_bridge.start()
 
@@ -405,6 +424,8 @@ class LocalStack:
             f"  Local inbox    {self.shop_url}/_inbox   (every email, SMS and push sent)",
             f"  Snippet        {self.api_url}/v1/mercurio.js",
             f"  Emulator       {self.emulator.url}   (moto; state is in memory and ends with this process)",
+            f"  Journeys       waits pass {os.environ.get('MERCURIO_JOURNEY_TIME_SCALE', DEFAULT_JOURNEY_TIME_SCALE)}"
+            "x faster than real time (MERCURIO_JOURNEY_TIME_SCALE; 1 for real time)",
             f"  Write key      {self.write_key}",
             f"  Admin token    {self.admin_token}",
             "",
