@@ -116,8 +116,19 @@ def handle_signals(event: dict, context, runtime, queue, logger=None) -> dict:
     processor = SqsFifoPartialProcessor()
     response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                         context=context)
+    # After a failure the FIFO processor leaves the contact's later signals unhandled (their
+    # order must hold); they come back with the failed one's back-off, not the queue's
+    # visibility timeout.
+    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    postponed = False
+    for raw in event.get("Records", []):
+        record = SQSRecord(raw)
+        if record.message_id in failed:
+            if postponed:
+                _postpone(queue, record, logger)
+            postponed = True  # the first failure postponed itself
     if logger is not None:
-        logger.info("journey signals processed", extra=counts)
+        logger.info("journey signals processed", extra={**counts, "postponed": len(failed)})
     return response
 
 
