@@ -374,6 +374,13 @@ class Services:
         return JourneySimulations(self.definitions, self.contact_queries, self.clock, score_of=self.score_of)
 
     @cached_property
+    def coupon_pools(self):
+        from chalicelib.adapters.dynamodb_coupons import DynamoDBCouponStore
+        from chalicelib.services.coupons import CouponPools
+
+        return CouponPools(DynamoDBCouponStore(self.settings.enrollments_table))
+
+    @cached_property
     def contact_importer(self):
         from chalicelib.services.imports import ContactImporter
 

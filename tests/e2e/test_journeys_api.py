@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.e2e.test_definitions_api import ADMIN, call
 from tests.e2e.test_segments_api import contact
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[2] / "chalicelib" / "definitions" / "journeys"
 START = "2026-03-02T10:00:00Z"
 
 

@@ -20,7 +20,7 @@ from chalicelib.services.journeys import MAX_STEPS, JourneySimulations
 from tests.property_runs import examples
 from tests.unit.fakes import FakeClock, FakeDefinitionStore
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 LOOP = {"id": "nagging", "name": "Nagging", "trigger": {"event": "Signed Up"}, "start": "pause",
         "nodes": {"pause": {"wait": "1 minute", "next": "nag"},

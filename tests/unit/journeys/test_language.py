@@ -6,7 +6,7 @@ import pytest
 from chalicelib.domain.definition_errors import DefinitionError, Reference
 from chalicelib.domain.journeys.language import parse_journey, read_journey, validate_journey
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 
 
 @pytest.mark.parametrize("name", ["abandoned-cart", "welcome-series"])

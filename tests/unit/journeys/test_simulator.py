@@ -6,7 +6,7 @@ from chalicelib.domain.contact import Contact
 from chalicelib.domain.journeys.language import parse_journey
 from chalicelib.domain.journeys.simulator import Scripted, simulate
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 START = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
 
