@@ -8,9 +8,10 @@ the reason `no_coupon_left`).
 
 Claims race for the same free codes: each takes one atomically or loses and tries another
 (CouponStore.take). Candidates are picked among a few free codes by a hash of the claim id,
-so concurrent claims mostly try different codes; after MAX_ATTEMPTS lost races the claim
-raises CouponContention, a retryable error (the caller's retry comes back for the same code
-or a new one, never two).
+so concurrent claims mostly try different codes. A lost race means the code left the free
+codes (another claim took it), so a claim loses at most as many races as the pool has codes;
+MAX_ATTEMPTS only bounds a pathological run, which raises CouponContention, a retryable
+error (the caller's retry comes back for the same code or a new one, never two).
 
 Uploads (`add`) check every line first: a bad line is named by its number and nothing is
 added. Codes already in the pool (free or handed out) and repeated lines count as duplicates
@@ -34,7 +35,7 @@ MAX_CODE_LENGTH = 64
 MAX_CLAIM_ID_LENGTH = 512
 MAX_CODES_PER_UPLOAD = 5000  # one request stays well within an API call's time
 CANDIDATES = 10  # free codes read per attempt, one picked by the claim id
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 50
 CSV_HEADERS = ("code", "codes", "coupon", "coupon_code", "coupon code")
 
 
