@@ -8,7 +8,8 @@
 Taking a code is one TransactWriteItems: delete `free#<code>` if it exists, put
 `claim#<claim id>` if it does not exist, put `used#<code>` if it does not exist. Either the
 claim gets the code and nobody else ever can, or nothing changes and the cancellation reasons
-say which condition failed (a transaction conflicting with another claim's is a lost race too). Counts are Select=COUNT queries on the `free#` and `claim#` ranges.
+say which condition failed (a transaction conflicting with another claim's is a lost race
+too). Counts are Select=COUNT queries on the `free#` and `claim#` ranges.
 """
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ class DynamoDBCouponStore(LazyTable, CouponStore):
     def known(self, pool: str, codes: list[str]) -> set[str]:
         found: set[str] = set()
         keys = [{"pk": _pk(pool), "sk": f"{state}#{code}"} for code in codes for state in ("free", "used")]
-        resource = self.table.meta.client
+        client = self.table.meta.client  # the resource's own client: Python values in and out
         for start in range(0, len(keys), BATCH_GET_KEYS):
             request = {self.table_name: {"Keys": keys[start:start + BATCH_GET_KEYS], "ConsistentRead": True,
                                          "ProjectionExpression": "sk"}}
             while request:
-                answer = resource.batch_get_item(RequestItems=request)
+                answer = client.batch_get_item(RequestItems=request)
                 found.update(item["sk"].split("#", 1)[1] for item in answer["Responses"].get(self.table_name, []))
                 request = answer.get("UnprocessedKeys") or None
         return found

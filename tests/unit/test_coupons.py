@@ -113,8 +113,8 @@ def test_a_csv_upload_has_one_code_per_row_and_may_start_with_a_header(pools):
 
 def test_an_upload_is_bounded_and_a_pool_name_is_checked(pools):
     too_many = [f"C-{i}" for i in range(MAX_CODES_PER_UPLOAD + 1)]
-    assert pools.add("big", too_many)["problems"] == [
-        f"at most {MAX_CODES_PER_UPLOAD} codes per upload, got {MAX_CODES_PER_UPLOAD + 1}: upload them in several parts"]
+    assert pools.add("big", too_many)["problems"] == [f"at most {MAX_CODES_PER_UPLOAD} codes per upload, got "
+                                                      f"{MAX_CODES_PER_UPLOAD + 1}: upload them in several parts"]
     for bad in ("Birthday", "", "a/b", "x" * 65, None):
         with pytest.raises(BadQuery, match="is not a pool name"):
             pools.add(bad, ["C-1"])

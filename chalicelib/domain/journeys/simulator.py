@@ -140,12 +140,16 @@ def _enter(journey: Journey, contact: Contact, at: datetime, key, result: Simula
 def _change_segment(journey: Journey, contact: Contact, segment: str, entered: bool, at: datetime,
                     result: Simulation, record, view) -> None:
     """The contact enters or leaves a segment: its membership, the running enrollments' goal
-    and exits, then the trigger (a segment_entered or segment_exited journey enrolls)."""
+    and exits, then the trigger (a segment_entered or segment_exited journey enrolls). Entering
+    a segment the contact is in, or leaving one it is not in, changes nothing: the
+    segmentation reports no such change."""
     segments = dict(contact.segments or {})
+    if (segment in segments) == entered:
+        return
     if entered:
-        segments.setdefault(segment, {"since": iso_ms(at)})
+        segments[segment] = {"since": iso_ms(at)}
     else:
-        segments.pop(segment, None)
+        segments.pop(segment)
     contact.segments = segments
     for index, enrollment in enumerate(list(result.enrollments)):
         step = segment_changed(journey, enrollment, segment, entered, at)

@@ -149,6 +149,12 @@ def test_scripted_segment_changes_are_the_goal_and_the_exits_of_running_enrollme
     assert second.entered_at == START + 3 * H  # leaving vip is no trigger; entering it again is
 
 
+def test_a_scripted_change_that_changes_no_membership_is_no_change():
+    already = Contact(id="c1", created_at="2026-01-01T00:00:00Z", segments={"vip": {"since": "2026-01-01"}})
+    run = simulate(SEGMENTED, already, [segment(timedelta(0), "vip"), segment(H, "customers", entered=False)], START)
+    assert run.enrollments == [] and run.refused == []
+
+
 def test_a_scripted_step_is_an_event_or_a_segment_change():
     with pytest.raises(ValueError):
         Scripted(H)
