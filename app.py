@@ -6,6 +6,7 @@ from chalice import Chalice
 from chalicelib.entrypoints.admin import admin_api
 from chalicelib.entrypoints.broadcasts import broadcasts_api
 from chalicelib.entrypoints.content import content_api
+from chalicelib.entrypoints.coupons import coupons_api
 from chalicelib.entrypoints.definitions import definitions_api
 from chalicelib.entrypoints.deliveries import deliveries_api
 from chalicelib.entrypoints.effects import effects_handlers
@@ -42,3 +43,4 @@ app.register_blueprint(broadcasts_api)
 app.register_blueprint(confirmations_api)
 app.register_blueprint(journeys_api)
 app.register_blueprint(journey_runner)
+app.register_blueprint(coupons_api)

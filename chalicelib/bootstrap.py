@@ -406,9 +406,16 @@ class Services:
                               queue=self.journey_queue, contacts=self.contact_repository, messaging=self.messaging,
                               message_log=self.message_log, effects_queue=self.effects_queue, events=self.event_store,
                               clock=self.clock, score_of=self.score_of,
-                              coupons=_Lazy(lambda: self.coupon_pools) if hasattr(type(self), "coupon_pools") else None,
+                              coupons=_Lazy(lambda: self.coupon_pools),
                               time_scale=s.journey_time_scale, default_zone=s.default_time_zone,
                               event_ttl_days=s.event_ttl_days)
+
+    @cached_property
+    def coupon_pools(self):
+        from chalicelib.adapters.dynamodb_coupons import DynamoDBCouponStore
+        from chalicelib.services.coupons import CouponPools
+
+        return CouponPools(DynamoDBCouponStore(self.settings.enrollments_table))
 
     @cached_property
     def contact_importer(self):

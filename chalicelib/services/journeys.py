@@ -5,8 +5,12 @@ one before it is. The body names the contact (described, or an existing one read
 changing it), a timeline of events and the span to simulate:
 
     {"contact": {"traits": {...}, "segments": [...], "timezone": "Europe/Paris", "consent": ["sms"]},
-     "timeline": [{"at": "2026-03-02T10:00:00Z", "event": {"event": "Product Added", "properties": {...}}}],
+     "timeline": [{"at": "2026-03-02T10:00:00Z", "event": {"event": "Product Added", "properties": {...}}},
+                  {"at": "2026-03-04T08:00:00Z", "segment_entered": "mql"}],
      "start": "2026-03-02T10:00:00Z", "until": "2026-03-05T10:00:00Z"}
+
+A timeline entry is an event or a segment change (`segment_entered` / `segment_exited`: the
+simulator does not compute segments, the timeline says when the contact's membership changes).
 
 Every problem of the body is named at once (DefinitionError: a 400 with `problems`). The
 work is bounded: at most MAX_TIMELINE events, a span of at most MAX_SPAN, MAX_STEPS steps.
@@ -22,6 +26,7 @@ from chalicelib.domain.definition_errors import DefinitionError, show
 from chalicelib.domain.journeys.engine import Enrollment, Notification, ProfileUpdate, SendAction, WaitForEvent, \
     WaitUntil
 from chalicelib.domain.journeys.simulator import Scripted, Simulation, simulate
+from chalicelib.domain.segments.language import SEGMENT_ID
 from chalicelib.services.contacts import NotFound
 from chalicelib.services.ports import Clock
 
@@ -31,7 +36,7 @@ DEFAULT_SPAN = timedelta(days=30)
 MAX_STEPS = 2000  # resumed waits and scripted events
 BODY_FIELDS = ("contact", "contact_id", "timeline", "start", "until")
 CONTACT_FIELDS = ("id", "traits", "segments", "timezone", "consent", "tags", "score", "stage", "persona")
-ENTRY_FIELDS = ("at", "event")
+ENTRY_FIELDS = ("at", "event", "segment_entered", "segment_exited")
 EVENT_FIELDS = ("type", "event", "properties", "context")
 SIMULATED_CONTACT = "simulated-contact"
 
@@ -80,7 +85,7 @@ class JourneySimulations:
 
     def _timeline(self, value, start, until, problems: list[str]) -> list[Scripted]:
         if not isinstance(value, list):
-            problems.append(f"timeline: expected a list of {{at, event}}, got {show(value)}")
+            problems.append(f"timeline: expected a list of {{at, event}} or {{at, segment_entered}}, got {show(value)}")
             return []
         if len(value) > MAX_TIMELINE:
             problems.append(f"timeline: at most {MAX_TIMELINE} events, got {len(value)}")
@@ -89,18 +94,30 @@ class JourneySimulations:
         for i, entry in enumerate(value):
             where = f"timeline[{i}]"
             if not isinstance(entry, dict):
-                problems.append(f"{where}: expected {{at, event}}, got {show(entry)}")
+                problems.append(f"{where}: expected {{at, event}} or {{at, segment_entered}}, got {show(entry)}")
                 continue
-            problems.extend(f"{where}.{key}: unknown field (fields: at, event)" for key in entry
+            problems.extend(f"{where}.{key}: unknown field (fields: {', '.join(ENTRY_FIELDS)})" for key in entry
                             if key not in ENTRY_FIELDS)
             at = _moment(entry.get("at"), f"{where}.at", problems)
             if at and start and until and not start <= at <= until:
                 problems.append(f"{where}.at: {iso_ms(at)} is outside the simulated span "
                                 f"({iso_ms(start)} to {iso_ms(until)})")
                 at = None
-            event = _event(entry.get("event"), f"{where}.event", problems)
-            if at and start and event is not None:
-                scripted.append(Scripted(at - start, event))
+            given = [key for key in ("event", "segment_entered", "segment_exited") if key in entry]
+            if len(given) != 1:
+                problems.append(f"{where}: give exactly one of event, segment_entered, segment_exited "
+                                f"({'found ' + ', '.join(given) if given else 'none given'})")
+                continue
+            if given[0] == "event":
+                event = _event(entry["event"], f"{where}.event", problems)
+                if at and start and event is not None:
+                    scripted.append(Scripted(at - start, event))
+                continue
+            segment = entry[given[0]]
+            if not isinstance(segment, str) or not SEGMENT_ID.fullmatch(segment):
+                problems.append(f"{where}.{given[0]}: expected a segment id such as mql, got {show(segment)}")
+            elif at and start:
+                scripted.append(Scripted(at - start, segment=segment, entered=given[0] == "segment_entered"))
         return scripted
 
     def _contact(self, body: dict, start, problems: list[str]) -> tuple[Contact, float]:
@@ -229,7 +246,7 @@ def _enrollment(enrollment: Enrollment) -> dict:
 def _action(action) -> dict:
     if isinstance(action, SendAction):
         return {"kind": "send", "id": action.id, "node": action.node, "template": action.template,
-                "channel": action.channel}
+                "channel": action.channel, "coupon": action.coupon}
     if isinstance(action, ProfileUpdate):
         return {"kind": "update", "id": action.id, "node": action.node, "traits": dict(action.traits),
                 "add_tags": list(action.add_tags), "remove_tags": list(action.remove_tags), "score": action.score}

@@ -80,6 +80,7 @@ from chalicelib.domain.messaging.templates import (
     TemplateInvalid,
     TemplateRenderError,
     choose_variant,
+    coupon_variable,
     normalise_locale,
     parse_filename,
 )
@@ -520,7 +521,7 @@ def template_variables(contact: Contact, *, message_id: str, campaign: str | Non
                     "segments": sorted(contact.segments), "stage": contact.stage,
                     "score": (contact.score or {}).get("points", 0)},
         "traits": dict(contact.traits), "links": links,
-        "message": {"id": message_id, "campaign": campaign}, "data": dict(data)}
+        "message": {"id": message_id, "campaign": campaign}, "data": dict(data), **coupon_variable(data)}
 
 
 def render_for_contact(compiled: CompiledTemplate, contact: Contact, *, message_id: str, campaign: str | None,

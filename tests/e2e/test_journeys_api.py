@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.e2e.test_definitions_api import ADMIN, call
 from tests.e2e.test_segments_api import contact
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[2] / "chalicelib" / "definitions" / "journeys"
 START = "2026-03-02T10:00:00Z"
 
 
@@ -138,3 +138,29 @@ def test_simulate_needs_the_admin_token(app_client):
     response = app_client.http.post("/v1/admin/journeys/abandoned-cart/simulate", body="{}",
                                     headers={"Content-Type": "application/json"})
     assert response.status_code == 401
+
+
+def test_the_shipped_birthday_journey_is_simulated_from_a_segment_entry_with_its_coupon_pool(app_client):
+    segment = (EXAMPLES.parent / "segments" / "birthday-today.yaml").read_text()
+    response = app_client.http.put("/v1/admin/segments/birthday-today", body=segment,
+                                   headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert response.status_code == 200, response.body
+    assert put_example(app_client, "birthday").status_code == 200
+    # Local midnight of the birthday in New York, the day summer time starts (09:00 is UTC-4).
+    status, body = simulate(app_client, {
+        "contact": {"traits": {"birthday": "1985-03-08"}, "timezone": "America/New_York"},
+        "timeline": [{"at": "2026-03-08T05:00:00Z", "segment_entered": "birthday-today"}],
+        "start": "2026-03-08T05:00:00Z", "until": "2026-03-09T05:00:00Z"}, journey="birthday")
+    assert status == 200, body
+    [enrollment] = body["enrollments"]
+    assert [(t["at"], t["node"], t["decision"]) for t in enrollment["trace"]] == [
+        ("2026-03-08T05:00:00.000Z", "nine-am", "waiting"),
+        ("2026-03-08T13:00:00.000Z", "nine-am", "resumed"),
+        ("2026-03-08T13:00:00.000Z", "birthday-email", "sent"),
+        ("2026-03-08T13:00:00.000Z", "birthday-email", "completed")]
+    assert [(a["at"], a["template"], a["coupon"]) for a in body["actions"]] == [
+        ("2026-03-08T13:00:00.000Z", "birthday", "birthday")]
+    status, body = simulate(app_client, {"contact": {}, "timeline": [{"at": START, "segment_entered": "Birthday"}],
+                                         "start": START}, journey="birthday")
+    assert status == 400 and body["problems"] == [
+        'timeline[0].segment_entered: expected a segment id such as mql, got "Birthday"']

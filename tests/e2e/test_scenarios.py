@@ -149,6 +149,9 @@ def test_scenario_6_win_back_and_champions_from_rfm(app_client, shipped):
     assert regular["rfm"]["class"] in ("loyal", "need_attention", "at_risk", "hibernating")
     assert "win-back" in regular["segments"]
     assert "win-back" not in once["segments"]  # a one-time buyer was never a frequent one
+    # The win-back journey's audience (journeys/win-back.yaml branches on the two segments).
+    assert "win-back-or-champions" in champion["segments"] and "win-back-or-champions" in regular["segments"]
+    assert "win-back-or-champions" not in once["segments"]
 
 
 def test_audience_exports_csv_and_hashed_with_signed_links(app_client, shipped):

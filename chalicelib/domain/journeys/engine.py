@@ -125,6 +125,7 @@ class SendAction:
     node: str
     template: str
     channel: str
+    coupon: str | None = None  # the pool to claim a personal code from (claimed under the action's id)
 
 
 @dataclass(frozen=True)
@@ -309,8 +310,10 @@ class _Run:
         return True
 
     def _send(self, node: SendNode) -> bool:
-        self.actions.append(SendAction(self.action_id(node.id), node.id, node.template, node.channel))
-        self.note(node.id, "sent", f"{node.channel} {node.template} requested (the send policy decides delivery)")
+        self.actions.append(SendAction(self.action_id(node.id), node.id, node.template, node.channel, node.coupon))
+        coupon = f" with a coupon from pool {node.coupon}" if node.coupon else ""
+        self.note(node.id, "sent", f"{node.channel} {node.template}{coupon} requested "
+                                   "(the send policy decides delivery)")
         self.move(node.next)
         return True
 

@@ -23,6 +23,11 @@
         send: {template: cart-reminder, channel: email}
         next: ...
 
+A send may name a coupon pool (`send: {template: birthday, channel: email, coupon: birthday}`):
+the runtime claims one code of that pool for the send and hands it to the template as
+`coupon`. Pools are not definitions (services/coupons.py keeps them), so the pool's name is
+checked here only for its form; a pool with no code left skips the send.
+
 Node kinds: wait (a duration), wait_until (a time of day in the contact's zone, on allowed
 weekdays), wait_until_date (a date trait, e.g. a birthday, at a local time with an offset),
 wait_for (an event, optionally with the enrollment's key, with a timeout and a branch for
@@ -55,7 +60,7 @@ from chalicelib.domain.segments.language import SEGMENT_ID, Condition, read_cond
 
 JOURNEY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # templates and destinations
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # templates, destinations and coupon pools
 KEY_PATH = re.compile(r"^(properties|context)(\.[A-Za-z0-9_$\-]+)+$")
 TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 CHANNELS = ("email", "sms", "push")
@@ -218,6 +223,7 @@ class ExperimentNode(Node):
 class SendNode(LinearNode):
     template: str = ""
     channel: str = "email"
+    coupon: str | None = None  # the coupon pool a personal code is claimed from for this send
 
 
 @dataclass(frozen=True)
@@ -740,7 +746,7 @@ class _Parser:
         inner = self.mapping(spec["send"], f"{where}.send", "template: cart-reminder, channel: email")
         if inner is None:
             return None
-        unknown_fields(inner, ("template", "channel"), f"{where}.send", self.problems)
+        unknown_fields(inner, ("template", "channel", "coupon"), f"{where}.send", self.problems)
         template = self.name(inner.get("template"), f"{where}.send.template", NAME,
                              "a template name (welcome, cart-reminder...)")
         if template:
@@ -748,7 +754,12 @@ class _Parser:
         channel = inner.get("channel", "email")
         if channel not in CHANNELS:
             self.fail(f"{where}.send.channel", f"{show(channel)} is not one of {', '.join(CHANNELS)}")
-        return SendNode(node_id, "send", next=self._next(spec), template=template or "", channel=channel)
+        coupon = None
+        if "coupon" in inner:  # a pool, not a definition: no reference for the registry to check
+            coupon = self.name(inner["coupon"], f"{where}.send.coupon", NAME,
+                               "a coupon pool name (1 to 64 lowercase letters, digits, _ and -, e.g. birthday)")
+        return SendNode(node_id, "send", next=self._next(spec), template=template or "", channel=channel,
+                        coupon=coupon)
 
     def _update(self, node_id, spec, where, keyed):
         at = f"{where}.update"

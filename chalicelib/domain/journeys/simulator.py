@@ -6,6 +6,11 @@ production (engine.py), sending nothing. Events fold into the contact as the str
 (`apply_event`), so branch conditions see them; profile updates the journey makes apply too.
 The result is every enrollment with its trace and the actions it asked for.
 
+Segment membership is not computed here (no segment definitions run): the timeline says
+when the contact enters or leaves a segment, as the segmentation would report it. Such a
+change updates the contact's segments (branch conditions see it), is the goal or an exit of
+running enrollments (`segment_changed`), and enrolls when it is the journey's trigger.
+
 At one instant, waits that end then are resumed before an event of that instant is applied.
 """
 from __future__ import annotations
@@ -27,6 +32,7 @@ from chalicelib.domain.journeys.engine import (
     key_of,
     may_enter,
     react,
+    segment_changed,
     triggers,
 )
 from chalicelib.domain.journeys.language import Journey
@@ -34,10 +40,17 @@ from chalicelib.domain.journeys.language import Journey
 
 @dataclass(frozen=True)
 class Scripted:
-    """An event of the timeline: `after` the simulation's start."""
+    """What happens `after` the simulation's start: an event, or (with `segment`) the contact
+    entering (`entered`) or leaving that segment."""
 
     after: timedelta
-    event: dict  # {"event": "Order Completed", "properties": {...}}; type track by default
+    event: dict | None = None  # {"event": "Order Completed", "properties": {...}}; type track by default
+    segment: str | None = None
+    entered: bool = True
+
+    def __post_init__(self):
+        if (self.event is None) == (self.segment is None):
+            raise ValueError("a scripted step is either an event or a segment change")
 
 
 @dataclass
@@ -65,7 +78,7 @@ def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start
     contact = copy.deepcopy(contact)
     end = start + until
     result = Simulation()
-    events = sorted(((start + s.after, i, s.event) for i, s in enumerate(timeline)), key=lambda t: (t[0], t[1]))
+    events = sorted(((start + s.after, i, s) for i, s in enumerate(timeline)), key=lambda t: (t[0], t[1]))
     position = 0
     steps = 0
 
@@ -94,13 +107,16 @@ def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start
             continue
         if next_event is None or next_event[0] > end:
             return result
-        at, number, raw = next_event
+        at, number, scripted = next_event
         if max_steps is not None and steps >= max_steps:
             result.stopped_at = at
             return result
         steps += 1
         position += 1
-        event = {"type": "track", "messageId": f"sim-{number}", "timestamp": iso_ms(at), **raw}
+        if scripted.segment is not None:
+            _change_segment(journey, contact, scripted.segment, scripted.entered, at, result, record, view)
+            continue
+        event = {"type": "track", "messageId": f"sim-{number}", "timestamp": iso_ms(at), **scripted.event}
         apply_event(contact, event)
         for index, enrollment in enumerate(list(result.enrollments)):
             step = react(journey, enrollment, view(), event, at)
@@ -112,10 +128,40 @@ def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start
             if not allowed:
                 result.refused.append((at, reason))
                 continue
-            enrollment = enroll(journey, f"{journey.id}:{contact.id}:{len(result.enrollments) + 1}", contact.id, at,
-                                key)
-            result.enrollments.append(enrollment)
-            record(advance(journey, enrollment, view(), at), len(result.enrollments) - 1, at)
+            _enter(journey, contact, at, key, result, record, view)
+
+
+def _enter(journey: Journey, contact: Contact, at: datetime, key, result: Simulation, record, view) -> None:
+    enrollment = enroll(journey, f"{journey.id}:{contact.id}:{len(result.enrollments) + 1}", contact.id, at, key)
+    result.enrollments.append(enrollment)
+    record(advance(journey, enrollment, view(), at), len(result.enrollments) - 1, at)
+
+
+def _change_segment(journey: Journey, contact: Contact, segment: str, entered: bool, at: datetime,
+                    result: Simulation, record, view) -> None:
+    """The contact enters or leaves a segment: its membership, the running enrollments' goal
+    and exits, then the trigger (a segment_entered or segment_exited journey enrolls). Entering
+    a segment the contact is in, or leaving one it is not in, changes nothing: the
+    segmentation reports no such change."""
+    segments = dict(contact.segments or {})
+    if (segment in segments) == entered:
+        return
+    if entered:
+        segments[segment] = {"since": iso_ms(at)}
+    else:
+        segments.pop(segment)
+    contact.segments = segments
+    for index, enrollment in enumerate(list(result.enrollments)):
+        step = segment_changed(journey, enrollment, segment, entered, at)
+        if step is not None:
+            record(step, index, at)
+    trigger = journey.trigger
+    if trigger.segment == segment and trigger.kind == ("segment_entered" if entered else "segment_exited"):
+        allowed, reason = may_enter(journey, view(), tuple(result.enrollments), at)
+        if not allowed:
+            result.refused.append((at, reason))
+            return
+        _enter(journey, contact, at, None, result, record, view)
 
 
 def _apply_update(contact: Contact, update: ProfileUpdate, at: datetime) -> None:

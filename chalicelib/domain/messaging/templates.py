@@ -26,7 +26,8 @@ list of at most `max_items`), which is small by construction.
 Variables a template sees (the messaging service builds them; validation uses samples):
 `contact` (id, email, phone, locale, timezone, segments, stage, score), `traits`,
 `links` (unsubscribe, preferences, view_online), `message` (id, campaign), `data` (the
-triggering event's properties), `locale`, `timezone` and `now` (UTC).
+triggering event's properties), `locale`, `timezone` and `now` (UTC), and `coupon` when the
+message carries a personal code (`data.coupon`: a journey send that names a coupon pool).
 Locale filters: `date`, `datetime`, `time`, `number`, `currency`, `percent`, and `days_later(n)`
 for "offer ends on …" dates.
 """
@@ -80,6 +81,7 @@ _REQUIRED = {EMAIL: ("subject", "kind"), SMS: ("kind",), PUSH: ("kind",), ONSITE
 _TEMPLATED_FIELDS = ("subject", "preheader", "title")  # personalised with the same variables
 DEFAULT_LOCALE = "en"
 UTC = timezone.utc
+COUPON = "coupon"  # the message data key of a personal code claimed from a coupon pool
 
 
 # ---------------------------------------------------------------------------- errors
@@ -648,6 +650,13 @@ class Rendered:
     slot: str | None = None
 
 
+def coupon_variable(data: Mapping) -> dict:
+    """`coupon` for the template when the message data carries a personal code; a template
+    that prints `{{ coupon }}` without one fails like any missing value."""
+    code = data.get(COUPON) if isinstance(data, Mapping) else None
+    return {"coupon": code} if isinstance(code, str) and code else {}
+
+
 @dataclass(frozen=True)
 class Sample:
     """A made-up contact that every upload is rendered for before it is accepted."""
@@ -955,7 +964,7 @@ class TemplateEngine:
     def render_sample(self, compiled: CompiledTemplate, sample: Sample | None = None) -> Rendered:
         """A preview without a real contact: a sample, with the template's own `sample_data`."""
         sample = sample or self.samples[0]
-        variables = dict(sample.variables, data=compiled.sample_data)
+        variables = dict(sample.variables, data=compiled.sample_data, **coupon_variable(compiled.sample_data))
         return compiled.render(variables, locale=sample.locale, timezone=sample.timezone, now=self.clock())
 
     def validate(self, filename: str, source: str) -> Verdict:

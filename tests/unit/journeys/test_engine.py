@@ -68,6 +68,17 @@ def test_a_retried_advance_returns_the_same_actions_with_the_same_ids():
     assert [a.id for a in later.actions] == ["e1:first:1", "e1:tag:1", "e1:crm:1"]  # a loop sends anew
 
 
+def test_a_send_with_a_coupon_pool_carries_the_pool_and_the_trace_names_it():
+    j = journey("  first: {send: {template: birthday, coupon: birthday}, next: plain}\n"
+                "  plain: {send: {template: thanks, channel: sms}}\n")
+    step = run(j, datetime(2026, 3, 1, tzinfo=UTC))
+    assert step.actions == (SendAction("e1:first:0", "first", "birthday", "email", "birthday"),
+                            SendAction("e1:plain:0", "plain", "thanks", "sms", None))
+    assert [t.reason for t in step.trace if t.decision == "sent"] == [
+        "email birthday with a coupon from pool birthday requested (the send policy decides delivery)",
+        "sms thanks requested (the send policy decides delivery)"]
+
+
 def test_split_is_fixed_per_enrollment_and_follows_the_shares():
     j = journey("  first: {split: [{percent: 50, next: a}, {percent: 50, next: b}]}\n"
                 "  a: {exit: a}\n  b: {exit: b}\n")

@@ -16,7 +16,7 @@ from chalicelib.services.catalog import build_catalog
 from chalicelib.services.definitions import DefinitionInUse, DefinitionService
 from tests.unit.fakes import FakeClock, FakeDefinitionStore
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 KIND = REGISTRY.get("journey")
 

@@ -20,7 +20,7 @@ from chalicelib.services.journeys import MAX_STEPS, JourneySimulations
 from tests.property_runs import examples
 from tests.unit.fakes import FakeClock, FakeDefinitionStore
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 LOOP = {"id": "nagging", "name": "Nagging", "trigger": {"event": "Signed Up"}, "start": "pause",
         "nodes": {"pause": {"wait": "1 minute", "next": "nag"},
@@ -102,6 +102,43 @@ def test_every_problem_of_the_body_is_named(definitions):
     assert places == ["until", "timeline[0].at", "timeline[0].event.properties", "contact.tags", "contact.score"]
 
 
+def test_the_timeline_may_script_segment_changes_and_sends_show_their_coupon_pool(definitions):
+    for segment in ("vip", "buyers"):
+        definitions.put("segment", segment, {"id": segment, "name": segment, "conditions": {"tag": segment}})
+    definitions.put("journey", "gift", {
+        "id": "gift", "trigger": {"segment_entered": "vip"}, "goal": {"segment": "buyers"}, "start": "hello",
+        "nodes": {"hello": {"send": {"template": "gift", "coupon": "gifts"}, "next": "pause"},
+                  "pause": {"wait": "3 days"}}})
+    simulations = JourneySimulations(definitions, Contacts(), FakeClock(NOW))
+    result = simulations.simulate("gift", {"contact": {}, "timeline": [
+        {"at": "2026-03-02T11:00:00Z", "segment_entered": "vip"},
+        {"at": "2026-03-03T11:00:00Z", "segment_entered": "buyers"}]})
+    [enrollment] = result["enrollments"]
+    assert enrollment["entered_at"] == "2026-03-02T11:00:00.000Z"
+    assert enrollment["converted_at"] == "2026-03-03T11:00:00.000Z"
+    assert [(t["node"], t["decision"]) for t in enrollment["trace"]] == [
+        ("hello", "sent"), ("pause", "waiting"), ("pause", "goal")]
+    assert [(a["kind"], a["template"], a["coupon"]) for a in result["actions"]] == [("send", "gift", "gifts")]
+    cart = simulations.simulate("abandoned-cart", {"contact": {}, "timeline": [added("2026-03-02T10:00:00Z", "k1")]})
+    assert [a["coupon"] for a in cart["actions"]] == [None]
+
+
+def test_a_bad_segment_change_in_the_timeline_is_named(definitions):
+    with pytest.raises(DefinitionError) as caught:
+        JourneySimulations(definitions, Contacts(), FakeClock(NOW)).simulate("abandoned-cart", {
+            "contact": {}, "timeline": [
+                {"at": "2026-03-02T11:00:00Z", "segment_entered": "VIP People"},
+                {"at": "2026-03-02T11:00:00Z", "segment_exited": "vip", "event": {"event": "X"}},
+                {"at": "2026-03-02T11:00:00Z"},
+                {"at": "2026-03-02T11:00:00Z", "segment": "vip"}]})
+    assert caught.value.problems == [
+        'timeline[0].segment_entered: expected a segment id such as mql, got "VIP People"',
+        "timeline[1]: give exactly one of event, segment_entered, segment_exited (found event, segment_exited)",
+        "timeline[2]: give exactly one of event, segment_entered, segment_exited (none given)",
+        "timeline[3].segment: unknown field (fields: at, event, segment_entered, segment_exited)",
+        "timeline[3]: give exactly one of event, segment_entered, segment_exited (none given)"]
+
+
 def test_an_unknown_journey_is_not_found(definitions):
     with pytest.raises(NotFound):
         JourneySimulations(definitions, Contacts(), FakeClock(NOW)).simulate("nowhere", {"contact": {}})
@@ -112,7 +149,8 @@ scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) 
                      "Product Added", "Order Completed", "track", "identify", "later"]) | st.text(max_size=8)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
     st.sampled_from(["at", "event", "properties", "cart_id", "traits", "segments", "timezone", "consent", "tags",
-                     "score", "stage", "id", "type", "context"]), inner, max_size=4), max_leaves=12)
+                     "score", "stage", "id", "type", "context", "segment_entered", "segment_exited"]), inner,
+    max_size=4), max_leaves=12)
 bodies = st.dictionaries(st.sampled_from(["contact", "contact_id", "timeline", "start", "until", "other"]), values,
                          max_size=5) | values
 

@@ -6,14 +6,14 @@ import pytest
 from chalicelib.domain.definition_errors import DefinitionError, Reference
 from chalicelib.domain.journeys.language import parse_journey, read_journey, validate_journey
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 
 
 @pytest.mark.parametrize("name", ["abandoned-cart", "welcome-series"])
 def test_the_example_journeys_validate(name):
     journey, references = read_journey((EXAMPLES / f"{name}.yaml").read_text())
     assert journey.id == name
-    assert {r.kind for r in references} == {"template"}
+    assert {r.kind for r in references} == {"template"}  # the other examples: tests/unit/test_example_journeys.py
 
 
 def problems(text):
@@ -126,6 +126,35 @@ nodes:
     assert journey.goal.exit is False
     assert {(r.kind, r.name) for r in references} == {("segment", "shoppers"), ("segment", "buyers"),
                                                       ("destination", "crm-hook")}
+
+
+def test_a_send_may_name_a_coupon_pool_which_is_checked_for_its_form_only():
+    journey, references = read_journey("""
+id: bday
+trigger: {segment_entered: birthday-today}
+start: mail
+nodes:
+  mail: {send: {template: birthday, channel: email, coupon: birthday-2027}}
+""")
+    assert journey.node("mail").coupon == "birthday-2027"
+    # Pools are not definitions: nothing for the registry to resolve.
+    assert {(r.kind, r.name) for r in references} == {("segment", "birthday-today"), ("template", "birthday")}
+    error = problems("""
+id: bday
+trigger: {event: Signed Up}
+start: mail
+nodes:
+  mail: {send: {template: birthday, coupon: Birthday Pool, cupon: x}, next: plain}
+  plain: {send: {template: thanks, coupon: 7}}
+""")
+    assert error.problems == [
+        'nodes.mail.send.cupon: unknown field (did you mean "coupon"?)',
+        'nodes.mail.send.coupon: "Birthday Pool" is not a coupon pool name (1 to 64 lowercase letters, digits, '
+        '_ and -, e.g. birthday)',
+        "nodes.plain.send.coupon: 7 is not a coupon pool name (1 to 64 lowercase letters, digits, _ and -, "
+        "e.g. birthday)"]
+    assert parse_journey("id: j\ntrigger: {event: A}\nstart: m\nnodes:\n  m: {send: {template: t}}\n"
+                         ).node("m").coupon is None
 
 
 def test_not_yaml_is_a_clear_problem():

@@ -2,11 +2,13 @@
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from chalicelib.domain.contact import Contact
 from chalicelib.domain.journeys.language import parse_journey
 from chalicelib.domain.journeys.simulator import Scripted, simulate
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "journeys"
+EXAMPLES = Path(__file__).resolve().parents[3] / "chalicelib" / "definitions" / "journeys"
 START = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
 
@@ -100,3 +102,61 @@ def test_welcome_series_skips_tips_after_three_sessions():
 def test_welcome_series_is_entered_once():
     run = simulate(journey("welcome-series"), shopper(), [signup(), signup(timedelta(days=10))], START)
     assert len(run.enrollments) == 1 and run.refused[0][1] == "entered before; this journey is entered once"
+
+
+SEGMENTED = parse_journey("""
+id: vip
+trigger: {segment_entered: vip}
+entry: {re_entry: always}
+exit: [{segment_exited: customers}]
+goal: {segment: buyers}
+start: hello
+nodes:
+  hello: {send: {template: vip-hello}, next: pause}
+  pause: {wait: 3 days, next: check}
+  check:
+    branch: [{when: {segment: gold}, next: gold-gift}]
+    otherwise: thanks
+  gold-gift: {send: {template: gold}}
+  thanks: {send: {template: thanks}}
+""")
+
+
+def segment(after, name, entered=True):
+    return Scripted(after, segment=name, entered=entered)
+
+
+def test_a_scripted_segment_entry_enrolls_and_later_changes_are_seen_by_branches():
+    run = simulate(SEGMENTED, shopper(), [segment(timedelta(0), "other"), segment(H, "vip"),
+                                          segment(timedelta(days=1), "gold")], START)
+    [enrollment] = run.enrollments
+    assert enrollment.entered_at == START + H
+    assert [(t.node, t.decision) for t in enrollment.trace] == [
+        ("hello", "sent"), ("pause", "waiting"), ("pause", "resumed"), ("check", "branched"), ("gold-gift", "sent"),
+        ("gold-gift", "completed")]
+    assert [template for _, _, template in run.sends()] == ["vip-hello", "gold"]
+
+
+def test_scripted_segment_changes_are_the_goal_and_the_exits_of_running_enrollments():
+    converted = simulate(SEGMENTED, shopper(), [segment(timedelta(0), "vip"), segment(H, "buyers")], START)
+    assert [(t.node, t.decision) for t in converted.enrollments[0].trace][-1] == ("pause", "goal")
+    assert converted.enrollments[0].converted_at == START + H
+    left = simulate(SEGMENTED, shopper(), [segment(timedelta(0), "customers"), segment(timedelta(0), "vip"),
+                                           segment(H, "customers", entered=False), segment(2 * H, "vip", False),
+                                           segment(3 * H, "vip")], START)
+    first, second = left.enrollments
+    assert first.status == "exited" and first.trace[-1].reason == "left segment customers: an exit criterion"
+    assert second.entered_at == START + 3 * H  # leaving vip is no trigger; entering it again is
+
+
+def test_a_scripted_change_that_changes_no_membership_is_no_change():
+    already = Contact(id="c1", created_at="2026-01-01T00:00:00Z", segments={"vip": {"since": "2026-01-01"}})
+    run = simulate(SEGMENTED, already, [segment(timedelta(0), "vip"), segment(H, "customers", entered=False)], START)
+    assert run.enrollments == [] and run.refused == []
+
+
+def test_a_scripted_step_is_an_event_or_a_segment_change():
+    with pytest.raises(ValueError):
+        Scripted(H)
+    with pytest.raises(ValueError):
+        Scripted(H, {"event": "X"}, segment="vip")
