@@ -507,3 +507,31 @@ def test_a_cart_keeps_its_newest_items_within_a_bounded_size():
     items = world.only().data["items"]
     assert len(items) == 50 and items[-1] == {"cart_id": "k1", "n": 59}
     assert all("description" not in i for i in items)
+
+
+class Pool:
+    """CouponPools.claim: one code per claim id, None once the pool is empty."""
+
+    def __init__(self, *codes):
+        self.free, self.claims = list(codes), {}
+
+    def claim(self, pool, claim_id):
+        if claim_id not in self.claims and self.free:
+            self.claims[claim_id] = self.free.pop(0)
+        return self.claims.get(claim_id)
+
+
+GIFT = {"id": "gift", "name": "Gift", "trigger": {"event": "Signed Up"}, "start": "give",
+        "nodes": {"give": {"send": {"template": "gift", "channel": "email", "coupon": "welcome"}}}}
+
+
+def test_a_send_with_a_coupon_hands_one_code_per_enrollment_and_skips_when_the_pool_is_empty():
+    world = World(GIFT)
+    world.runtime.coupons = Pool("CODE-1")
+    world.contact("c1")
+    world.contact("c2")
+    world.event("c1", "Signed Up")
+    world.event("c2", "Signed Up")
+    (request,) = world.messaging.requests.values()
+    assert request["contact_id"] == "c1" and request["data"]["coupon"] == "CODE-1"
+    assert world.store.counts("gift")["no_coupon:give"] == 1
