@@ -47,6 +47,7 @@ from chalicelib.domain.journeys.engine import (
     WaitUntil,
     advance,
     enroll,
+    enroll_scheduled,
     key_of,
     matches,
     may_enter,
@@ -55,7 +56,7 @@ from chalicelib.domain.journeys.engine import (
     triggers,
 )
 from chalicelib.domain.journeys.interest import JOURNEY_PROFILE_UPDATED
-from chalicelib.domain.journeys.language import Journey, WaitForNode
+from chalicelib.domain.journeys.language import ExperimentNode, Journey, WaitForNode
 from chalicelib.domain.journeys.records import EnrollmentRecord, after_key, enrollment_id
 from chalicelib.domain.messaging.messages import CONVERTED, StatusChange, message_id
 from chalicelib.services.journey_ports import EnrollmentConflict, EnrollmentRunner, EnrollmentStore, JourneyQueue, \
@@ -258,15 +259,17 @@ class JourneyRuntime:
             return Outcome(refused=1)
         if event is not None:
             data = {**data, "items": _bounded_items([dict(event.get("properties") or {})])}
-        record = EnrollmentRecord(enroll(journey, eid, contact.id, now, key), journey_version=version, data=data,
-                                  execution_arn=None)
+        first = enroll_scheduled(journey, eid, contact.id, now, self.view(contact), key) \
+            if journey.trigger.kind == "schedule" else enroll(journey, eid, contact.id, now, key)
+        record = EnrollmentRecord(first, journey_version=version, data=data, execution_arn=None)
         try:
             self.store.create(record, mine["version"] if mine else None)
         except EnrollmentConflict:
             if self.store.get(eid) is None:
                 raise  # the entries moved under us: the signal is tried again, in order
         self.runner.start(eid, _start_input(eid))
-        self._count(journey.id, eid, {"entered": 1})
+        # A scheduled enrollment begins waiting for its moment: that wait counts as any other.
+        self._count(journey.id, eid, {"entered": 1, **_step_counts(first, Step(first, trace=first.trace))})
         return Outcome(entered=1)
 
     def _add_item(self, journey: Journey, previous: list[Enrollment], key: str, event: dict) -> None:
@@ -337,7 +340,9 @@ class JourneyRuntime:
         goal = next((t for t in step.trace if t.decision == "goal"), None)
         if goal is None:
             return
-        self._count(journey.id, record.id, {"converted": 1, f"converted:{goal.node}": 1})
+        self._count(journey.id, record.id, {"converted": 1, f"converted:{goal.node}": 1,
+                                            **{f"converted_arm:{experiment}:{arm}": 1
+                                               for experiment, arm in record.enrollment.arms.items()}})
         if record.messages and self.message_log is not None:
             last = record.messages[-1]
             message = self.message_log.get(last)
@@ -431,9 +436,12 @@ class JourneyRuntime:
                           pending_event=record.pending_event if _wait_id(step.enrollment) == _wait_id(enrollment)
                           else None)
         self.store.save(updated)
-        self._count(journey.id, record.id, _step_counts(enrollment, step))
+        self._count(journey.id, record.id, {**_step_counts(enrollment, step), **_arm_counts(journey, step)})
         if step.enrollment.finished and not enrollment.finished:
-            self._count(journey.id, record.id, _ended_counts(enrollment, step.enrollment))
+            ended = _ended_counts(enrollment, step.enrollment)
+            if any(t.decision == "resumed" for t in step.trace):
+                ended.pop(f"waiting_now:{enrollment.node}", None)  # the step's own counts left the wait
+            self._count(journey.id, record.id, ended)
         return self._finish_advance(updated, token, last)
 
     def _finish_advance(self, record: EnrollmentRecord, token: str, last: dict) -> Outcome:
@@ -661,6 +669,19 @@ def _step_counts(before: Enrollment, step: Step) -> dict[str, int]:
             add(f"waiting_now:{entry.node}", -1)
         if entry.decision in ("branched", "split", "arm") and i + 1 < len(entries):
             add(f"path:{entry.node}>{entries[i + 1].node}")
+    return counts
+
+
+def _arm_counts(journey: Journey, step: Step) -> dict[str, int]:
+    """Each experiment arm taken in this step (`arm:<node>:<arm>`): an arm's exposure in the
+    journey's stats, beside the goal's conversions per arm (`converted_arm:<experiment>:<arm>`)."""
+    counts: dict[str, int] = {}
+    for entry in step.trace:
+        node = journey.nodes.get(entry.node) if entry.decision == "arm" else None
+        arm = step.enrollment.arms.get(node.experiment.id) if isinstance(node, ExperimentNode) else None
+        if arm is not None:
+            name = f"arm:{entry.node}:{arm}"
+            counts[name] = counts.get(name, 0) + 1
     return counts
 
 

@@ -10,6 +10,9 @@ and `now` returns the same actions with the same ids (`<enrollment>:<node>:<visi
 sender that keeps the ids it has sent never sends twice. Random splits hash the enrollment
 id, experiments hash the contact id (sticky across enrollments); nothing is drawn at random.
 
+A schedule trigger's enrollment (`enroll_scheduled`) begins with a wait at SCHEDULE_NODE, until
+the trigger's time of day in the contact's zone, and runs the start node when it ends.
+
 Waits are computed in the contact's time zone (`traits.timezone`, else the last context's,
 else the default), so "09:00 on weekdays" is 09:00 on the wall clock across DST changes.
 """
@@ -21,6 +24,7 @@ from typing import Mapping
 
 from chalicelib.domain.contact import Contact
 from chalicelib.domain.journeys.language import (
+    WEEKDAYS,
     BranchNode,
     EventMatch,
     ExitNode,
@@ -116,6 +120,45 @@ def enroll(journey: Journey, enrollment_id: str, contact_id: str, now: datetime,
                       node=journey.start, key=key)
 
 
+# Where a schedule-triggered enrollment waits for its moment before the journey's start. Not a
+# node of the journey (node ids cannot begin with "@"): resuming from it moves to the start.
+SCHEDULE_NODE = "@schedule"
+
+
+def enroll_scheduled(journey: Journey, enrollment_id: str, contact_id: str, now: datetime, view: ContactView,
+                     key: str | None = None) -> Enrollment:
+    """An enrollment of a schedule trigger (`schedule: {at, weekdays}`): it begins waiting at
+    SCHEDULE_NODE until the trigger's time of day, on an allowed weekday, in the contact's zone
+    (the next such moment at or after `now`); when that wait ends it runs the start node."""
+    trigger = journey.trigger
+    if trigger.kind != "schedule" or trigger.at is None:
+        raise ValueError(f"journey {journey.id} has no schedule trigger")
+    if now.tzinfo is None:
+        raise ValueError("now must carry a time zone")
+    now = now.astimezone(timezone.utc)
+    zone = view.zone()
+    until = next_local_time(now, trigger.at, trigger.weekdays, zone)
+    days = f" on {', '.join(WEEKDAYS[d] for d in trigger.weekdays)}" if trigger.weekdays else ""
+    entry = TraceEntry(now, SCHEDULE_NODE, "waiting", f"the schedule: until {trigger.at:%H:%M}{days} in {zone.key} "
+                                                      f"(until {until.isoformat()})")
+    return Enrollment(id=enrollment_id, journey_id=journey.id, contact_id=contact_id, entered_at=now,
+                      node=SCHEDULE_NODE, key=key, waiting=WaitUntil(until), trace=(entry,))
+
+
+def next_local_time(now: datetime, at, weekdays: tuple[int, ...], zone) -> datetime:
+    """The first moment at or after `now` at which the wall clock of `zone` reads `at`, on one
+    of `weekdays` (Monday 0; empty: any day), in UTC."""
+    day = now.astimezone(zone).date()
+    for offset in range(8):
+        candidate_day = day + timedelta(days=offset)
+        if weekdays and candidate_day.weekday() not in weekdays:
+            continue
+        moment = first_instant_at_or_after(candidate_day, at, zone, now)
+        if moment >= now:
+            return moment
+    raise AssertionError("a week holds every weekday")  # pragma: no cover
+
+
 # --- actions ---------------------------------------------------------------------------------
 
 
@@ -200,6 +243,10 @@ class _Run:
             self.state = replace(self.state, node=target, waiting=None, **changes)
 
     def resume(self, event: dict | None) -> None:
+        if self.state.node == SCHEDULE_NODE:
+            self.note(SCHEDULE_NODE, "resumed", f"the scheduled time has come: to {self.journey.start}")
+            self.move(self.journey.start)
+            return
         node = self.journey.node(self.state.node)
         if isinstance(node, WaitForNode):
             if event is not None:
@@ -237,15 +284,8 @@ class _Run:
 
     def _wait_until(self, node: WaitUntilNode) -> bool:
         zone = self.view.zone()
-        day = self.now.astimezone(zone).date()
-        for offset in range(8):
-            candidate_day = day + timedelta(days=offset)
-            if node.weekdays and candidate_day.weekday() not in node.weekdays:
-                continue
-            moment = first_instant_at_or_after(candidate_day, node.at, zone, self.now)
-            if moment >= self.now:
-                return self.wait_until(node, moment, f"until {node.at:%H:%M} in {zone.key}")
-        raise AssertionError("a week holds every weekday")  # pragma: no cover
+        moment = next_local_time(self.now, node.at, node.weekdays, zone)
+        return self.wait_until(node, moment, f"until {node.at:%H:%M} in {zone.key}")
 
     def _wait_until_date(self, node: WaitUntilDateNode) -> bool:
         raw = (self.view.contact.traits or {}).get(node.trait)

@@ -12,6 +12,10 @@ change updates the contact's segments (branch conditions see it), is the goal or
 running enrollments (`segment_changed`), and enrolls when it is the journey's trigger.
 
 At one instant, waits that end then are resumed before an event of that instant is applied.
+
+A schedule-triggered journey enrolls the contact once, at the simulation's start (as one run of
+its schedule would, when the contact is in the entry segment): the trace shows the wait until the
+trigger's time in the contact's zone, then the nodes.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from chalicelib.domain.journeys.engine import (
     WaitUntil,
     advance,
     enroll,
+    enroll_scheduled,
     key_of,
     may_enter,
     react,
@@ -91,6 +96,9 @@ def simulate(journey: Journey, contact: Contact, timeline: list[Scripted], start
             result.actions.append((at, step.enrollment.id, action))
             if isinstance(action, ProfileUpdate):
                 _apply_update(contact, action, at)
+
+    if journey.trigger.kind == "schedule":
+        _enter_scheduled(journey, contact, start, result, view)
 
     while True:
         due = [(e.waiting.until if isinstance(e.waiting, WaitUntil) else e.waiting.deadline, i)
@@ -162,6 +170,14 @@ def _change_segment(journey: Journey, contact: Contact, segment: str, entered: b
             result.refused.append((at, reason))
             return
         _enter(journey, contact, at, None, result, record, view)
+
+
+def _enter_scheduled(journey: Journey, contact: Contact, at: datetime, result: Simulation, view) -> None:
+    allowed, reason = may_enter(journey, view(), (), at)
+    if not allowed:
+        result.refused.append((at, reason))
+        return
+    result.enrollments.append(enroll_scheduled(journey, f"{journey.id}:{contact.id}:1", contact.id, at, view()))
 
 
 def _apply_update(contact: Contact, update: ProfileUpdate, at: datetime) -> None:
