@@ -97,7 +97,9 @@ class Services:
                                  cache_seconds=self.settings.definitions_cache_seconds,
                                  allow_private_destinations=self.settings.webhooks_allow_private,
                                  memberships=self.membership_store, on_unreadable=count_unreadable_definitions,
-                                 uploads=self.definition_uploads)
+                                 uploads=self.definition_uploads,
+                                 views={"journey": lambda journey_id, row: self.journey_admin.definition_view(
+                                     journey_id, row)})
 
     @cached_property
     def profile_rules(self):
@@ -365,6 +367,7 @@ class Services:
 
         runner = JobRunner(self.definition_store, self.segment_jobs, self.clock, exports=self.audience_exports)
         runner.broadcasts = _Later(lambda: self.broadcasts)  # broadcasts start jobs: built on first use
+        runner.journeys = _Later(lambda: self.journey_admin)  # so do journey stops and schedules
         return runner
 
     @cached_property
@@ -416,6 +419,14 @@ class Services:
         from chalicelib.services.coupons import CouponPools
 
         return CouponPools(DynamoDBCouponStore(self.settings.enrollments_table))
+
+    @cached_property
+    def journey_admin(self):
+        from chalicelib.services.journey_admin import JourneyAdmin
+
+        return JourneyAdmin(self.definitions, self.enrollment_store, self.journey_queue, self.contact_repository,
+                            self.message_log, self.campaign_stats, self.membership_store, self.clock,
+                            jobs=_Later(lambda: self.jobs))
 
     @cached_property
     def contact_importer(self):
@@ -502,7 +513,8 @@ class Services:
         return Privacy(self.contact_repository, self.event_store, self.membership_store, self.definition_store,
                        self.clock, self.suppression_salt, messages=lambda: self.message_log,
                        suppressions=lambda: self.suppression_store, score_of=self.score_of,
-                       exports=self.audience_exporter)
+                       exports=self.audience_exporter, enrollments=_Lazy(lambda: self.enrollment_store),
+                       journey_queue=_Lazy(lambda: self.journey_queue))
 
 
 class _Later:

@@ -12,12 +12,13 @@ scheduled_jobs = Blueprint(__name__)
 @scheduled_jobs.schedule(Rate(config.recheck_minutes(), unit=Rate.MINUTES), name="segment_jobs")
 def segment_jobs(event):
     """Time-based segment rechecks, back-fills of new definitions, uploaded definitions and
-    templates, and the next slices of unfinished jobs (RFM recomputes, campaign reports,
-    audience exports)."""
+    templates, today's run of each schedule journey, and the next slices of unfinished jobs
+    (RFM recomputes, campaign reports, audience exports, journey stops and schedule runs)."""
     wired = services()
     try:
         report = {"uploads": wired.definitions.sync_uploads(), "templates": wired.template_authoring.sync_inbox(),
                   "recheck": wired.segment_jobs.recheck_due(), "backfills": wired.segment_jobs.run_backfills(),
+                  "journeys": _journey_schedules(wired),
                   "jobs": [{k: job[k] for k in ("id", "status", "progress")} for job in wired.jobs.resume()],
                   "erasures": _resume_erasures(wired), "broadcasts": _broadcasts_due(wired)}
         logger.info("segment jobs", extra={"recheck": report["recheck"], "backfills": report["backfills"],
@@ -25,7 +26,8 @@ def segment_jobs(event):
                                            "uploads_rejected": report["uploads"]["rejected"],
                                            "templates_accepted": report["templates"]["accepted"],
                                            "templates_refused": report["templates"]["refused"],
-                                           "jobs": report["jobs"], "broadcasts": report["broadcasts"]})
+                                           "jobs": report["jobs"], "broadcasts": report["broadcasts"],
+                                           "journey_schedules": report["journeys"]})
         return report
     finally:
         flush_metrics()
@@ -43,6 +45,16 @@ def _resume_erasures(wired) -> list[dict]:
     except Exception:  # noqa: BLE001
         logger.exception("erasures could not be continued")
         return []
+
+
+def _journey_schedules(wired) -> dict:
+    """Today's (UTC) run of each live schedule journey, started once (services/journey_admin.py);
+    what does not fit goes on as a job. A failure is logged and tried again at the next run."""
+    try:
+        return wired.journey_admin.run_schedules()
+    except Exception:  # noqa: BLE001
+        logger.exception("journey schedules could not be started")
+        return {"error": "see the log"}
 
 
 def _broadcasts_due(wired) -> dict:

@@ -87,8 +87,12 @@ class DefinitionService:
                  monotonic: Callable[[], float] = time.monotonic, kinds: KindRegistry = REGISTRY,
                  memberships: MembershipStore | None = None,
                  on_unreadable: Callable[[list[dict]], None] | None = None,
-                 allow_private_destinations: bool = False, uploads=None):
+                 allow_private_destinations: bool = False, uploads=None,
+                 views: dict[str, Callable[[str, dict], dict]] | None = None):
         self.store = store
+        # What a kind adds to its definitions' view, by kind: (id, row shown) -> fields (a
+        # journey's state and who waits where, services/journey_admin.py).
+        self.views = dict(views or {})
         self.uploads = uploads  # where marketers upload documents (the data bucket's definitions/)
         # Saving a destination refuses literal private addresses unless this is on.
         self.allow_private_destinations = allow_private_destinations
@@ -191,6 +195,9 @@ class DefinitionService:
             view["backfill"] = {k: v for k, v in stats["backfill"].items() if k != "cursor"}
         if "last_upload" in stats:
             view["last_upload"] = stats["last_upload"]
+        extra = self.views.get(kind.name)
+        if extra is not None:
+            view.update(extra(definition_id, row))
         return view
 
     # -- checking --------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Long-running admin work as resumable jobs with visible progress.
 
 An HTTP request on API Gateway has 29 seconds; recomputing RFM over every customer,
-classifying every recipient of a campaign or exporting a large segment can take far
-longer. Such work runs as a job: it is started by the admin API (which runs a first slice
+classifying every recipient of a campaign, exporting a large segment, stopping a journey's
+running enrollments or entering a schedule journey's segment can take far longer. Such work runs as a job: it is started by the admin API (which runs a first slice
 and answers 202 with the job), the
 scheduled jobs Lambda continues it slice by slice, and `GET /v1/admin/jobs/{id}` shows its
 progress and, once done, its result. Each slice keeps its cursor and its partial result in
@@ -18,7 +18,9 @@ from chalicelib.domain.events import iso
 from chalicelib.services.ports import Clock, DefinitionStore
 
 RUNNING = "jobs-running"  # state row listing the ids of unfinished jobs
-KINDS = ("rfm", "campaign-groups", "segment-sizes", "audience-export", "broadcast-launch")
+KINDS = ("rfm", "campaign-groups", "segment-sizes", "audience-export", "broadcast-launch", "journey-stop",
+         "journey-schedule")
+JOURNEY_KINDS = ("journey-stop", "journey-schedule")  # services/journey_admin.py
 
 
 class JobError(ValueError):
@@ -37,11 +39,14 @@ class JobRunner:
     """Starts, advances and reports jobs; the work of one slice is SegmentJobs'."""
 
     def __init__(self, store: DefinitionStore, work, clock: Clock, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 monotonic: Callable[[], float] = time.monotonic, exports=None, broadcasts=None):
+                 monotonic: Callable[[], float] = time.monotonic, exports=None, broadcasts=None, journeys=None):
         self.store = store
         self.work = work  # SegmentJobs: rfm_slice, campaign_groups_slice, segment_sizes_slice
         self.exports = exports  # AudienceExports: check_export, export_slice
         self.broadcasts = broadcasts  # Broadcasts: check_job, launch_slice (services/broadcasts.py)
+        # JourneyAdmin: check_job, stop_slice (a stopped journey's running enrollments, a stop
+        # signal each), schedule_slice (a schedule journey's entry segment, an enroll signal each)
+        self.journeys = journeys
         self.clock = clock
         self.new_id = new_id
         self.monotonic = monotonic
@@ -65,6 +70,10 @@ class JobRunner:
             if self.broadcasts is None:
                 raise JobError("broadcasts are not configured")
             params = self.broadcasts.check_job(params)
+        if kind in JOURNEY_KINDS:
+            if self.journeys is None:
+                raise JobError("journeys are not configured")
+            params = self.journeys.check_job(kind, params)
         now = iso(self.clock.now())
         job = {"id": f"{kind}-{self.new_id()}", "kind": kind, "params": params, "status": "running",
                "started_at": now, "updated_at": now, "slices": 0, "progress": {}, "cursor": None, "partial": None}
@@ -143,6 +152,10 @@ class JobRunner:
             return self.exports.export_slice(job["id"], job["params"], job["cursor"], job["partial"])
         if job["kind"] == "broadcast-launch":
             return self.broadcasts.launch_slice(job["params"], job["cursor"], job["partial"])
+        if job["kind"] == "journey-stop":
+            return self.journeys.stop_slice(job["params"], job["cursor"], job["partial"])
+        if job["kind"] == "journey-schedule":
+            return self.journeys.schedule_slice(job["params"], job["cursor"], job["partial"])
         return self.work.campaign_groups_slice(job["params"]["campaign"], job["cursor"], job["partial"])
 
     def _save(self, job: dict) -> None:

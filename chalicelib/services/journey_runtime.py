@@ -387,7 +387,8 @@ class JourneyRuntime:
         if after.get("hold"):
             after = after.get("held") or {"kind": "start"}  # back from a pause: what the wait really was
         kind = after.get("kind")
-        if self.state(enrollment.journey_id) == PAUSED:
+        control = self.state(enrollment.journey_id)
+        if control == PAUSED:
             # Hold: nothing runs, nothing is sent; the outcome of the wait that just ended is
             # carried in the answer and taken up by the first Advance after the resume.
             trace = enrollment.trace
@@ -401,7 +402,13 @@ class JourneyRuntime:
             self.store.save(replace(record.with_enrollment(replace(enrollment, trace=trace)), last=last))
             return self._finish_advance(record, token, last)
         contact = self.contacts.survivor(enrollment.contact_id)
-        if contact is None:
+        if control == STOPPED:
+            # Stopping signals each running enrollment (services/journey_admin.py); one that the
+            # sweep missed (it entered as the journey stopped) ends at its next Advance.
+            gone = TraceEntry(now, enrollment.node, "stopped", "the journey was stopped")
+            step = Step(replace(enrollment, status="stopped", waiting=None, trace=enrollment.trace + (gone,)),
+                        trace=(gone,))
+        elif contact is None:
             gone = TraceEntry(now, enrollment.node, "exited", "the contact no longer exists (erased)")
             step = Step(replace(enrollment, status="exited", waiting=None, trace=enrollment.trace + (gone,)),
                         trace=(gone,))

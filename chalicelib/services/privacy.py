@@ -15,7 +15,14 @@ shows where one stands):
    for the contact and the profiles merged into it;
 5. identities — each identifier that still points at the contact is deleted;
 6. contacts — the contact item, and the merged-away items that pointed at it, are deleted;
-7. exports — the audience export files of every segment the contact was in (a file holds the
+7. journeys — the contact's journey enrollments and entries are deleted, once their executions
+   have ended: each running one is first sent a stop signal on the journey-events queue (the
+   Step Functions call is that queue consumer's, never this job's), and the step looks again
+   at the next run until none runs (or JOURNEY_STOP_GRACE has passed: they are deleted anyway,
+   and each execution then fails at its next task, which finds no enrollment). It comes after
+   `contacts`: with the contact gone nothing can enroll it again, and an Advance that runs in
+   between ends the enrollment on its own (the contact no longer exists);
+8. exports — the audience export files of every segment the contact was in (a file holds the
    segment's members when it was taken) are deleted: a marketer who still needs one exports
    the segment again, without the person.
 The job's record holds the contact id and counts; the partitions still to erase (the
@@ -27,11 +34,11 @@ received a webhook): the erasure's report names that limit.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from chalicelib.domain.contact import Contact
-from chalicelib.domain.events import iso
+from chalicelib.domain.events import iso, parse_timestamp
 from chalicelib.domain.identity import kind_of
 from chalicelib.domain.messaging.consent import ERASED, ConsentError, ConsentState, suppress
 from chalicelib.services.contacts import EVENT_PARTITION_KINDS, NotFound, contact_view
@@ -42,7 +49,8 @@ from chalicelib.services.privacy_ports import ContactErasure, EventErasure, Expo
 from chalicelib.services.segmentation import CAMPAIGN_AUDIENCE
 
 RUNNING = "erasures-running"
-STEPS = ("suppress", "memberships", "messages", "events", "identities", "contacts", "exports")
+STEPS = ("suppress", "memberships", "messages", "events", "identities", "contacts", "journeys", "exports")
+JOURNEY_STOP_GRACE = timedelta(hours=1)  # how long the journeys step waits for the stop signals
 MAX_EXPORT_EVENTS = 20_000  # a Lambda answer is at most 6 MB; the export says when it stopped
 PAGE = 200
 NOT_ERASED = ("copies that left Mercurio before the request: downloaded export files, webhooks a CRM received",)
@@ -70,7 +78,7 @@ class Privacy:
                  state: DefinitionStore, clock: Clock, salt: bytes,
                  messages: Callable[[], MessageLog], suppressions: Callable[[], SuppressionStore],
                  score_of=None, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
-                 exports: ExportErasure | None = None):
+                 exports: ExportErasure | None = None, enrollments=None, journey_queue=None):
         self.contacts = contacts
         self.events = events
         self.memberships = memberships
@@ -83,6 +91,8 @@ class Privacy:
         self.score_of = score_of
         self.new_id = new_id
         self.exports = exports
+        self.enrollments = enrollments  # EnrollmentStore (journeys), and the journey-events queue
+        self.journey_queue = journey_queue
 
     # -- export ----------------------------------------------------------------------------
 
@@ -173,6 +183,9 @@ class Privacy:
         while job["status"] == "running":
             finished = getattr(self, f"_step_{job['step']}")(job)
             job["updated_at"] = iso(self.clock.now())
+            if finished is None:  # the step waits for something outside the job: the next run looks again
+                self.state.put_state(_state_name(erasure_id), job)
+                break
             if finished:
                 job["done_steps"].append(job["step"])
                 index = STEPS.index(job["step"]) + 1
@@ -252,6 +265,30 @@ class Privacy:
         self._count(job, "contacts", sum(int(self.contacts.delete_contact(cid)) for cid in job["pending"]["contacts"]))
         return True
 
+    def _step_journeys(self, job: dict) -> bool | None:
+        if self.enrollments is None:
+            return True
+        pending = job["pending"]
+        contact_ids = pending["contacts"]
+        ids = [entry["id"] for cid in contact_ids for journey in self.enrollments.entries(cid).values()
+               for entry in journey["entries"]]
+        running = [r.id for r in self.enrollments.many(ids) if r.running] if ids else []
+        if running:
+            now = self.clock.now()
+            if pending.get("journeys_stopping") is None:
+                from chalicelib.services.journey_admin import stop_signal
+
+                self.journey_queue.send([stop_signal(eid, "erase", "the contact was erased") for eid in running])
+                pending["journeys_stopping"] = iso(now)
+                self._count(job, "journeys_stopped", len(running))
+                return None
+            if now - parse_timestamp(pending["journeys_stopping"]) < JOURNEY_STOP_GRACE:
+                return None
+            # The stop signals were not handled in time: the enrollments go anyway; each
+            # execution fails at its next task (no enrollment), rather than keep personal data.
+            self._count(job, "journeys_not_stopped", len(running))
+        self._count(job, "enrollments", sum(self.enrollments.erase_contact(cid) for cid in contact_ids))
+        return True
 
     def _step_exports(self, job: dict) -> bool:
         if self.exports is None:

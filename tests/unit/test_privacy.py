@@ -2,6 +2,7 @@
 the contact from events, then everything about it is exported, then erased."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -146,3 +147,76 @@ def test_an_erasure_out_of_time_continues_where_it_stopped(world):
     assert report["status"] == "done"
     assert world.privacy.resume() == []
     assert world.contacts.get(ada) is None
+
+
+def _enrolled(world, contact_id: str, key: str, status: str = "active"):
+    """An enrollment of the contact in a journey, as the runtime stores it."""
+    from chalicelib.domain.journeys.engine import Enrollment, WaitUntil
+    from chalicelib.domain.journeys.records import EnrollmentRecord
+
+    at = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    enrollment = Enrollment(id=f"cart-{contact_id}-{key}", journey_id="cart", contact_id=contact_id, entered_at=at,
+                            node="wait", key=key, status=status,
+                            waiting=WaitUntil(at) if status == "active" else None)
+    entries = world.enrollments.entries(contact_id).get("cart")
+    world.enrollments.create(EnrollmentRecord(enrollment, journey_version=1), entries["version"] if entries else None)
+    return enrollment.id
+
+
+@pytest.fixture
+def journeys_world(world):
+    from tests.unit.journey_fakes import FakeEnrollmentStore, FakeJourneyQueue
+
+    world.enrollments, world.journey_queue = FakeEnrollmentStore(), FakeJourneyQueue()
+    world.privacy.enrollments, world.privacy.journey_queue = world.enrollments, world.journey_queue
+    return world
+
+
+def test_erasure_stops_the_contacts_running_journeys_before_deleting_their_enrollments(journeys_world):
+    world = journeys_world
+    ada = world.build()
+    bob = world.contacts.lookup(["user:bob"])["user:bob"]
+    running, finished = _enrolled(world, ada, "k1"), _enrolled(world, ada, "k2", status="completed")
+    bobs = _enrolled(world, bob, "k9")
+    job = world.privacy.start_erasure(ada)
+    # The running enrollment was sent a stop signal; the step waits for the queue's consumer.
+    assert job["status"] == "running" and job["step"] == "journeys" and job["counts"]["journeys_stopped"] == 1
+    assert world.journey_queue.sent == [{"kind": "stop", "id": f"erase:{running}", "enrollment_id": running,
+                                         "reason": "the contact was erased"}]
+    assert world.contacts.get(ada) is None  # the contact went first: nothing can enroll it again
+    assert world.privacy.resume()[0]["step"] == "journeys"  # still running: looked at again, no new signal
+    assert len(world.journey_queue.sent) == 1
+    # The consumer stops it (the runtime's _stop_one); the next run deletes everything of Ada's.
+    record = world.enrollments.get(running)
+    world.enrollments.save(record.with_enrollment(replace(record.enrollment, status="stopped", waiting=None)))
+    [report] = world.privacy.resume()
+    assert report["status"] == "done" and report["done_steps"] == list(STEPS)
+    assert report["counts"]["enrollments"] == 3  # the entries item and both enrollments
+    assert world.enrollments.get(running) is None and world.enrollments.get(finished) is None
+    assert world.enrollments.entries(ada) == {}
+    assert world.enrollments.get(bobs) is not None  # Bob's stay
+
+
+def test_erasure_deletes_enrollments_whose_stop_was_not_handled_within_the_grace(journeys_world):
+    from chalicelib.services.privacy import JOURNEY_STOP_GRACE
+
+    world = journeys_world
+    ada = world.build()
+    running = _enrolled(world, ada, "k1")
+    job = world.privacy.start_erasure(ada)
+    assert job["step"] == "journeys"
+    world.clock.advance(seconds=JOURNEY_STOP_GRACE.total_seconds() - 1)
+    assert world.privacy.resume()[0]["status"] == "running"
+    world.clock.advance(seconds=2)
+    [report] = world.privacy.resume()
+    assert report["status"] == "done" and report["counts"]["journeys_not_stopped"] == 1
+    assert world.enrollments.get(running) is None
+
+
+def test_erasure_without_running_journeys_deletes_the_finished_ones_at_once(journeys_world):
+    world = journeys_world
+    ada = world.build()
+    finished = _enrolled(world, ada, "k1", status="exited")
+    job = world.privacy.start_erasure(ada)
+    assert job["status"] == "done" and job["counts"]["enrollments"] == 2
+    assert world.enrollments.get(finished) is None and world.journey_queue.sent == []

@@ -471,6 +471,9 @@ def may_enter(journey: Journey, view: ContactView, previous: tuple[Enrollment, .
     if rules.segment is not None and rules.segment not in (view.contact.segments or {}):
         return False, f"not in the entry segment {rules.segment}"
     running = [e for e in previous if not e.finished]
+    if any(e.node == SCHEDULE_NODE for e in running):
+        # A scheduled entry waits for the next allowed moment: another would wait for the same one.
+        return False, "already waiting for the schedule's next moment"
     if key is not None and any(e.key == key for e in running):
         return False, f"already enrolled for {key}"
     if len(running) >= rules.max_concurrent:

@@ -153,3 +153,17 @@ def test_the_runtime_runs_a_schedule_entry_after_its_wait_and_counts_the_wait():
     counts = world.store.counts("daily")
     assert counts["waiting_now:@schedule"] == 0 and counts["entered"] == 1 and counts["sent:hello"] == 1
     assert world.machine.history(record.id) == ["Advance", "Route", "WaitUntil", "Advance", "Route", "Done"]
+
+
+def test_a_second_scheduled_entry_is_refused_while_the_first_waits_for_the_same_moment():
+    from chalicelib.domain.journeys.engine import may_enter
+
+    j = parse_journey("id: daily\ntrigger: {schedule: {at: '09:00', weekdays: [mon]}}\n"
+                      "entry: {segment: members, re_entry: always, max_concurrent: 5}\nstart: hello\n"
+                      "nodes:\n  hello: {send: {template: daily-tip}}\n")
+    first = enroll_scheduled(j, "e1", "c1", datetime(2026, 3, 3, 6, 0, tzinfo=UTC), view())  # a Tuesday
+    assert may_enter(j, view(), (first,), datetime(2026, 3, 4, 6, 0, tzinfo=UTC)) == (
+        False, "already waiting for the schedule's next moment")
+    done = advance(j, first, view(), first.waiting.until).enrollment
+    assert done.finished
+    assert may_enter(j, view(), (done,), datetime(2026, 3, 10, 6, 0, tzinfo=UTC)) == (True, "entry rules met")
