@@ -228,8 +228,11 @@ class DefinitionService:
             raise DefinitionError([f"id: expected text, got {show(stated)}"])
         definition_id = definition_id or stated or ("default" if kind.singleton else None)
         key = (kind.name, definition_id or "\0draft")  # a draft replaces no stored definition
-        _, reading = self._prepare(kind, definition_id or DRAFT_ID,
-                                   kind.draft(document if definition_id else {**document, "id": DRAFT_ID}))
+        if definition_id is None:
+            draft = {**document, "id": DRAFT_ID}
+        else:  # read under its id, as `put` stores it (a document stating another id is refused)
+            draft = document if kind.singleton else {"id": definition_id, **document}
+        _, reading = self._prepare(kind, definition_id or DRAFT_ID, kind.draft(draft))
         problems = self.kinds.check_changes(self._readings(), {key: reading})[key]
         if problems:
             raise DefinitionError(problems)

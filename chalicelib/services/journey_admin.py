@@ -42,7 +42,7 @@ from chalicelib.domain.definition_errors import DefinitionError, show
 from chalicelib.domain.events import iso
 from chalicelib.domain.identity import InvalidIdentifier, make_identifier
 from chalicelib.domain.journeys.engine import SCHEDULE_NODE
-from chalicelib.domain.journeys.language import ExperimentNode, Journey, SendNode
+from chalicelib.domain.journeys.language import JOURNEY_ID, ExperimentNode, Journey, SendNode
 from chalicelib.domain.journeys.records import EnrollmentRecord, enrollment_id, waiting_doc
 from chalicelib.domain.messaging.experiments import HOLDOUT, ArmResult, Verdict, evaluate
 from chalicelib.domain.messaging.messages import DEFERRED, FAILED, SKIPPED
@@ -61,6 +61,7 @@ SCHEDULE_PAGE = 500  # entry segment members per schedule slice
 PREVIEW_LIMIT = 10_000  # running enrollments counted by a preview
 REASON_MAX = 500
 KEY_MAX = 200
+CONTACT_ID_MAX = 256
 DATA_MAX_BYTES = 16 * 1024  # the trigger data an API entry carries, kept on the enrollment
 SIGNAL_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 API_FIELDS = ("id", "contact_id", "user_id", "email", "key", "data")
@@ -108,6 +109,9 @@ class JourneyAdmin:
         """The journey's current row and parsed value (None when it no longer parses). With
         `current=False` a deleted journey answers with its last stored version: its running
         enrollments go on, and can be seen and stopped."""
+        if not isinstance(journey_id, str) or not JOURNEY_ID.fullmatch(journey_id):
+            raise NotFound(f"no journey {journey_id!r} (a journey id is 1 to 64 lowercase letters, digits and "
+                           "hyphens)")
         row = self.definitions.get("journey", journey_id)
         if row is None:
             versions = self.definitions.store.versions("journey", journey_id)
@@ -142,6 +146,8 @@ class JourneyAdmin:
         self._journey(journey_id, current=False)
         if not isinstance(contact_id, str) or not contact_id.strip():
             raise BadQuery("contact is required: ?contact=<contact id>")
+        if len(contact_id) > CONTACT_ID_MAX:
+            raise BadQuery(f"contact: a contact id has at most {CONTACT_ID_MAX} characters")
         contact = self.contacts.survivor(contact_id.strip())
         if contact is None:
             raise NotFound(f"no contact {contact_id.strip()!r}")
@@ -381,6 +387,10 @@ class JourneyAdmin:
         who = [k for k in WHO if k in body]
         if len(who) != 1:
             problems.append(f"give exactly one of contact_id, user_id, email ({'found ' + ', '.join(who) if who else 'none given'})")
+        given = body.get("contact_id")
+        if "contact_id" in body and (not isinstance(given, str) or not given.strip() or len(given) > CONTACT_ID_MAX):
+            problems.append(f"contact_id: expected a contact id (at most {CONTACT_ID_MAX} characters), got "
+                            f"{show(given)}")
         key = body.get("key")
         if key is not None and (not isinstance(key, str) or not key.strip() or len(key) > KEY_MAX):
             problems.append(f"key: expected text of at most {KEY_MAX} characters, got {show(key)}")
@@ -412,8 +422,6 @@ class JourneyAdmin:
 
     def _contact(self, field: str, value):
         if field == "contact_id":
-            if not isinstance(value, str) or not value.strip():
-                raise BadQuery(f"contact_id: expected a contact id, got {show(value)}")
             contact = self.contacts.survivor(value.strip())
             if contact is None:
                 raise NotFound(f"no contact {value.strip()!r}")
@@ -517,12 +525,12 @@ class JourneyAdmin:
 
 def _changes(current: Journey | None, new: Journey) -> dict:
     if current is None:
-        return {"added": list(new.nodes), "removed": [], "changed": [], "trigger_changed": True}
+        return {"added": sorted(new.nodes), "removed": [], "changed": [], "trigger_changed": True}
     before = (current.source_doc or {}).get("nodes") or {}
     after = (new.source_doc or {}).get("nodes") or {}
-    return {"added": [n for n in new.nodes if n not in current.nodes],
-            "removed": [n for n in current.nodes if n not in new.nodes],
-            "changed": [n for n in new.nodes if n in current.nodes and before.get(n) != after.get(n)],
+    return {"added": sorted(n for n in new.nodes if n not in current.nodes),
+            "removed": sorted(n for n in current.nodes if n not in new.nodes),
+            "changed": sorted(n for n in new.nodes if n in current.nodes and before.get(n) != after.get(n)),
             "trigger_changed": (current.source_doc or {}).get("trigger") != (new.source_doc or {}).get("trigger")}
 
 

@@ -203,6 +203,10 @@ def test_the_enrollments_route_refuses_unknown_journeys_and_contacts_and_a_missi
         world.admin.enrollments("abandoned-cart", None)
     with pytest.raises(NotFound, match="no contact 'ghost'"):
         world.admin.enrollments("abandoned-cart", "ghost")
+    with pytest.raises(BadQuery, match="at most 256 characters"):
+        world.admin.enrollments("abandoned-cart", "x" * 3000)
+    with pytest.raises(NotFound, match="a journey id is"):
+        world.admin.enrollments("Not A Journey" * 300, "c1")
     assert world.admin.enrollments("abandoned-cart", "c1")["enrollments"] == []
 
 
@@ -456,6 +460,7 @@ def test_the_api_trigger_enqueues_an_enroll_signal_and_names_the_enrollment_it_b
     ({"contact_id": "c1", "data": [1]}, "data: expected a JSON object"),
     ({"contact_id": "c1", "data": {"x": "y" * 20000}}, "data: larger than 16 KB"),
     ({"contact_id": "c1", "id": "has space"}, "id: expected 1 to 128"),
+    ({"contact_id": "x" * 300}, "contact_id: expected a contact id"),
 ])
 def test_a_bad_api_entry_is_refused_with_every_problem(body, problem):
     world = Admin(WELCOME)
@@ -566,7 +571,7 @@ def test_preview_counts_running_enrollments_per_node_against_the_new_version():
         {"node": "wait-more", "running": 2, "in_new_version": False, "kind_now": "wait_for"},
         {"node": "wait-for-purchase", "running": 1, "in_new_version": True, "kind_now": "wait_for",
          "kind_new": "wait_for"}]
-    assert answer["changes"] == {"added": [], "removed": ["wait-more"], "changed": ["email-reminder", "bought"],
+    assert answer["changes"] == {"added": [], "removed": ["wait-more"], "changed": ["bought", "email-reminder"],
                                  "trigger_changed": False}
     assert "finish on the version they started on" in answer["versions"]
     assert world.definitions.get("journey", "abandoned-cart")["version"] == 1  # nothing stored
@@ -600,4 +605,12 @@ def test_preview_of_a_first_version_has_nobody_running():
     world = Admin()
     answer = world.admin.preview("abandoned-cart", CART)
     assert answer["current_version"] is None and answer["nodes"] == [] and answer["running"]["counted"] == 0
-    assert answer["changes"]["added"] == list(CART["nodes"])
+    assert answer["changes"]["added"] == sorted(CART["nodes"])
+
+
+def test_a_document_without_an_id_is_validated_and_previewed_under_the_paths_id():
+    world = Admin(CART)
+    without_id = {k: v for k, v in CART.items() if k != "id"}
+    assert world.definitions.validate("journey", without_id, "abandoned-cart")["valid"]
+    assert world.definitions.validate("journey", without_id)["id"] is None  # a draft, read as one
+    assert world.admin.preview("abandoned-cart", without_id)["changed"] is False
