@@ -110,8 +110,8 @@ class JourneyAdmin:
         `current=False` a deleted journey answers with its last stored version: its running
         enrollments go on, and can be seen and stopped."""
         if not isinstance(journey_id, str) or not JOURNEY_ID.fullmatch(journey_id):
-            raise NotFound(f"no journey {journey_id!r} (a journey id is 1 to 64 lowercase letters, digits and "
-                           "hyphens)")
+            raise NotFound(f"no journey {str(journey_id)[:80]!r} (a journey id is 1 to 64 lowercase letters, "
+                           "digits and hyphens)")
         row = self.definitions.get("journey", journey_id)
         if row is None:
             versions = self.definitions.store.versions("journey", journey_id)
