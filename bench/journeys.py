@@ -131,10 +131,13 @@ def entries_per_day_at_quota(days_open: float, quota: int = OPEN_EXECUTIONS) -> 
     return quota / days_open if days_open > 0 else float("inf")
 
 
-def event_source_requests(messages: int, batch: int) -> int:
+def event_source_requests(messages: float, batch: int, full: bool = False) -> float:
     """ReceiveMessage + DeleteMessageBatch the event source mapping makes for `messages`
-    delivered `batch` at a time (idle polling left out)."""
-    return 2 * math.ceil(messages / batch) if messages else 0
+    delivered `batch` at a time (idle polling left out); `full`: every batch full (the share
+    of one message in a busy queue), else whole batches."""
+    if not messages:
+        return 0
+    return 2 * messages / batch if full else 2 * math.ceil(messages / batch)
 
 
 @dataclass
@@ -658,6 +661,7 @@ def per_enrollment_phase(h, args, say) -> dict:
                        h.endpoint, h.region)
     driver = Driver(h, created, calls, meter)
     driver.sfn = boto3.client("stepfunctions", endpoint_url=h.endpoint, region_name=h.region)
+    driver.ddb = boto3.client("dynamodb", endpoint_url=h.endpoint, region_name=h.region)
     sqs = boto3.client("sqs", endpoint_url=h.endpoint, region_name=h.region)
 
     def events_idle() -> bool:
@@ -684,6 +688,7 @@ def per_enrollment_phase(h, args, say) -> dict:
 
 def summarise_enrollments(h, driver: Driver, calls: ApiCalls, people: list[Person],
                           enrollments: dict[str, list[str]], seconds: float) -> dict:
+    from bench.units import item_size
     from chalicelib.entrypoints import runtime
 
     services = runtime.services()
@@ -696,7 +701,8 @@ def summarise_enrollments(h, driver: Driver, calls: ApiCalls, people: list[Perso
                        "contacts": 0, "enrollments": 0, "outcomes": defaultdict(int), "unexpected": [],
                        "history": [], "budget": [], "invocations": defaultdict(int),
                        "units": {}, "calls": defaultdict(int), "cpu": 0.0, "wall": 0.0, "index_wru": 0.0,
-                       "signals": 0, "signal_sends": 0.0, "dynamodb_calls": 0, "sfn_seconds": 0.0}
+                       "signals": 0, "signal_sends": 0.0, "dynamodb_calls": 0, "item_bytes": [],
+                       "by_consumer": {}}
     for p in people:
         rows[p.timeline.key]["contacts"] += 1
         rows[p.timeline.key]["signals"] += calls.signals.get(p.contact_id, 0)
@@ -715,7 +721,15 @@ def summarise_enrollments(h, driver: Driver, calls: ApiCalls, people: list[Perso
         row["cpu"] += inv.cpu
         row["wall"] += inv.wall
         row["index_wru"] += inv.index_wru
+        consumer = row["by_consumer"].setdefault(inv.consumer, {"messages": 0, "ops": defaultdict(int), "rru": 0.0,
+                                                                "wru": 0.0, "index_wru": 0.0, "cpu": 0.0})
+        consumer["messages"] += 1
+        consumer["index_wru"] += inv.index_wru
+        consumer["cpu"] += inv.cpu
         for (op, table), s in inv.ops.items():
+            consumer["ops"][f"{op} {table}"] += s.requests
+            consumer["rru"] += s.rru
+            consumer["wru"] += s.wru
             u = row["units"].setdefault(table, {"requests": 0, "rru": 0.0, "wru": 0.0, "ops": defaultdict(int)})
             u["requests"] += s.requests
             u["rru"] += s.rru
@@ -735,6 +749,9 @@ def summarise_enrollments(h, driver: Driver, calls: ApiCalls, people: list[Perso
         if (t.expect_status and outcome["status"] != t.expect_status) or tuple(outcome["acted"]) != t.expect_acted \
                 or outcome["converted"] != t.expect_converted:
             row["unexpected"].append(label)
+        item = driver.ddb.get_item(TableName=store.table_name, Key={"pk": {"S": f"e#{eid}"},
+                                                                     "sk": {"S": "enrollment"}}).get("Item")
+        row["item_bytes"].append(item_size(item) if item else 0)
         history = execution_history(driver.sfn, runner.execution_arn(eid))
         counts = history_counts(history)
         counts["per_round_events"] = _events_per_round(history)
@@ -787,17 +804,17 @@ def finish_row(row: dict, t: Timeline) -> dict:
                       and not k.endswith(":messages") and not k.endswith(":effects"))
     fifo_send = row["signal_sends"]
     fifo = (fifo_send + event_source_requests(signals, 1)) / n
-    fifo_batched = (fifo_send + event_source_requests(signals, BATCH)) / n
+    fifo_batched = (fifo_send + event_source_requests(signals, BATCH, full=True)) / n
     std = (tasks + sum(event_source_requests(c, 1) for k, c in by_consumer_messages.items() if k != "journey_events")
            + handler_sqs) / n
-    std_batched = (tasks + sum(event_source_requests(c, BATCH) for k, c in by_consumer_messages.items()
+    std_batched = (tasks + sum(event_source_requests(c, BATCH, full=True) for k, c in by_consumer_messages.items()
                                if k != "journey_events") + handler_sqs) / n
     sfn_calls = sum(v for k, v in row["calls"].items() if k.startswith("stepfunctions:"))
     sqs_calls = handler_sqs
     modelled = lambda_estimate_seconds(row["cpu"], {"dynamodb": row["dynamodb_calls"], "sqs": sqs_calls,
                                                     "stepfunctions": sfn_calls}, MEMORY_MB, LATENCY_MS) / n
     per = PerEnrollment(transitions=transitions, invocations=messages / n,
-                        invocations_batched=sum(math.ceil(c / BATCH) for c in by_consumer_messages.values()) / n,
+                        invocations_batched=messages / BATCH / n,
                         lambda_seconds=modelled, sqs_requests=std, sqs_requests_batched=std_batched,
                         sqs_fifo_requests=fifo, sqs_fifo_requests_batched=fifo_batched,
                         rru=journey_rru, wru=journey_wru)
@@ -823,6 +840,11 @@ def finish_row(row: dict, t: Timeline) -> dict:
         "invocations": invocations, "signals": row["signals"] / n, "calls": calls, "units": units,
         "index_wru": row["index_wru"] / n, "cpu_ms": 1000 * row["cpu"] / n, "wall_ms": 1000 * row["wall"] / n,
         "dynamodb_calls": row["dynamodb_calls"] / n, "per": asdict(per),
+        "item_bytes": max(row["item_bytes"], default=0),
+        "per_message": {name: {"messages": c["messages"] / n, "rru": c["rru"] / c["messages"],
+                               "wru": (c["wru"] + c["index_wru"]) / c["messages"], "cpu_ms": 1000 * c["cpu"] / c["messages"],
+                               "ops": {op: v / c["messages"] for op, v in sorted(c["ops"].items())}}
+                        for name, c in sorted(row["by_consumer"].items())},
         "cost": cost_per_1000(per), "cost_batched": cost_per_1000(per, batched=True),
         "send_tables": {tb: u for tb, u in units.items() if tb in SEND_TABLES},
     }
@@ -1152,7 +1174,8 @@ def render(results: dict) -> list[str]:
                  "per 1,000 enrollments, Lambda time modelled for AWS; X1 is per contact (no enrollment)")
     for t in per["timelines"]:
         lines.append(f"   {t['key']}: {t['states']}; history {t['history_events']:.0f} events "
-                     f"({t['history_events_per_round']:.1f} per round); ended {t['outcomes']} "
+                     f"({t['history_events_per_round']:.1f} per round); enrollment item {t['item_bytes']} B at the "
+                     f"end; ended {t['outcomes']} "
                      f"(expected {t['expected']}); executions {t['execution_status']}")
         lines.append(f"       invocations {_fmt(t['invocations'])}; signals {t['signals']:.2f}; calls "
                      f"{_fmt(t['calls'])}; DynamoDB {t['dynamodb_calls']:.1f} calls: "
@@ -1160,6 +1183,9 @@ def render(results: dict) -> list[str]:
                                  for tb, u in t["units"].items())
                      + f"; running index {t['index_wru']:.2f} WRU; CPU {t['cpu_ms']:.1f} ms, "
                        f"modelled {1000 * t['per']['lambda_seconds']:.0f} ms; cost {_fmt(t['cost']['parts'], 5)}")
+        lines.append("       per message: " + "; ".join(
+            f"{name} {m['rru']:.2f} RRU {m['wru']:.2f} WRU {m['cpu_ms']:.1f} ms CPU ({_fmt(m['ops'])})"
+            for name, m in t["per_message"].items()))
     s = results.get("starts")
     if s:
         lines += ["", f"2. Enrollments started: {s['handled']} signals through one journey_events consumer (batches "

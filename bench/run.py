@@ -3,7 +3,8 @@ request units.
 
     make bench                                   # the default run (core suite), on moto server
     .venv/bin/python -m bench.run --suite segments   # segmentation (bench/segments.py), about 7 minutes
-    .venv/bin/python -m bench.run --suite all    # both
+    .venv/bin/python -m bench.run --suite journeys   # journeys (bench/journeys.py), about 4 minutes
+    .venv/bin/python -m bench.run --suite all    # every suite
     .venv/bin/python -m bench.run --events 5000 --json out/bench.json
     .venv/bin/python -m bench.run --target aws   # real DynamoDB: creates and deletes bench-* tables
 
@@ -379,6 +380,10 @@ def verdicts(results: dict) -> list[str]:
         from bench import messaging
 
         out += messaging.verdicts(results["messaging"])
+    if results.get("journeys"):
+        from bench import journeys
+
+        out += journeys.verdicts(results["journeys"])
     return out
 
 
@@ -404,6 +409,10 @@ def render(results: dict) -> str:
         from bench import messaging
 
         lines += messaging.render(results["messaging"])
+    if results.get("journeys"):
+        from bench import journeys
+
+        lines += journeys.render(results["journeys"])
     lines += ["", "Budgets and claims (on computed request units; request counts also checked)"]
     lines += [f"   {v}" for v in results["verdicts"]]
     lines += ["", "WRU/RRU = computed: DynamoDB's documented sizing rules applied to the items each request "
@@ -502,6 +511,10 @@ def measure(args, h: Harness, wl: Workload, results: dict) -> None:
         from bench import messaging
 
         results["messaging"] = messaging.run_suite(h, args, say)
+    if args.suite in ("all", "journeys"):  # last: its latency run starts make run's stack in this process
+        from bench import journeys
+
+        results["journeys"] = journeys.run_suite(h, args, say)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -523,10 +536,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", help="use this already running DynamoDB endpoint instead of starting moto")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-processing", action="store_true")
-    parser.add_argument("--suite", choices=("core", "segments", "messaging", "all"), default="core",
+    parser.add_argument("--suite", choices=("core", "segments", "messaging", "journeys", "all"), default="core",
                         help="core (default, about 1 minute): ingest and stream processing; segments (about "
                              "7 minutes): segmentation, bench/segments.py; messaging (about 2 minutes): renders, "
-                             "sends and cost per 1,000 emails, bench/messaging.py; all: every suite")
+                             "sends and cost per 1,000 emails, bench/messaging.py; journeys (about 4 minutes): "
+                             "transitions and cost per enrollment, starts per second, latency, bench/journeys.py; "
+                             "all: every suite")
     parser.add_argument("--segment-counts", type=lambda v: [int(x) for x in v.split(",")], default=[10, 100, 1000],
                         help="segments defined in each per-event run (default 10,100,1000)")
     parser.add_argument("--seg-contacts", type=int, default=300,
@@ -560,6 +575,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="paced requests for the latency through an idle pipeline (default 50)")
     parser.add_argument("--trickle-interval", type=float, default=0.2,
                         help="seconds between paced requests (default 0.2)")
+    parser.add_argument("--journey-contacts", type=int, default=3,
+                        help="contacts per journey timeline in the per-enrollment run (default 3)")
+    parser.add_argument("--journey-starts", type=int, default=200,
+                        help="enrollments started through on_signal in the starts run (default 200; 0 skips)")
+    parser.add_argument("--journey-latency", type=int, default=10,
+                        help="samples of each latency on the local stack (default 10; 0 skips starting it)")
+    parser.add_argument("--journey-latency-interval", type=float, default=0.5,
+                        help="seconds between latency samples (default 0.5)")
+    parser.add_argument("--journey-scale", type=float, default=600.0,
+                        help="the journey time scale of the latency run (default 600, make run's)")
+    parser.add_argument("--journey-deadline", type=float, default=600.0,
+                        help="seconds a journeys run may take before it is reported as unfinished (default 600)")
     parser.add_argument("--plain-moto", action="store_true",
                         help="moto's server as shipped (its Query reads the whole table; see bench/moto_server.py)")
     parser.add_argument("--json", help="also write every number to this JSON file")
