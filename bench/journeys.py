@@ -234,6 +234,7 @@ class Timeline:
     trigger: object = None  # (uid) -> events; or a segment id entered
     during: tuple = ()  # ((node, (uid) -> events), ...): sent when the enrollment waits at node
     enrollments: int = 1  # per contact
+    stage: str = "subscriber"  # the lifecycle stage the contact already has (scoring.yaml)
 
 
 def cart(uid: str, n: int = 1) -> str:
@@ -278,11 +279,12 @@ TIMELINES = (
              ("birthday-email",), local_hours=range(10, 21), birthday_today=True, trigger="birthday-today"),
     Timeline("V1", "win-back", "lapsed regular, no purchase in 30 days", FAST, "completed",
              ("reactivation-offer",), segments=("win-back", "win-back-or-champions"),
-             trigger="win-back-or-champions"),
+             trigger="win-back-or-champions", stage="customer"),
     Timeline("V2", "win-back", "champion", FAST, "completed", ("thank-you",),
-             segments=("champions-thank-you", "win-back-or-champions"), trigger="win-back-or-champions"),
+             segments=("champions-thank-you", "win-back-or-champions"), trigger="win-back-or-champions",
+             stage="customer"),
     Timeline("V3", "win-back", "lapsed regular, buys within 30 days", 8640.0, None, ("reactivation-offer",), True,
-             segments=("win-back", "win-back-or-champions"), trigger="win-back-or-champions",
+             segments=("win-back", "win-back-or-champions"), trigger="win-back-or-champions", stage="customer",
              during=(("conversion-window", lambda u: [_track(u, "Order Completed", total=32.0)]),)),
 )
 
@@ -400,6 +402,7 @@ class Invocation:
     ops: dict  # (operation, table) -> OpStats
     index_wru: float
     calls: dict  # (service, operation, queue) -> requests
+    what: str = ""  # a signal's kind and event name or segment
 
 
 class Driver:
@@ -434,7 +437,8 @@ class Driver:
                 wall -= meter.own_wall - own[1]
                 after, _ = h.recorder.snapshot()
                 self.invocations.append(Invocation(consumer, key, wall, cpu, _minus(after, before),
-                                                   meter.total() - own[2], calls.take((consumer, key))))
+                                                   meter.total() - own[2], calls.take((consumer, key)),
+                                                   _signal_name(event) if consumer == "journey_events" else ""))
                 self.messages[consumer] += len(event.get("Records", []))
                 return result
             return invoke
@@ -465,6 +469,17 @@ class Driver:
                 + self.waits.poll_once(0))
 
 
+def _signal_name(event: dict) -> str:
+    if not event.get("Records"):
+        return ""
+    body = json.loads(event["Records"][0]["body"])
+    if body.get("kind") == "event":
+        return f"event {body['event'].get('event') or body['event'].get('type')}"
+    if body.get("kind") == "segment":
+        return f"segment {body['segment_id']} {'entered' if body.get('entered') else 'exited'}"
+    return body.get("kind", "?")
+
+
 def _minus(after: dict, before: dict) -> dict:
     from bench.units import OpStats
 
@@ -493,7 +508,9 @@ class Person:
 
 def seed_people(timelines, per_timeline: int, now: datetime, tag: str) -> list[Person]:
     """Contacts written straight to the contacts table (not measured): an email (a phone with
-    SMS consent), a time zone, consent as the timeline says, segments, a birthday."""
+    SMS consent), a time zone, consent as the timeline says, segments, a birthday, the
+    lifecycle stage an existing contact has (else its first event would change it, and the
+    lead-nurturing journey hears every Stage Changed)."""
     from chalicelib.domain.contact import Contact
     from chalicelib.domain.events import iso
     from chalicelib.domain.messaging.consent import ALL_TOPICS, GRANTED, ConsentRecord, ConsentState
@@ -523,6 +540,7 @@ def seed_people(timelines, per_timeline: int, now: datetime, tag: str) -> list[P
                                                             "bench signup"))
                 contact.consent = state.to_document()
                 contact.segments = {s: {"since": iso(now - timedelta(days=1))} for s in timeline.segments}
+                contact.stage = timeline.stage
                 item = repo._to_item(contact)
                 item.version = 1
                 contacts.save(item)
@@ -702,7 +720,7 @@ def summarise_enrollments(h, driver: Driver, calls: ApiCalls, people: list[Perso
                        "history": [], "budget": [], "invocations": defaultdict(int),
                        "units": {}, "calls": defaultdict(int), "cpu": 0.0, "wall": 0.0, "index_wru": 0.0,
                        "signals": 0, "signal_sends": 0.0, "dynamodb_calls": 0, "item_bytes": [],
-                       "by_consumer": {}}
+                       "by_consumer": {}, "signal_names": defaultdict(int)}
     for p in people:
         rows[p.timeline.key]["contacts"] += 1
         rows[p.timeline.key]["signals"] += calls.signals.get(p.contact_id, 0)
@@ -716,6 +734,8 @@ def summarise_enrollments(h, driver: Driver, calls: ApiCalls, people: list[Perso
             continue
         row = rows[t.key]
         row["invocations"][inv.consumer] += 1
+        if inv.what:
+            row["signal_names"][inv.what] += 1
         if inv.consumer == "journey_advance":
             advance_messages[inv.key] += 1
         row["cpu"] += inv.cpu
@@ -838,6 +858,7 @@ def finish_row(row: dict, t: Timeline) -> dict:
         "transitions_per_wait": mean([b["transitions_per_wait"] for b in budgets if hist and waits]),
         "advance_calls_per_run": mean([b["calls_per_run"] for b in budgets]),
         "invocations": invocations, "signals": row["signals"] / n, "calls": calls, "units": units,
+        "signal_names": {k: v / n for k, v in sorted(row["signal_names"].items())},
         "index_wru": row["index_wru"] / n, "cpu_ms": 1000 * row["cpu"] / n, "wall_ms": 1000 * row["wall"] / n,
         "dynamodb_calls": row["dynamodb_calls"] / n, "per": asdict(per),
         "item_bytes": max(row["item_bytes"], default=0),
@@ -1177,7 +1198,7 @@ def render(results: dict) -> list[str]:
                      f"({t['history_events_per_round']:.1f} per round); enrollment item {t['item_bytes']} B at the "
                      f"end; ended {t['outcomes']} "
                      f"(expected {t['expected']}); executions {t['execution_status']}")
-        lines.append(f"       invocations {_fmt(t['invocations'])}; signals {t['signals']:.2f}; calls "
+        lines.append(f"       invocations {_fmt(t['invocations'])}; signals {_fmt(t['signal_names'])}; calls "
                      f"{_fmt(t['calls'])}; DynamoDB {t['dynamodb_calls']:.1f} calls: "
                      + "; ".join(f"{tb} {u['rru']:.2f} RRU {u['wru']:.2f} WRU ({_fmt(u['ops'])})"
                                  for tb, u in t["units"].items())
