@@ -114,12 +114,12 @@ def budget_of(counts: dict, advance_messages: int) -> dict:
             "calls_per_run": calls_per_run, "within_calls": advance_messages <= counts["advances"]}
 
 
-def rounds_within_history(first_round_events: int, events_per_round: float, limit: int = HISTORY_LIMIT) -> int:
-    """How many rounds (waits) an execution can run before its history reaches the limit:
-    the start's events, then `events_per_round` per wait, and about 4 events to end."""
+def rounds_within_history(fixed_events: int, events_per_round: float, limit: int = HISTORY_LIMIT) -> int:
+    """How many rounds (a wait and the Advance after it) an execution can run before its
+    history reaches the limit, besides the `fixed_events` of its start and its end."""
     if events_per_round <= 0:
         return 0
-    return max(0, int((limit - first_round_events - 4) // events_per_round))
+    return max(0, int((limit - fixed_events) // events_per_round))
 
 
 def open_executions(entries_per_day: float, days_open: float) -> float:
@@ -840,7 +840,7 @@ def finish_row(row: dict, t: Timeline) -> dict:
                         rru=journey_rru, wru=journey_wru)
     budgets = row["budget"]
     per_round = [x for c in hist for x in c["per_round_events"]]
-    first = [c["per_round_events"][0] if c["per_round_events"] else c["history_events"] for c in hist]
+    fixed = [c["history_events"] - sum(c["per_round_events"]) for c in hist]  # the start and the end
     return {
         "key": t.key, "journey": t.journey, "name": t.name, "scale": t.scale, "contacts": row["contacts"],
         "enrollments": row["enrollments"], "outcomes": dict(row["outcomes"]), "unexpected": row["unexpected"],
@@ -851,7 +851,7 @@ def finish_row(row: dict, t: Timeline) -> dict:
                               max((c["transitions"] for c in hist), default=0)],
         "retries": sum(c["retries"] for c in hist), "advances": mean([c["advances"] for c in hist]),
         "states": _states_summary(hist), "history_events": mean([c["history_events"] for c in hist]),
-        "history_events_per_round": mean(per_round), "history_events_first_round": mean(first),
+        "history_events_per_round": mean(per_round), "history_events_fixed": max(fixed, default=0),
         "execution_status": sorted({c["status"] for c in hist}),
         "within_transitions": all(b["within_transitions"] for b in budgets) if budgets else None,
         "within_calls": all(b["within_calls"] for b in budgets) if budgets else None,
@@ -1122,18 +1122,22 @@ def _cart_latency(t0: float, t1: float, history: list[dict]) -> dict:
 # -- suite ---------------------------------------------------------------------------------------
 
 def quotas(timelines: list[dict]) -> dict:
-    """Days each shipped journey keeps an execution open (from its definition: the longest
-    path's waits), the entries per day that fill the 1M open executions, and how many rounds
-    the 25,000-event history allows (from the measured events per round)."""
-    per_round = [t["history_events_per_round"] for t in timelines if t["history_events_per_round"]]
-    first = [t["history_events_first_round"] for t in timelines if t["history_events_first_round"]]
-    events_per_round = max(per_round) if per_round else 0.0
-    first_round = max(first) if first else 0.0
+    """Days each shipped journey keeps an execution open (its longest path's waits, from its
+    definition), the entries per day that alone fill the 1M open executions, and how many
+    rounds the 25,000-event history allows, for rounds of each kind measured (a WaitUntil
+    round and a WaitForEvent round leave different numbers of events)."""
+    kinds: dict[str, list[float]] = defaultdict(list)
+    fixed = [t["history_events_fixed"] for t in timelines if t["enrollments"]]
+    for t in timelines:
+        if t["history_events_per_round"]:
+            kinds["WaitForEvent" if "WaitForEvent" in t["states"] else "WaitUntil"].append(t["history_events_per_round"])
+    fixed_events = max(fixed) if fixed else 0
+    per_round = {kind: max(values) for kind, values in sorted(kinds.items())}
     days_open = {"abandoned-cart": 25 / 24, "welcome-series": 5.0, "lead-nurturing": 22.0,
                  "birthday (entered before 09:00)": 9 / 24, "birthday (entered after 09:00)": 365.0,
                  "win-back": 30.0}
-    return {"events_per_round": events_per_round, "first_round_events": first_round,
-            "rounds_within_history": rounds_within_history(int(first_round), events_per_round),
+    return {"events_per_round": per_round, "fixed_events": fixed_events,
+            "rounds_within_history": {k: rounds_within_history(int(fixed_events), v) for k, v in per_round.items()},
             "days_open": days_open,
             "entries_per_day_at_1M": {k: entries_per_day_at_quota(v) for k, v in days_open.items()}}
 
@@ -1234,9 +1238,11 @@ def render(results: dict) -> list[str]:
                   f"{lat['resume']['total_ms'].get('p50', 0):.0f} ms, p95 {lat['resume']['total_ms'].get('p95', 0):.0f}"
                   f" ms"]
     q = results["quotas"]
-    lines += ["", f"4. Quotas: {q['events_per_round']:.0f} history events per round (measured), "
-                  f"{q['rounds_within_history']} rounds within 25,000 events; entries per day that fill 1M open "
-                  "executions: " + ", ".join(f"{k} {v:,.0f}" for k, v in q["entries_per_day_at_1M"].items())]
+    lines += ["", "4. Quotas: history events per round (measured) " + _fmt(q["events_per_round"], 0)
+              + f", {q['fixed_events']:.0f} for the start and the end; rounds within 25,000 events: "
+              + ", ".join(f"{k} {v:,}" for k, v in q["rounds_within_history"].items())
+              + "; entries per day that alone fill 1M open executions: "
+              + ", ".join(f"{k} {v:,.0f}" for k, v in q["entries_per_day_at_1M"].items())]
     return lines
 
 

@@ -47,7 +47,8 @@ def abandoned_cart_history(advance_attempts: int = 1) -> list[dict]:
     return [{"type": "ExecutionStarted"},
             *task("Advance", scheduled=advance_attempts), *route(), *task("WaitForEvent", "TaskTimedOut"),
             *task("Advance"), *route(), *task("WaitForEvent", "TaskTimedOut"),
-            *task("Advance"), *route(), entered("Done", "Succeed"), {"type": "ExecutionSucceeded"}]
+            *task("Advance"), *route(), entered("Done", "Succeed"), {"type": "SucceedStateExited"},
+            {"type": "ExecutionSucceeded"}]
 
 
 def test_every_state_entered_is_a_transition_and_the_waits_and_advances_are_counted():
@@ -82,8 +83,11 @@ def test_history_events_per_round_run_from_one_advance_to_the_next():
 
 
 def test_rounds_within_the_history_quota():
-    assert rounds_within_history(15, 14.0) == (25_000 - 15 - 4) // 14
-    assert rounds_within_history(10, 10.0, limit=100) == 8
+    history = abandoned_cart_history()
+    fixed = len(history) - sum(_events_per_round(history))
+    assert fixed == 12  # ExecutionStarted, the last Advance (6), Route (2), Done (2), ExecutionSucceeded
+    assert rounds_within_history(fixed, 14.0) == (25_000 - 12) // 14 == 1784
+    assert rounds_within_history(10, 10.0, limit=100) == 9
     assert rounds_within_history(10, 0.0) == 0
 
 
