@@ -53,7 +53,7 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from bench.harness import ROOT, WRITE_KEY
-from bench.messaging import Prices, billed_seconds, lambda_estimate_seconds, percentile
+from bench.messaging import Prices, lambda_estimate_seconds, percentile
 
 HISTORY_LIMIT = 25_000  # Step Functions Standard: events in one execution's history
 OPEN_EXECUTIONS = 1_000_000  # Step Functions Standard: open executions per account and region
@@ -988,7 +988,6 @@ RESUME_JOURNEY = {
 
 def latency_phase(h, args, say) -> dict:
     """On `local.run.LocalStack` (make run's stack, its own emulator) in this process."""
-    import http.client  # noqa: F401 - urllib below
     import urllib.request
 
     import boto3

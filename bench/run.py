@@ -511,7 +511,8 @@ def measure(args, h: Harness, wl: Workload, results: dict) -> None:
         from bench import messaging
 
         results["messaging"] = messaging.run_suite(h, args, say)
-    if args.suite in ("all", "journeys"):  # last: its latency run starts make run's stack in this process
+    if args.suite in ("all", "journeys") and args.target == "moto" and not args.endpoint:
+        # last: its latency run starts make run's stack in this process
         from bench import journeys
 
         results["journeys"] = journeys.run_suite(h, args, say)
@@ -593,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.target == "aws" and args.endpoint:
         parser.error("--endpoint and --target aws exclude each other")
+    if args.suite == "journeys" and (args.target == "aws" or args.endpoint):
+        parser.error("the journeys suite runs on the moto server it starts (Step Functions executing the enrollment "
+                     "runner, the journey queues): leave out --target aws and --endpoint")
 
     run_id = f"bench{time.strftime('%H%M%S')}{random.randint(0, 99):02d}"
     results: dict = {
