@@ -250,7 +250,7 @@ class JourneyRuntime:
         allowed, reason = may_enter(journey, self.view(contact), tuple(previous), now, key)
         if not allowed:
             if key is not None and event is not None:
-                self._add_item(journey, previous, key, event)
+                self._add_item(journey, previous, key, event, cause)
             self._count(journey.id, eid, {"refused": 1})
             logger.info("journey entry refused", extra={"journey": journey.id, "contact": contact.id, "reason": reason})
             return Outcome(refused=1)
@@ -272,19 +272,22 @@ class JourneyRuntime:
         self._count(journey.id, eid, {"entered": 1, **_step_counts(first, Step(first, trace=first.trace))})
         return Outcome(entered=1)
 
-    def _add_item(self, journey: Journey, previous: list[Enrollment], key: str, event: dict) -> None:
+    def _add_item(self, journey: Journey, previous: list[Enrollment], key: str, event: dict,
+                  signal_id: str) -> None:
         """Another event of a keyed trigger for a running key (a second product in the cart):
-        its properties join the enrollment's data, for the templates."""
+        its properties join the enrollment's data, for the templates, once (the signal is
+        remembered as seen: a signal delivered again adds nothing)."""
         for enrollment in previous:
             if enrollment.key == key and not enrollment.finished:
                 for _ in range(ATTEMPTS):
                     record = self.store.get(enrollment.id)
-                    if record is None or not record.running:
+                    if record is None or not record.running or signal_id in record.seen:
                         return
                     items = list(record.data.get("items") or [])
                     items.append(dict(event.get("properties") or {}))
                     try:
-                        self.store.save(replace(record, data={**record.data, "items": _bounded_items(items)}))
+                        self.store.save(replace(record, data={**record.data, "items": _bounded_items(items)}
+                                                ).saw(signal_id))
                         return
                     except EnrollmentConflict:
                         continue

@@ -229,6 +229,20 @@ def test_a_redelivered_signal_enrolls_once():
     assert world.store.counts("abandoned-cart")["entered"] == 1
 
 
+def test_a_redelivered_product_of_a_running_cart_joins_its_items_once():
+    """The outbox of a contact read back unpublished is published again (services/effects.py):
+    the same signal comes back, after the FIFO queue's deduplication window on AWS, at any
+    time on the emulator. The cart's enrollment takes its product once."""
+    world = World(CART)
+    world.contact()
+    world.event("c1", "Product Added", cart_id="k1", name="Roma")
+    second = world.signal("c1", "Product Added", cart_id="k1", name="Grinder")
+    world.runtime.on_signal(second)
+    world.runtime.on_signal(copy.deepcopy(second))
+    world.machine.drain(world.runtime)
+    assert [i["name"] for i in world.only().data["items"]] == ["Roma", "Grinder"]
+
+
 def test_a_start_lost_after_the_enrollment_was_stored_happens_on_redelivery():
     world = World(CART)
     world.contact()
